@@ -1,0 +1,311 @@
+"""The `gateway` command: serve, demo, check-config, db init, user add|list|disable|passwd."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .app import create_app
+from .config import GatewayConfig, load_config
+from .errors import ConfigError, GatewayError
+from .passwords import PasswordHasher
+from .server import run, serve_until_stopped
+from .storage import (
+    USERNAME_RULE,
+    UserExists,
+    UserStore,
+    create_database,
+    create_store,
+    is_valid_username,
+)
+
+__all__ = ["main"]
+
+log = logging.getLogger("gateway")
+MIN_PASSWORD_LENGTH = 8
+
+
+class CommandError(Exception):
+    """A failure to report in one line, without a traceback."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code = args.handler(args)
+    except ConfigError as exc:
+        print("configuration error:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        code = 2
+    except (CommandError, GatewayError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=Path("config.yaml"),
+        help="config file (default ./config.yaml)",
+    )
+    common.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+
+    parser = argparse.ArgumentParser(prog="gateway", description="Authentication gateway")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", parents=[common], help="run the gateway")
+    serve.add_argument(
+        "--demo", action="store_true", help="allow a throwaway signing secret when none is set"
+    )
+    serve.set_defaults(handler=_serve)
+
+    demo = commands.add_parser(
+        "demo", parents=[common], help="run the gateway and the demo upstream, with a demo user"
+    )
+    demo.set_defaults(handler=_demo)
+
+    check = commands.add_parser("check-config", parents=[common], help="validate the config file")
+    check.set_defaults(handler=_check_config)
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
+    init = db.add_parser(
+        "init", parents=[common], help="create the database and schema (idempotent)"
+    )
+    init.set_defaults(handler=_db_init)
+
+    user = commands.add_parser("user", help="manage users").add_subparsers(
+        dest="user", required=True
+    )
+    add = user.add_parser("add", parents=[common], help="add a user")
+    add.add_argument("name")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    add.set_defaults(handler=_user_add)
+    listing = user.add_parser("list", parents=[common], help="list users")
+    listing.set_defaults(handler=_user_list)
+    for verb, disabled in (("disable", True), ("enable", False)):
+        sub = user.add_parser(verb, parents=[common], help=f"{verb} a user")
+        sub.add_argument("name")
+        sub.set_defaults(handler=_user_set_disabled, disabled=disabled)
+    passwd = user.add_parser("passwd", parents=[common], help="set a user's password")
+    passwd.add_argument("name")
+    passwd.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
+    passwd.set_defaults(handler=_user_passwd)
+    return parser
+
+
+# --- serving ------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = load_config(args.config, ephemeral_key_ok=args.demo)
+    _warn_if_ephemeral(config)
+    server = config.server
+
+    async def serve() -> int:
+        async def started() -> None:
+            log.info("gateway listening on http://%s:%d", server.host, server.port)
+
+        await serve_until_stopped(
+            [(create_app(config), server.host, server.port)], on_started=started
+        )
+        return 0
+
+    return run(serve())
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from upstream_demo import create_upstream_app
+
+    config = load_config(args.config, ephemeral_key_ok=True)
+    _warn_if_ephemeral(config)
+    upstream = config.upstreams.get("demo")
+    if upstream is None or upstream.url.host not in ("127.0.0.1", "localhost", "::1"):
+        raise CommandError("the demo needs an upstream named 'demo' on localhost in the config")
+    server = config.server
+    base = f"http://{server.host}:{server.port}"
+
+    async def demo() -> int:
+        await _ensure_demo_user(config)
+
+        async def started() -> None:
+            print(
+                f"\nDemo upstream on {upstream.url}, gateway on {base}\n"
+                f"Demo user: guang / 123456\n\n"
+                f"  curl {base}/aaa\n"
+                f"  curl -i {base}/bbb\n"
+                f"  curl -s -X POST {base}/user/login -H 'Content-Type: application/json' \\\n"
+                f'       -d \'{{"username":"guang","password":"123456"}}\'\n'
+                f"  curl {base}/bbb -H 'Authorization: Bearer <access_token>'\n\n"
+                "Stop with Ctrl-C.\n",
+                flush=True,
+            )
+
+        await serve_until_stopped(
+            [
+                (create_upstream_app(), upstream.url.host or "127.0.0.1", upstream.url.port or 80),
+                (create_app(config), server.host, server.port),
+            ],
+            on_started=started,
+        )
+        return 0
+
+    return run(demo())
+
+
+async def _ensure_demo_user(config: GatewayConfig) -> None:
+    async def ensure(store: UserStore, hasher: PasswordHasher) -> None:
+        if await store.get_user_by_name("guang") is None:
+            await store.add_user("guang", await hasher.hash("123456"))
+            log.info("created the demo user guang")
+
+    await create_database(config.database.url)
+    await _with_store(config, ensure)
+
+
+def _warn_if_ephemeral(config: GatewayConfig) -> None:
+    if config.tokens.ephemeral:
+        log.warning(
+            "DEMO MODE: no JWT_SECRET set, signing with a random secret that lives only as long as "
+            "this process; every token dies on restart. Set JWT_SECRET for real use."
+        )
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    print(
+        f"{config.source}: OK ({len(config.routes)} routes, {len(config.upstreams)} upstreams, "
+        f"{config.tokens.key.algorithm} tokens)"
+    )
+    return 0
+
+
+# --- database and users -------------------------------------------------------------------
+
+
+def _admin_config(args: argparse.Namespace) -> GatewayConfig:
+    # Admin commands issue no tokens, so they do not need the signing secret.
+    return load_config(args.config, ephemeral_key_ok=True)
+
+
+async def _with_store(
+    config: GatewayConfig, action: Callable[[UserStore, PasswordHasher], Awaitable[None]]
+) -> None:
+    store = create_store(config.database.url)
+    hasher = PasswordHasher(config.passwords)
+    await store.open()
+    try:
+        await store.migrate()
+        await hasher.start()
+        await action(store, hasher)
+    finally:
+        await hasher.close()
+        await store.close()
+
+
+def _db_init(args: argparse.Namespace) -> int:
+    config = _admin_config(args)
+
+    async def init() -> int:
+        await create_database(config.database.url)
+        store = create_store(config.database.url)
+        await store.open()
+        try:
+            version = await store.migrate()
+        finally:
+            await store.close()
+        print(f"database ready: schema version {version}")
+        return 0
+
+    return run(init())
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != password:
+            raise CommandError("the passwords do not match")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise CommandError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > 1024:
+        raise CommandError("a password may have at most 1024 characters")
+    return password
+
+
+def _user_add(args: argparse.Namespace) -> int:
+    if not is_valid_username(args.name):
+        raise CommandError(f"invalid user name {args.name!r}: use {USERNAME_RULE}")
+    config = _admin_config(args)
+    password = _read_password(args)
+
+    async def add(store: UserStore, hasher: PasswordHasher) -> None:
+        try:
+            user = await store.add_user(args.name, await hasher.hash(password))
+        except UserExists:
+            raise CommandError(f"user {args.name!r} already exists") from None
+        print(f"added user {user.username} (id {user.id})")
+
+    run(_with_store(config, add))
+    return 0
+
+
+def _user_list(args: argparse.Namespace) -> int:
+    config = _admin_config(args)
+
+    async def show(store: UserStore, hasher: PasswordHasher) -> None:
+        users = await store.list_users()
+        print(f"{'ID':>6}  {'USERNAME':<32} {'STATE':<9} CREATED")
+        for user in users:
+            created = datetime.fromtimestamp(user.created_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+            state = "disabled" if user.disabled else "active"
+            print(f"{user.id:>6}  {user.username:<32} {state:<9} {created}")
+
+    run(_with_store(config, show))
+    return 0
+
+
+def _user_set_disabled(args: argparse.Namespace) -> int:
+    config = _admin_config(args)
+
+    async def change(store: UserStore, hasher: PasswordHasher) -> None:
+        if not await store.set_disabled(args.name, args.disabled):
+            raise CommandError(f"no user named {args.name!r}")
+        print(f"user {args.name} {'disabled' if args.disabled else 'enabled'}")
+
+    run(_with_store(config, change))
+    return 0
+
+
+def _user_passwd(args: argparse.Namespace) -> int:
+    config = _admin_config(args)
+    password = _read_password(args)
+
+    async def change(store: UserStore, hasher: PasswordHasher) -> None:
+        user = await store.get_user_by_name(args.name)
+        if user is None:
+            raise CommandError(f"no user named {args.name!r}")
+        await store.set_password_hash(user.id, await hasher.hash(password))
+        print(f"password changed for {user.username}")
+
+    run(_with_store(config, change))
+    return 0

@@ -1,0 +1,624 @@
+"""Configuration: YAML with ${VAR:-default} interpolation, parsed once into frozen typed objects.
+
+Validation collects every problem at once, each prefixed with its YAML path
+(``routes[2].upstream: ...``), and raises ``ConfigError``. Nothing else in the gateway reads raw
+YAML. The README's "Configuration reference" documents each key; defaults are stated here.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yarl import URL
+
+from .errors import ConfigError
+from .keys import KeyError_, SigningKey, hmac_key, load_private_key
+from .patterns import PathPattern, PatternError, patterns_overlap
+
+__all__ = [
+    "ALL_METHODS",
+    "RESERVED_PATHS",
+    "AuthPolicy",
+    "DatabaseConfig",
+    "GatewayConfig",
+    "IdentityHeaders",
+    "PasswordConfig",
+    "RouteConfig",
+    "ServerConfig",
+    "TokenConfig",
+    "UpstreamConfig",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+]
+
+ALL_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# The gateway's own endpoints; a route may not claim them.
+RESERVED_PATHS = frozenset({"/user/login", "/user/refresh", "/.well-known/jwks.json"})
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+_ROUTE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_UNSETTABLE_HEADERS = frozenset(
+    {
+        "host",
+        "authorization",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "cookie",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+    }
+)
+
+
+class AuthPolicy(enum.Enum):
+    PUBLIC = "public"
+    REQUIRED = "required"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Peers whose X-Forwarded-* values are kept (appended to); everyone else's are replaced.
+    trusted_proxies: tuple[IpNetwork, ...] = ()
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    # mysql://user:pass@host:port/db or sqlite:///path/file.db
+    url: str = "sqlite:///gateway.db"
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    key: SigningKey = field(repr=False)
+    issuer: str = "auth-gateway"
+    audience: str = "auth-gateway"
+    access_ttl: float = 30 * 60.0
+    refresh_ttl: float = 7 * 86400.0
+    leeway: float = 30.0
+    # True when no secret was configured and a random one was made for this process only.
+    ephemeral: bool = False
+
+
+@dataclass(frozen=True)
+class PasswordConfig:
+    # OWASP's argon2id minimum: 19 MiB, 2 passes, 1 lane.
+    memory_kib: int = 19456
+    time_cost: int = 2
+    parallelism: int = 1
+    # Threads hashing at once; more logins queue (bounded CPU and memory under a login storm).
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class IdentityHeaders:
+    user_id: str = "X-User-Id"
+    username: str = "X-User-Name"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.user_id, self.username)
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    name: str
+    url: URL
+    connect_timeout: float = 5.0
+    # Longest wait for the upstream's response headers or for the next chunk of its body.
+    read_timeout: float = 30.0
+    max_connections: int = 100
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    name: str
+    pattern: PathPattern
+    upstream: str
+    auth: AuthPolicy
+    # None: every method.
+    methods: frozenset[str] | None = None
+    forward_authorization: bool = False
+
+    def allows(self, method: str) -> bool:
+        return self.methods is None or method in self.methods
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    server: ServerConfig
+    database: DatabaseConfig
+    tokens: TokenConfig
+    passwords: PasswordConfig
+    identity_headers: IdentityHeaders
+    upstreams: Mapping[str, UpstreamConfig]
+    routes: tuple[RouteConfig, ...]
+    source: str = "<memory>"
+
+
+def parse_duration(value: object) -> float:
+    """'30m', '7d', '1h30m', '500ms', '15s', or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 30s, 15m, 7d")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"\d+(?:\.\d+)?", text):
+            seconds = float(text)
+        elif text and re.fullmatch(f"(?:{_DURATION_PART.pattern})+", text):
+            seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(text))
+        else:
+            raise ValueError(f"{value!r} is not a duration like 30s, 15m, 7d or 1h30m")
+    else:
+        raise ValueError("expected a duration like 30s, 15m, 7d")
+    if seconds < 0:
+        raise ValueError("must not be negative")
+    return seconds
+
+
+def load_config(
+    path: str | Path,
+    *,
+    environ: Mapping[str, str] | None = None,
+    ephemeral_key_ok: bool = False,
+) -> GatewayConfig:
+    """Read and validate a config file; raise ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the config file: {exc.strerror}"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
+    return parse_config(
+        raw,
+        environ=os.environ if environ is None else environ,
+        ephemeral_key_ok=ephemeral_key_ok,
+        source=str(path),
+        base_dir=path.parent,
+    )
+
+
+def parse_config(
+    raw: object,
+    *,
+    environ: Mapping[str, str],
+    ephemeral_key_ok: bool = False,
+    source: str = "<memory>",
+    base_dir: Path | None = None,
+) -> GatewayConfig:
+    """Validate an already-loaded YAML document (see load_config)."""
+    problems: list[str] = []
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{source}: the top level must be a mapping of sections"])
+    root = _Node(_interpolate(raw, environ, "", problems), "", problems)
+    base_dir = base_dir or Path.cwd()
+
+    server = _server(root.child("server"))
+    database = DatabaseConfig(url=root.child("database").text("url", DatabaseConfig.url))
+    _check_database_url(database.url, problems)
+    tokens = _tokens(root.child("tokens"), ephemeral_key_ok, base_dir)
+    passwords = _passwords(root.child("passwords"))
+    identity = _identity_headers(root.child("identity_headers"))
+    upstreams = _upstreams(root.child("upstreams"))
+    routes = _routes(root, upstreams)
+    root.close()
+    if problems or tokens is None:
+        raise ConfigError([f"{source}: {p}" for p in problems])
+    return GatewayConfig(
+        server=server,
+        database=database,
+        tokens=tokens,
+        passwords=passwords,
+        identity_headers=identity,
+        upstreams=upstreams,
+        routes=routes,
+        source=source,
+    )
+
+
+# --- sections -----------------------------------------------------------------------------
+
+
+def _server(node: _Node) -> ServerConfig:
+    host = node.text("host", ServerConfig.host)
+    port = node.integer("port", ServerConfig.port, minimum=0, maximum=65535)
+    proxies: list[IpNetwork] = []
+    for where, item in node.items("trusted_proxies"):
+        try:
+            proxies.append(ipaddress.ip_network(str(item), strict=False))
+        except ValueError:
+            node.problem_at(where, f"{item!r} is not an IP address or CIDR network")
+    node.close()
+    return ServerConfig(host=host, port=port, trusted_proxies=tuple(proxies))
+
+
+def _check_database_url(url: str, problems: list[str]) -> None:
+    parsed = URL(url)
+    if parsed.scheme == "sqlite":
+        if not parsed.path.strip("/"):
+            problems.append("database.url: sqlite needs a file, e.g. sqlite:///gateway.db")
+    elif parsed.scheme in ("mysql", "mariadb"):
+        if not parsed.host or not parsed.path.strip("/"):
+            problems.append("database.url: expected mysql://user:password@host:port/database")
+    else:
+        problems.append(
+            "database.url: must start with mysql:// or sqlite:/// "
+            f"(got {parsed.scheme or 'no scheme'})"
+        )
+
+
+def _tokens(node: _Node, ephemeral_key_ok: bool, base_dir: Path) -> TokenConfig | None:
+    secret = node.text("secret", "")
+    secret_file = node.text("secret_file", "")
+    key_file = node.text("private_key_file", "")
+    algorithm = node.text("algorithm", "") or None
+    issuer = node.text("issuer", TokenConfig.issuer)
+    audience = node.text("audience", TokenConfig.audience)
+    access_ttl = node.duration("access_ttl", TokenConfig.access_ttl, minimum=1.0)
+    refresh_ttl = node.duration("refresh_ttl", TokenConfig.refresh_ttl, minimum=1.0)
+    leeway = node.duration("leeway", TokenConfig.leeway, minimum=0.0, maximum=300.0)
+    node.close()
+    if refresh_ttl < access_ttl:
+        node.problem("refresh_ttl", "must not be shorter than access_ttl")
+    if not issuer or not audience:
+        node.problem("issuer", "issuer and audience must not be empty")
+
+    chosen = [
+        k
+        for k, v in (
+            ("secret", secret),
+            ("secret_file", secret_file),
+            ("private_key_file", key_file),
+        )
+        if v
+    ]
+    if len(chosen) > 1:
+        node.problem(
+            chosen[1], f"set only one of secret, secret_file, private_key_file (got {chosen})"
+        )
+        return None
+    ephemeral = False
+    try:
+        if secret:
+            key = hmac_key(secret)
+        elif secret_file:
+            key = hmac_key(_read_secret_file(base_dir / secret_file))
+        elif key_file:
+            key = load_private_key(base_dir / key_file, algorithm)
+        elif ephemeral_key_ok:
+            key, ephemeral = hmac_key(secrets.token_urlsafe(48)), True
+        else:
+            node.problem(
+                "secret",
+                "no signing key: set JWT_SECRET (32+ bytes), tokens.secret_file or "
+                "tokens.private_key_file; or run `gateway serve --demo` for a throwaway secret",
+            )
+            return None
+    except KeyError_ as exc:
+        node.problem(chosen[0] if chosen else "secret", str(exc))
+        return None
+    if algorithm is not None and algorithm != key.algorithm:
+        node.problem("algorithm", f"{algorithm} does not fit the configured key ({key.algorithm})")
+    return TokenConfig(
+        key=key,
+        issuer=issuer,
+        audience=audience,
+        access_ttl=access_ttl,
+        refresh_ttl=refresh_ttl,
+        leeway=leeway,
+        ephemeral=ephemeral,
+    )
+
+
+def _read_secret_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise KeyError_(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _passwords(node: _Node) -> PasswordConfig:
+    d = PasswordConfig()
+    config = PasswordConfig(
+        memory_kib=node.integer("memory_kib", d.memory_kib, minimum=8192, maximum=4 * 1024 * 1024),
+        time_cost=node.integer("time_cost", d.time_cost, minimum=1, maximum=20),
+        parallelism=node.integer("parallelism", d.parallelism, minimum=1, maximum=16),
+        workers=node.integer("workers", d.workers, minimum=1, maximum=64),
+    )
+    node.close()
+    return config
+
+
+def _identity_headers(node: _Node) -> IdentityHeaders:
+    d = IdentityHeaders()
+    user_id = node.text("user_id", d.user_id)
+    username = node.text("username", d.username)
+    node.close()
+    for key, name in (("user_id", user_id), ("username", username)):
+        if not _HEADER_NAME.fullmatch(name):
+            node.problem(key, f"{name!r} is not a valid header name")
+        elif name.lower() in _UNSETTABLE_HEADERS or name.lower().startswith("proxy-"):
+            node.problem(key, f"{name!r} is a header the gateway must not overwrite")
+    if user_id.lower() == username.lower():
+        node.problem("username", "must differ from user_id")
+    return IdentityHeaders(user_id=user_id, username=username)
+
+
+def _upstreams(node: _Node) -> dict[str, UpstreamConfig]:
+    upstreams: dict[str, UpstreamConfig] = {}
+    for name in node.keys():
+        item = node.child(name)
+        if not _ROUTE_NAME.fullmatch(name):
+            node.problem(name, "upstream names may use letters, digits, '_', '.', '-'")
+        raw_url = item.text("url", "", required=True)
+        url = URL(raw_url)
+        if raw_url and (url.scheme not in ("http", "https") or not url.host):
+            item.problem("url", f"{raw_url!r} is not an http:// or https:// URL with a host")
+        elif url.query_string or url.fragment:
+            item.problem("url", "must not have a query string or fragment")
+        upstreams[name] = UpstreamConfig(
+            name=name,
+            url=url,
+            connect_timeout=item.duration("connect_timeout", 5.0, minimum=0.001),
+            read_timeout=item.duration("timeout", 30.0, minimum=0.001),
+            max_connections=item.integer("max_connections", 100, minimum=1, maximum=100_000),
+        )
+        item.close()
+    if not upstreams:
+        node.problem("", "define at least one upstream (name: {url: http://...})")
+    return upstreams
+
+
+def _routes(root: _Node, upstreams: Mapping[str, UpstreamConfig]) -> tuple[RouteConfig, ...]:
+    routes: list[RouteConfig] = []
+    for where, item in root.items("routes"):
+        if not isinstance(item, dict):
+            root.problem_at(where, "each route must be a mapping with path, upstream and auth")
+            continue
+        node = _Node(item, where, root.problems)
+        path = node.text("path", "", required=True)
+        upstream = node.text("upstream", "", required=True)
+        auth_text = node.text("auth", "", required=True)
+        methods = _methods(node)
+        forward_authorization = node.boolean("forward_authorization", False)
+        name = node.text("name", "") or path
+        node.close()
+        try:
+            pattern = PathPattern.parse(path)
+        except PatternError as exc:
+            if path:
+                node.problem("path", f"{path!r}: {exc}")
+            continue
+        if path in RESERVED_PATHS:
+            node.problem("path", f"{path} is the gateway's own endpoint and cannot be routed")
+        if upstream and upstream not in upstreams:
+            known = ", ".join(sorted(upstreams)) or "none defined"
+            node.problem("upstream", f"unknown upstream {upstream!r} (known: {known})")
+        try:
+            auth = AuthPolicy(auth_text)
+        except ValueError:
+            if auth_text:
+                node.problem("auth", f"{auth_text!r} must be one of: public, required")
+            continue
+        routes.append(RouteConfig(name, pattern, upstream, auth, methods, forward_authorization))
+    _check_route_conflicts(routes, root.problems)
+    return tuple(routes)
+
+
+def _methods(node: _Node) -> frozenset[str] | None:
+    methods: set[str] = set()
+    for where, item in node.items("methods"):
+        method = str(item).upper()
+        if method == "*":
+            return None
+        if method not in ALL_METHODS:
+            node.problem_at(where, f"{item!r} is not one of {', '.join(sorted(ALL_METHODS))} or *")
+        methods.add(method)
+    if not methods:
+        return None
+    if "GET" in methods:
+        methods.add("HEAD")
+    return frozenset(methods)
+
+
+def _check_route_conflicts(routes: list[RouteConfig], problems: list[str]) -> None:
+    seen_names: dict[str, int] = {}
+    for i, route in enumerate(routes):
+        if route.name in seen_names:
+            first = seen_names[route.name]
+            problems.append(f"routes[{i}].name: {route.name!r} is already used by routes[{first}]")
+        seen_names.setdefault(route.name, i)
+        for j in range(i):
+            other = routes[j]
+            if not _methods_overlap(route.methods, other.methods):
+                continue
+            if route.pattern.text == other.pattern.text:
+                problems.append(
+                    f"routes[{i}].path: {route.pattern.text} duplicates routes[{j}] "
+                    "for the same methods; give them disjoint `methods`"
+                )
+            elif route.pattern.specificity == other.pattern.specificity and patterns_overlap(
+                route.pattern, other.pattern
+            ):
+                problems.append(
+                    f"routes[{i}].path: {route.pattern.text} and routes[{j}] "
+                    f"({other.pattern.text}) can match the same path with equal specificity; "
+                    "make one of them more specific"
+                )
+
+
+def _methods_overlap(a: frozenset[str] | None, b: frozenset[str] | None) -> bool:
+    return a is None or b is None or bool(a & b)
+
+
+# --- the reader ---------------------------------------------------------------------------
+
+
+def _interpolate(value: Any, environ: Mapping[str, str], where: str, problems: list[str]) -> Any:
+    """Substitute ${VAR} / ${VAR:-default} in every string scalar (after YAML parsing, so an
+    environment value can never inject YAML structure)."""
+    if isinstance(value, dict):
+        return {
+            k: _interpolate(v, environ, _join(where, str(k)), problems) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_interpolate(v, environ, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ and (environ[name] != "" or default is None):
+            return environ[name]
+        if default is not None:
+            return default
+        problems.append(
+            f"{where}: environment variable {name} is not set (write ${{{name}:-default}})"
+        )
+        return ""
+
+    result = _VAR.sub(substitute, value)
+    if "${" in result and _VAR.search(value) is None:
+        problems.append(f"{where}: malformed ${{...}} reference in {value!r}")
+    return result
+
+
+def _join(where: str, key: str) -> str:
+    if not key:
+        return where
+    return f"{where}.{key}" if where else key
+
+
+_MISSING: Any = object()
+
+
+class _Node:
+    """A mapping being read: typed getters that record problems under YAML paths."""
+
+    def __init__(self, value: object, where: str, problems: list[str]) -> None:
+        self.where, self.problems = where, problems
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            self.problem("", "must be a mapping")
+            value = {}
+        self.value: dict[str, Any] = value
+        self.seen: set[str] = set()
+
+    def problem(self, key: str, message: str) -> None:
+        """Record a problem with a key of this mapping."""
+        self.problem_at(_join(self.where, key), message)
+
+    def problem_at(self, where: str, message: str) -> None:
+        """Record a problem at an absolute YAML path (as items() returns)."""
+        self.problems.append(f"{where or 'config'}: {message}")
+
+    def keys(self) -> list[str]:
+        self.seen.update(self.value)
+        return [str(k) for k in self.value]
+
+    def _get(self, key: str) -> Any:
+        self.seen.add(key)
+        return self.value.get(key, _MISSING)
+
+    def text(self, key: str, default: str, *, required: bool = False) -> str:
+        value = self._get(key)
+        if value is _MISSING or value is None or value == "":
+            if required:
+                self.problem(key, "is required")
+            return default
+        if isinstance(value, bool | dict | list):
+            self.problem(key, f"expected a string, got {type(value).__name__}")
+            return default
+        return str(value)
+
+    def integer(self, key: str, default: int, *, minimum: int, maximum: int) -> int:
+        value = self._get(key)
+        if value is _MISSING or value == "":
+            return default
+        try:
+            if isinstance(value, bool) or not re.fullmatch(r"-?\d+", str(value).strip()):
+                raise ValueError
+            number = int(str(value).strip())
+        except ValueError:
+            self.problem(key, f"expected a whole number, got {value!r}")
+            return default
+        if not minimum <= number <= maximum:
+            self.problem(key, f"{number} is outside {minimum}..{maximum}")
+            return default
+        return number
+
+    def duration(
+        self, key: str, default: float, *, minimum: float, maximum: float | None = None
+    ) -> float:
+        value = self._get(key)
+        if value is _MISSING or value == "":
+            return default
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            self.problem(key, str(exc))
+            return default
+        if seconds < minimum or (maximum is not None and seconds > maximum):
+            bound = f"at least {minimum:g}s" + (f" and at most {maximum:g}s" if maximum else "")
+            self.problem(key, f"{value!r} must be {bound}")
+            return default
+        return seconds
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key)
+        if value is _MISSING or value == "":
+            return default
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "yes", "on", "1"):
+            return True
+        if text in ("false", "no", "off", "0"):
+            return False
+        self.problem(key, f"expected true or false, got {value!r}")
+        return default
+
+    def child(self, key: str) -> _Node:
+        value = self._get(key)
+        return _Node(None if value is _MISSING else value, _join(self.where, key), self.problems)
+
+    def items(self, key: str) -> list[tuple[str, Any]]:
+        value = self._get(key)
+        if value is _MISSING or value is None or value == "":
+            return []
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            self.problem(key, "expected a list")
+            return []
+        return [(f"{_join(self.where, key)}[{i}]", v) for i, v in enumerate(value)]
+
+    def close(self) -> None:
+        for key in self.value:
+            if key not in self.seen:
+                self.problem(str(key), "unknown key")

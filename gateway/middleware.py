@@ -1,0 +1,36 @@
+"""The one place errors become responses: JSON bodies in the shape existing clients parse."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from .errors import GatewayError, error_body
+
+__all__ = ["error_middleware", "json_error"]
+
+log = logging.getLogger(__name__)
+
+
+def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(error_body(status, message), status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        return json_error(exc.status, exc.message, exc.headers)
+    except web.HTTPException as exc:
+        # aiohttp's own (e.g. a body over client_max_size): same JSON shape as ours.
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        return json_error(exc.status, exc.reason, headers)
+    except Exception:
+        # Logged with the method and route only: the path's query may hold a token.
+        log.exception("unhandled error for %s %s", request.method, request.rel_url.path)
+        return json_error(500, "Internal gateway error")

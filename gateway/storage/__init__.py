@@ -1,0 +1,42 @@
+"""User storage: one small interface, a MySQL/MariaDB backend and an embedded SQLite one."""
+
+from __future__ import annotations
+
+from yarl import URL
+
+from .base import (
+    SCHEMA_VERSION,
+    USERNAME_RULE,
+    StorageUnavailable,
+    User,
+    UserExists,
+    UserStore,
+    is_valid_username,
+)
+from .mysql import MySqlUserStore, create_mysql_database
+from .sqlite import SqliteUserStore
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "USERNAME_RULE",
+    "StorageUnavailable",
+    "User",
+    "UserExists",
+    "UserStore",
+    "create_database",
+    "create_store",
+    "is_valid_username",
+]
+
+
+def create_store(url: str) -> UserStore:
+    """The store for a `database.url` (validated by the config loader); call open() before use."""
+    if URL(url).scheme == "sqlite":
+        return SqliteUserStore(url)
+    return MySqlUserStore(url)
+
+
+async def create_database(url: str) -> None:
+    """Create the database itself where that is a separate step (MySQL) and the account may."""
+    if URL(url).scheme != "sqlite":
+        await create_mysql_database(url)

@@ -1,0 +1,163 @@
+"""MySQL / MariaDB backend on an aiomysql connection pool."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiomysql
+import pymysql
+from yarl import URL
+
+from .base import StorageUnavailable
+from .sql import Row, SqlUserStore
+
+__all__ = ["MySqlUserStore", "create_mysql_database"]
+
+log = logging.getLogger(__name__)
+_DB_NAME = re.compile(r"[A-Za-z0-9_$]{1,64}")
+_DUPLICATE_KEY = 1062
+
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        # utf8mb4_bin: user names compare to the byte, as in SQLite.
+        """CREATE TABLE IF NOT EXISTS gateway_users (
+            id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+            username VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+            password_hash VARCHAR(255) NOT NULL,
+            disabled TINYINT(1) NOT NULL DEFAULT 0,
+            created_at DOUBLE NOT NULL,
+            updated_at DOUBLE NOT NULL,
+            UNIQUE KEY gateway_users_username (username)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    ),
+)
+
+
+def _connect_args(url: str) -> dict[str, Any]:
+    parsed = URL(url)
+    database = parsed.path.strip("/")
+    if not _DB_NAME.fullmatch(database):
+        raise ValueError(f"database name {database!r} must be letters, digits, '_' or '$'")
+    return {
+        "host": parsed.host or "127.0.0.1",
+        "port": parsed.port or 3306,
+        "user": parsed.user or "root",
+        "password": parsed.password or "",
+        "db": database,
+    }
+
+
+async def create_mysql_database(url: str, *, connect_timeout: float = 5.0) -> bool:
+    """CREATE DATABASE IF NOT EXISTS; False when the account may not (the caller goes on)."""
+    args = _connect_args(url)
+    database = args.pop("db")
+    try:
+        conn = await aiomysql.connect(**args, connect_timeout=connect_timeout, autocommit=True)
+    except (pymysql.err.MySQLError, OSError) as exc:
+        raise StorageUnavailable(
+            f"cannot connect to MySQL at {args['host']}:{args['port']}: {exc}"
+        ) from exc
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(f"CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4")
+        return True
+    except pymysql.err.MySQLError as exc:
+        log.warning("could not create database %s (%s); assuming it exists", database, exc.args[0])
+        return False
+    finally:
+        conn.close()
+
+
+class MySqlUserStore(SqlUserStore):
+    migrations = _MIGRATIONS
+
+    def __init__(self, url: str, *, pool_size: int = 10, connect_timeout: float = 5.0) -> None:
+        self._args = _connect_args(url)
+        self._pool_size = pool_size
+        self._connect_timeout = connect_timeout
+        self._pool: Any = None
+
+    async def open(self) -> None:
+        args = self._args
+        try:
+            self._pool = await aiomysql.create_pool(
+                **args,
+                minsize=1,
+                maxsize=self._pool_size,
+                autocommit=True,
+                charset="utf8mb4",
+                connect_timeout=self._connect_timeout,
+                pool_recycle=3600,
+            )
+        except (pymysql.err.MySQLError, OSError) as exc:
+            raise StorageUnavailable(
+                f"cannot connect to MySQL database {args['db']!r} at "
+                f"{args['host']}:{args['port']}: {exc.args[-1] if exc.args else exc}"
+            ) from exc
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.close()
+            await pool.wait_closed()
+
+    @asynccontextmanager
+    async def _cursor(self) -> AsyncIterator[Any]:
+        if self._pool is None:
+            raise StorageUnavailable("The database connection is not open")
+        try:
+            async with self._pool.acquire() as conn, conn.cursor() as cur:
+                yield cur
+        except pymysql.err.IntegrityError:
+            raise
+        except (TimeoutError, pymysql.err.MySQLError, OSError) as exc:
+            log.error("database error: %s %s", type(exc).__name__, exc.args[:1])
+            raise StorageUnavailable() from exc
+
+    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        async with self._cursor() as cur:
+            await cur.execute(_placeholders(sql), tuple(params))
+            row: Row | None = await cur.fetchone()
+            return row
+
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        async with self._cursor() as cur:
+            await cur.execute(_placeholders(sql), tuple(params))
+            return list(await cur.fetchall())
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> tuple[int, int | None]:
+        async with self._cursor() as cur:
+            await cur.execute(_placeholders(sql), tuple(params))
+            return cur.rowcount, cur.lastrowid
+
+    async def insert_unique(self, sql: str, params: Sequence[Any]) -> int | None:
+        try:
+            _, row_id = await self.execute(sql, params)
+        except pymysql.err.IntegrityError as exc:
+            if exc.args and exc.args[0] == _DUPLICATE_KEY:
+                return None
+            raise
+        return row_id
+
+    async def ping(self) -> None:
+        await self.fetch_one("SELECT 1")
+
+    async def apply_migrations(self) -> int:
+        # An advisory lock, so replicas starting together migrate once.
+        async with self._cursor() as lock:
+            await lock.execute("SELECT GET_LOCK('gateway_schema_migration', 60)")
+            try:
+                await self.execute(
+                    "CREATE TABLE IF NOT EXISTS gateway_schema (version INT NOT NULL)"
+                )
+                return await self.run_pending(await self.schema_version())
+            finally:
+                await lock.execute("SELECT RELEASE_LOCK('gateway_schema_migration')")
+
+
+def _placeholders(sql: str) -> str:
+    return sql.replace("?", "%s")

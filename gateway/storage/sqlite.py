@@ -1,0 +1,119 @@
+"""SQLite backend (the embedded default) on aiosqlite."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+from yarl import URL
+
+from .base import StorageUnavailable
+from .sql import Row, SqlUserStore
+
+__all__ = ["SqliteUserStore", "sqlite_path"]
+
+log = logging.getLogger(__name__)
+
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE IF NOT EXISTS gateway_users (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            username TEXT NOT NULL UNIQUE,
+            password_hash TEXT NOT NULL,
+            disabled INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+    ),
+)
+
+
+def sqlite_path(url: str) -> Path:
+    """sqlite:///relative.db or sqlite:////absolute/path.db (as SQLAlchemy spells them)."""
+    return Path(URL(url).path[1:])
+
+
+class SqliteUserStore(SqlUserStore):
+    migrations = _MIGRATIONS
+
+    def __init__(self, url: str) -> None:
+        self._path = sqlite_path(url)
+        self._connection: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            conn = await aiosqlite.connect(self._path, isolation_level=None)
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA busy_timeout=5000")
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageUnavailable(f"cannot open SQLite database {self._path}: {exc}") from exc
+        self._connection = conn
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            conn, self._connection = self._connection, None
+            await conn.close()
+
+    @property
+    def _conn(self) -> aiosqlite.Connection:
+        if self._connection is None:
+            raise StorageUnavailable("The database connection is not open")
+        return self._connection
+
+    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        try:
+            async with self._conn.execute(sql, tuple(params)) as cur:
+                row: Row | None = await cur.fetchone()
+                return row
+        except sqlite3.Error as exc:
+            raise _unavailable(exc) from exc
+
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        try:
+            async with self._conn.execute(sql, tuple(params)) as cur:
+                return list(await cur.fetchall())
+        except sqlite3.Error as exc:
+            raise _unavailable(exc) from exc
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> tuple[int, int | None]:
+        try:
+            async with self._conn.execute(sql, tuple(params)) as cur:
+                return cur.rowcount, cur.lastrowid
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            raise _unavailable(exc) from exc
+
+    async def insert_unique(self, sql: str, params: Sequence[Any]) -> int | None:
+        try:
+            _, row_id = await self.execute(sql, params)
+        except sqlite3.IntegrityError:
+            return None
+        return row_id
+
+    async def ping(self) -> None:
+        await self.fetch_one("SELECT 1")
+
+    async def apply_migrations(self) -> int:
+        # BEGIN IMMEDIATE takes the write lock, so processes sharing the file migrate once.
+        await self.execute("BEGIN IMMEDIATE")
+        try:
+            await self.execute(
+                "CREATE TABLE IF NOT EXISTS gateway_schema (version INTEGER NOT NULL)"
+            )
+            version = await self.run_pending(await self.schema_version())
+        except BaseException:
+            await self.execute("ROLLBACK")
+            raise
+        await self.execute("COMMIT")
+        return version
+
+
+def _unavailable(exc: sqlite3.Error) -> StorageUnavailable:
+    log.error("database error: %s %s", type(exc).__name__, exc.args[:1])
+    return StorageUnavailable()

@@ -1,0 +1,74 @@
+"""The gateway's own endpoints: /user/login, /user/refresh and the JWKS document."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from .appkeys import PASSWORDS, STORE, TOKENS
+from .errors import BadRequest, MethodNotAllowed, NotFound, Unauthorized
+from .json_body import read_json_object, require_string
+from .storage import User, is_valid_username
+from .tokens import TokenPair
+
+__all__ = ["jwks", "login", "refresh"]
+
+log = logging.getLogger(__name__)
+_BAD_CREDENTIALS = "Invalid username or password"
+# RFC 6749 §5.1: token responses must not be cached.
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+async def login(request: web.Request) -> web.Response:
+    """POST {username, password} -> a token pair. Unknown user and wrong password look alike."""
+    if request.method != "POST":
+        raise MethodNotAllowed("Use POST to log in", allowed=frozenset({"POST"}))
+    body = await read_json_object(request)
+    username = require_string(body, "username", max_length=256)
+    password = require_string(body, "password", max_length=1024)
+    passwords, store = request.app[PASSWORDS], request.app[STORE]
+
+    user = await store.get_user_by_name(username) if is_valid_username(username) else None
+    if user is None:
+        await passwords.verify_dummy(password)
+        raise Unauthorized(_BAD_CREDENTIALS, token_presented=False)
+    if not await passwords.verify(user.password_hash, password) or user.disabled:
+        raise Unauthorized(_BAD_CREDENTIALS, token_presented=False)
+    if passwords.needs_rehash(user.password_hash):
+        await store.set_password_hash(user.id, await passwords.hash(password))
+    log.info("login user_id=%d", user.id)
+    return _token_response(_issue(request, user))
+
+
+async def refresh(request: web.Request) -> web.Response:
+    """GET ?refresh_token=... or POST {refresh_token} -> a new pair, re-reading the user."""
+    if request.method == "GET":
+        values = request.query.getall("refresh_token", [])
+        if len(values) != 1 or not values[0]:
+            raise BadRequest("Give exactly one non-empty 'refresh_token' query parameter")
+        token = values[0]
+    elif request.method == "POST":
+        token = require_string(await read_json_object(request), "refresh_token")
+    else:
+        raise MethodNotAllowed("Use GET or POST to refresh", allowed=frozenset({"GET", "POST"}))
+    grant = request.app[TOKENS].verify_refresh(token)
+    user = await request.app[STORE].get_user(int(grant.user_id))
+    if user is None or user.disabled:
+        raise Unauthorized("User no longer exists or is disabled", token_presented=True)
+    return _token_response(_issue(request, user))
+
+
+async def jwks(request: web.Request) -> web.Response:
+    document = request.app[TOKENS].jwks
+    if document is None:
+        raise NotFound("Tokens are signed with a shared secret (HS256): there are no public keys")
+    return web.json_response(document, headers={"Cache-Control": "public, max-age=300"})
+
+
+def _issue(request: web.Request, user: User) -> TokenPair:
+    return request.app[TOKENS].issue_pair(user_id=user.id, username=user.username)
+
+
+def _token_response(pair: TokenPair) -> web.Response:
+    return web.json_response(pair.as_json(), headers=_NO_STORE)

@@ -1,0 +1,63 @@
+"""A tiny backend standing for the user's own services. It trusts its headers, as real ones do."""
+
+from __future__ import annotations
+
+import hashlib
+
+from aiohttp import web
+
+__all__ = ["create_upstream_app"]
+
+
+async def aaa(request: web.Request) -> web.Response:
+    return web.Response(text="aaa")
+
+
+async def bbb(request: web.Request) -> web.Response:
+    return web.Response(text="bbb")
+
+
+async def whoami(request: web.Request) -> web.Response:
+    """The identity headers as received (every header named X-User-*)."""
+    identity = {
+        name.lower(): request.headers.getall(name)
+        for name in dict.fromkeys(request.headers)
+        if name.lower().startswith("x-user-")
+    }
+    return web.json_response(
+        {
+            "user_id": request.headers.get("X-User-Id"),
+            "username": request.headers.get("X-User-Name"),
+            "identity_headers": identity,
+        }
+    )
+
+
+async def echo(request: web.Request) -> web.Response:
+    """Exactly what arrived: method, raw path and query, every header, and the body's digest."""
+    digest = hashlib.sha256()
+    length = 0
+    async for chunk in request.content.iter_any():
+        digest.update(chunk)
+        length += len(chunk)
+    raw_path, _, raw_query = request.raw_path.partition("?")
+    return web.json_response(
+        {
+            "method": request.method,
+            "path": raw_path,
+            "query": raw_query,
+            "headers": [[name, value] for name, value in request.headers.items()],
+            "body_length": length,
+            "body_sha256": digest.hexdigest(),
+        }
+    )
+
+
+def create_upstream_app() -> web.Application:
+    app = web.Application()
+    app.router.add_get("/aaa", aaa)
+    app.router.add_get("/bbb", bbb)
+    app.router.add_get("/whoami", whoami)
+    app.router.add_route("*", "/echo", echo)
+    app.router.add_route("*", "/echo/{tail:.*}", echo)
+    return app
