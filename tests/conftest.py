@@ -1,0 +1,91 @@
+"""Shared fixtures: a real demo upstream on a real port, real databases (SQLite and MariaDB)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from gateway import create_app
+from upstream_demo import create_upstream_app
+
+from .support import (
+    IN_CI,
+    MYSQL_URL,
+    FakeClock,
+    Gateway,
+    GatewayFactory,
+    MySqlDatabase,
+    make_config,
+    mysql_problem,
+)
+
+_MYSQL_PROBLEM = mysql_problem()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _MYSQL_PROBLEM is None:
+        return
+    if IN_CI:
+        raise pytest.UsageError(
+            f"CI=true but MariaDB at {MYSQL_URL} is unreachable: {_MYSQL_PROBLEM}"
+        )
+    skip = pytest.mark.skip(
+        reason=f"MariaDB at {MYSQL_URL} unreachable ({_MYSQL_PROBLEM}); "
+        "set TEST_MYSQL_URL=mysql://user:pass@host:port/ to run these"
+    )
+    for item in items:
+        if "mysql" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Every test using this runs once on SQLite and once on MariaDB."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'gateway.db'}"
+        return
+    db = MySqlDatabase()
+    db.create()
+    try:
+        yield db.url
+    finally:
+        db.drop()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Callable[..., Any]) -> TestServer:
+    """The real demo upstream, on a real port."""
+    server: TestServer = await aiohttp_server(create_upstream_app())
+    return server
+
+
+@pytest.fixture
+def start_gateway(
+    aiohttp_client: Callable[..., Any], database_url: str, upstream: TestServer, clock: FakeClock
+) -> GatewayFactory:
+    """Start a gateway against the demo upstream and the parametrized database."""
+
+    async def start(**config_overrides: Any) -> Gateway:
+        config_overrides.setdefault("upstream_url", str(upstream.make_url("/")))
+        config = make_config(database_url=database_url, **config_overrides)
+        client = await aiohttp_client(create_app(config, clock=clock))
+        return Gateway(client, clock)
+
+    return start
+
+
+@pytest.fixture
+async def gateway(start_gateway: GatewayFactory) -> AsyncIterator[Gateway]:
+    """The default gateway, with the demo user guang / 123456."""
+    gw: Gateway = await start_gateway()
+    await gw.add_user()
+    yield gw
