@@ -218,8 +218,7 @@ def parse_config(
     base_dir = base_dir or Path.cwd()
 
     server = _server(root.child("server"))
-    database = DatabaseConfig(url=root.child("database").text("url", DatabaseConfig.url))
-    _check_database_url(database.url, problems)
+    database = _database(root.child("database"))
     tokens = _tokens(root.child("tokens"), ephemeral_key_ok, base_dir)
     passwords = _passwords(root.child("passwords"))
     identity = _identity_headers(root.child("identity_headers"))
@@ -256,19 +255,21 @@ def _server(node: _Node) -> ServerConfig:
     return ServerConfig(host=host, port=port, trusted_proxies=tuple(proxies))
 
 
-def _check_database_url(url: str, problems: list[str]) -> None:
+def _database(node: _Node) -> DatabaseConfig:
+    url = node.text("url", DatabaseConfig.url)
+    node.close()
     parsed = URL(url)
     if parsed.scheme == "sqlite":
         if not parsed.path.strip("/"):
-            problems.append("database.url: sqlite needs a file, e.g. sqlite:///gateway.db")
+            node.problem("url", "sqlite needs a file, e.g. sqlite:///gateway.db")
     elif parsed.scheme in ("mysql", "mariadb"):
-        if not parsed.host or not parsed.path.strip("/"):
-            problems.append("database.url: expected mysql://user:password@host:port/database")
+        if not parsed.host or not re.fullmatch(r"/[A-Za-z0-9_$]{1,64}", parsed.path):
+            node.problem("url", "expected mysql://user:password@host:port/database")
     else:
-        problems.append(
-            "database.url: must start with mysql:// or sqlite:/// "
-            f"(got {parsed.scheme or 'no scheme'})"
+        node.problem(
+            "url", f"must start with mysql:// or sqlite:/// (got {parsed.scheme or 'no scheme'})"
         )
+    return DatabaseConfig(url=url)
 
 
 def _tokens(node: _Node, ephemeral_key_ok: bool, base_dir: Path) -> TokenConfig | None:
@@ -405,7 +406,9 @@ def _routes(root: _Node, upstreams: Mapping[str, UpstreamConfig]) -> tuple[Route
         auth_text = node.text("auth", "", required=True)
         methods = _methods(node)
         forward_authorization = node.boolean("forward_authorization", False)
-        name = node.text("name", "") or path
+        # Default names stay unique for one path split by method.
+        default_name = path if methods is None else f"{path} {','.join(sorted(methods))}"
+        name = node.text("name", "") or default_name
         node.close()
         try:
             pattern = PathPattern.parse(path)

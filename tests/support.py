@@ -95,7 +95,9 @@ def make_config(
 ) -> GatewayConfig:
     raw: dict[str, Any] = {
         "database": {"url": database_url},
-        "tokens": {"secret": TEST_SECRET, **(tokens or {})},
+        "tokens": tokens
+        if tokens and "private_key_file" in tokens
+        else {"secret": TEST_SECRET, **(tokens or {})},
         "passwords": FAST_PASSWORDS,
         "upstreams": {"demo": {"url": upstream_url, **(upstream or {})}, **(extra_upstreams or {})},
         "routes": routes

@@ -21,8 +21,8 @@ from .support import (
     Gateway,
     GatewayFactory,
     RecordingUpstream,
-    raw_http,
     random_secret,
+    raw_http,
 )
 
 Headers = list[list[str]]
@@ -295,7 +295,7 @@ async def test_forged_tokens_are_refused(
     if forge == "other-secret":
         token = jwt.encode(claims, random_secret(), algorithm="HS256")
     elif forge == "alg-none":
-        token = jwt.encode(claims, None, algorithm="none")
+        token = jwt.encode(claims, "", algorithm="none")
     elif forge == "no-type":
         del claims["token_use"]
         token = jwt.encode(claims, TEST_SECRET, algorithm="HS256")

@@ -151,9 +151,13 @@ class MySqlUserStore(SqlUserStore):
         async with self._cursor() as lock:
             await lock.execute("SELECT GET_LOCK('gateway_schema_migration', 60)")
             try:
-                await self.execute(
-                    "CREATE TABLE IF NOT EXISTS gateway_schema (version INT NOT NULL)"
+                # Checked first: CREATE TABLE IF NOT EXISTS on an existing table warns.
+                exists = await self.fetch_one(
+                    "SELECT 1 FROM information_schema.tables"
+                    " WHERE table_schema = DATABASE() AND table_name = 'gateway_schema'"
                 )
+                if exists is None:
+                    await self.execute("CREATE TABLE gateway_schema (version INT NOT NULL)")
                 return await self.run_pending(await self.schema_version())
             finally:
                 await lock.execute("SELECT RELEASE_LOCK('gateway_schema_migration')")
