@@ -2,37 +2,66 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
 from . import forwarding, user_api
-from .appkeys import CONFIG, PASSWORDS, PROXY, ROUTES, STORE, TOKENS
+from .appkeys import (
+    BACKGROUND,
+    CONFIG,
+    PASSWORDS,
+    PROXY,
+    REVOCATIONS,
+    ROUTES,
+    SESSIONS,
+    STORE,
+    TOKENS,
+)
 from .config import GatewayConfig
 from .middleware import error_middleware
 from .passwords import PasswordHasher
 from .proxy import Proxy
+from .revocation import RevocationView
 from .routing import RouteTable
-from .storage import create_store
+from .sessions import SessionService, revocation_window
+from .storage import StorageUnavailable, create_store
 from .tokens import TokenService
 
 __all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
 
 
 def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time) -> web.Application:
     """Build the gateway application for a validated config. `clock` is injectable for tests."""
     app = web.Application(middlewares=[error_middleware], handler_args={"max_field_size": 16384})
+    store = create_store(config.database.url)
+    tokens = TokenService(config.tokens, clock=clock)
+    revocations = RevocationView(
+        store,
+        window=revocation_window(config.tokens, config.sessions),
+        poll_interval=config.sessions.revocation_poll,
+        clock=clock,
+    )
     app[CONFIG] = config
     app[ROUTES] = RouteTable(config.routes)
-    app[TOKENS] = TokenService(config.tokens, clock=clock)
+    app[STORE] = store
+    app[TOKENS] = tokens
+    app[REVOCATIONS] = revocations
+    app[SESSIONS] = SessionService(store, tokens, revocations, config, clock=clock)
     app[PASSWORDS] = PasswordHasher(config.passwords)
-    app[STORE] = create_store(config.database.url)
     app[PROXY] = Proxy(config.upstreams, config.identity_headers, config.server.trusted_proxies)
-    app.cleanup_ctx.extend([_store, _passwords, _proxy])
+    app[BACKGROUND] = []
+    app.cleanup_ctx.extend([_store, _passwords, _proxy, _background])
 
     app.router.add_route("*", "/user/login", user_api.login)
     app.router.add_route("*", "/user/refresh", user_api.refresh)
+    app.router.add_route("*", "/user/logout", user_api.logout)
     app.router.add_get("/.well-known/jwks.json", user_api.jwks)
     app.router.add_route("*", "/{tail:.*}", forwarding.forward)
     return app
@@ -58,3 +87,31 @@ async def _proxy(app: web.Application) -> AsyncIterator[None]:
     await app[PROXY].start()
     yield
     await app[PROXY].close()
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    # Know every revoked session before serving the first request.
+    await app[REVOCATIONS].reload()
+    tasks = app[BACKGROUND]
+    tasks.append(asyncio.create_task(app[REVOCATIONS].run(), name="revocation-view"))
+    tasks.append(asyncio.create_task(_prune_forever(app), name="session-pruning"))
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    tasks.clear()
+
+
+async def _prune_forever(app: web.Application) -> None:
+    config = app[CONFIG]
+    while True:
+        await asyncio.sleep(config.sessions.prune_interval)
+        try:
+            pruned = await app[SESSIONS].prune()
+        except StorageUnavailable:
+            log.warning("session pruning skipped: database unavailable")
+            continue
+        if pruned:
+            log.info("pruned %d expired or revoked sessions", pruned)

@@ -5,13 +5,16 @@ from __future__ import annotations
 from multidict import CIMultiDictProxy
 
 from .errors import Unauthorized
+from .revocation import RevocationView
 from .tokens import Identity, TokenService
 
 __all__ = ["authenticate"]
 
 
-def authenticate(headers: CIMultiDictProxy[str], tokens: TokenService) -> Identity:
-    """The verified identity, or 401 saying what is wrong."""
+def authenticate(
+    headers: CIMultiDictProxy[str], tokens: TokenService, revocations: RevocationView
+) -> Identity:
+    """The verified identity of a live session, or 401 saying what is wrong."""
     values = headers.getall("Authorization", ())
     if not values:
         raise Unauthorized("Missing bearer token", token_presented=False)
@@ -23,4 +26,7 @@ def authenticate(headers: CIMultiDictProxy[str], tokens: TokenService) -> Identi
     token = token.strip()
     if not token or " " in token:
         raise Unauthorized("Authorization must be 'Bearer <token>'", token_presented=True)
-    return tokens.verify_access(token)
+    identity = tokens.verify_access(token)
+    if revocations.is_revoked(identity.session_id):
+        raise Unauthorized("Session has been revoked; log in again", token_presented=True)
+    return identity

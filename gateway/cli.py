@@ -1,4 +1,4 @@
-"""The `gateway` command: serve, demo, check-config, db init, user add|list|disable|passwd."""
+"""The `gateway` command: serve, demo, check-config, db, user and session administration."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import getpass
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,10 +16,12 @@ from .config import GatewayConfig, load_config
 from .errors import ConfigError, GatewayError
 from .passwords import PasswordHasher
 from .server import run, serve_until_stopped
+from .sessions import prune_sessions
 from .storage import (
     USERNAME_RULE,
+    Store,
+    User,
     UserExists,
-    UserStore,
     create_database,
     create_store,
     is_valid_username,
@@ -109,6 +112,25 @@ def _parser() -> argparse.ArgumentParser:
         "--password-stdin", action="store_true", help="read the password from stdin"
     )
     passwd.set_defaults(handler=_user_passwd)
+    delete = user.add_parser(
+        "delete", parents=[common], help="delete a user and end their sessions"
+    )
+    delete.add_argument("name")
+    delete.set_defaults(handler=_user_delete)
+
+    prune = db.add_parser("prune", parents=[common], help="delete expired and revoked sessions")
+    prune.set_defaults(handler=_db_prune)
+
+    session = commands.add_parser("session", help="a user's sessions (logins)")
+    session_commands = session.add_subparsers(dest="session", required=True)
+    session_list = session_commands.add_parser("list", parents=[common], help="list sessions")
+    session_list.add_argument("name")
+    session_list.set_defaults(handler=_session_list)
+    session_revoke = session_commands.add_parser(
+        "revoke", parents=[common], help="end all of a user's sessions"
+    )
+    session_revoke.add_argument("name")
+    session_revoke.set_defaults(handler=_session_revoke)
     return parser
 
 
@@ -172,7 +194,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 async def _ensure_demo_user(config: GatewayConfig) -> None:
-    async def ensure(store: UserStore, hasher: PasswordHasher) -> None:
+    async def ensure(store: Store, hasher: PasswordHasher) -> None:
         if await store.get_user_by_name("guang") is None:
             await store.add_user("guang", await hasher.hash("123456"))
             log.info("created the demo user guang")
@@ -207,7 +229,7 @@ def _admin_config(args: argparse.Namespace) -> GatewayConfig:
 
 
 async def _with_store(
-    config: GatewayConfig, action: Callable[[UserStore, PasswordHasher], Awaitable[None]]
+    config: GatewayConfig, action: Callable[[Store, PasswordHasher], Awaitable[None]]
 ) -> None:
     store = create_store(config.database.url)
     hasher = PasswordHasher(config.passwords)
@@ -258,7 +280,7 @@ def _user_add(args: argparse.Namespace) -> int:
     config = _admin_config(args)
     password = _read_password(args)
 
-    async def add(store: UserStore, hasher: PasswordHasher) -> None:
+    async def add(store: Store, hasher: PasswordHasher) -> None:
         try:
             user = await store.add_user(args.name, await hasher.hash(password))
         except UserExists:
@@ -272,13 +294,12 @@ def _user_add(args: argparse.Namespace) -> int:
 def _user_list(args: argparse.Namespace) -> int:
     config = _admin_config(args)
 
-    async def show(store: UserStore, hasher: PasswordHasher) -> None:
+    async def show(store: Store, hasher: PasswordHasher) -> None:
         users = await store.list_users()
         print(f"{'ID':>6}  {'USERNAME':<32} {'STATE':<9} CREATED")
         for user in users:
-            created = datetime.fromtimestamp(user.created_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
             state = "disabled" if user.disabled else "active"
-            print(f"{user.id:>6}  {user.username:<32} {state:<9} {created}")
+            print(f"{user.id:>6}  {user.username:<32} {state:<9} {_when(user.created_at)}")
 
     run(_with_store(config, show))
     return 0
@@ -287,10 +308,12 @@ def _user_list(args: argparse.Namespace) -> int:
 def _user_set_disabled(args: argparse.Namespace) -> int:
     config = _admin_config(args)
 
-    async def change(store: UserStore, hasher: PasswordHasher) -> None:
-        if not await store.set_disabled(args.name, args.disabled):
-            raise CommandError(f"no user named {args.name!r}")
-        print(f"user {args.name} {'disabled' if args.disabled else 'enabled'}")
+    async def change(store: Store, hasher: PasswordHasher) -> None:
+        user = await _existing_user(store, args.name)
+        await store.set_disabled(user.username, args.disabled)
+        print(f"user {user.username} {'disabled' if args.disabled else 'enabled'}")
+        if args.disabled:
+            await _end_sessions(store, user, "user disabled")
 
     run(_with_store(config, change))
     return 0
@@ -300,12 +323,88 @@ def _user_passwd(args: argparse.Namespace) -> int:
     config = _admin_config(args)
     password = _read_password(args)
 
-    async def change(store: UserStore, hasher: PasswordHasher) -> None:
-        user = await store.get_user_by_name(args.name)
-        if user is None:
-            raise CommandError(f"no user named {args.name!r}")
+    async def change(store: Store, hasher: PasswordHasher) -> None:
+        user = await _existing_user(store, args.name)
         await store.set_password_hash(user.id, await hasher.hash(password))
         print(f"password changed for {user.username}")
+        await _end_sessions(store, user, "password changed")
 
     run(_with_store(config, change))
     return 0
+
+
+def _user_delete(args: argparse.Namespace) -> int:
+    config = _admin_config(args)
+
+    async def delete(store: Store, hasher: PasswordHasher) -> None:
+        user = await _existing_user(store, args.name)
+        await _end_sessions(store, user, "user deleted")
+        await store.delete_user(user.id)
+        print(f"deleted user {user.username}")
+
+    run(_with_store(config, delete))
+    return 0
+
+
+async def _existing_user(store: Store, name: str) -> User:
+    user = await store.get_user_by_name(name)
+    if user is None:
+        raise CommandError(f"no user named {name!r}")
+    return user
+
+
+async def _end_sessions(store: Store, user: User, reason: str) -> None:
+    ended = await store.revoke_user_sessions(user.id, reason=reason, now=time.time())
+    print(f"ended {ended} session(s) of {user.username}")
+
+
+# --- sessions -----------------------------------------------------------------------------
+
+
+def _db_prune(args: argparse.Namespace) -> int:
+    config = _admin_config(args)
+
+    async def prune(store: Store, hasher: PasswordHasher) -> None:
+        pruned = await prune_sessions(store, config, time.time())
+        print(f"pruned {pruned} expired or revoked session(s)")
+
+    run(_with_store(config, prune))
+    return 0
+
+
+def _session_list(args: argparse.Namespace) -> int:
+    config = _admin_config(args)
+
+    async def show(store: Store, hasher: PasswordHasher) -> None:
+        user = await _existing_user(store, args.name)
+        now = time.time()
+        print(f"{'SESSION':<32}  {'CREATED':<20} {'LAST USED':<20} {'ENDS':<20} STATE")
+        for session in await store.list_sessions(user.id):
+            if session.revoked_at is not None:
+                state = f"revoked ({session.revoked_reason})"
+            elif min(session.expires_at, session.refresh_expires_at) <= now:
+                state = "expired"
+            else:
+                state = "active"
+            ends = min(session.expires_at, session.refresh_expires_at)
+            print(
+                f"{session.id:<32}  {_when(session.created_at):<20} "
+                f"{_when(session.last_used_at):<20} {_when(ends):<20} {state}"
+            )
+
+    run(_with_store(config, show))
+    return 0
+
+
+def _session_revoke(args: argparse.Namespace) -> int:
+    config = _admin_config(args)
+
+    async def revoke(store: Store, hasher: PasswordHasher) -> None:
+        await _end_sessions(store, await _existing_user(store, args.name), "revoked by admin")
+
+    run(_with_store(config, revoke))
+    return 0
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")

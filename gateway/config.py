@@ -34,6 +34,7 @@ __all__ = [
     "PasswordConfig",
     "RouteConfig",
     "ServerConfig",
+    "SessionConfig",
     "TokenConfig",
     "UpstreamConfig",
     "load_config",
@@ -43,7 +44,9 @@ __all__ = [
 
 ALL_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # The gateway's own endpoints; a route may not claim them.
-RESERVED_PATHS = frozenset({"/user/login", "/user/refresh", "/.well-known/jwks.json"})
+RESERVED_PATHS = frozenset(
+    {"/user/login", "/user/refresh", "/user/logout", "/.well-known/jwks.json"}
+)
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -99,6 +102,20 @@ class TokenConfig:
 
 
 @dataclass(frozen=True)
+class SessionConfig:
+    # A login's absolute lifetime; refresh-token rotation never extends it.
+    max_lifetime: float = 30 * 86400.0
+    # Re-presenting the immediately previous refresh token within this window is an honest
+    # race (two tabs, a lost response), not theft. 0 disables it.
+    reuse_grace: float = 10.0
+    # How often each process reloads the ids of revoked sessions: the bound on how long an
+    # access token of a revoked session keeps working (plus one database query).
+    revocation_poll: float = 2.0
+    # How often expired and revoked sessions are deleted.
+    prune_interval: float = 3600.0
+
+
+@dataclass(frozen=True)
 class PasswordConfig:
     # OWASP's argon2id minimum: 19 MiB, 2 passes, 1 lane.
     memory_kib: int = 19456
@@ -147,6 +164,7 @@ class GatewayConfig:
     server: ServerConfig
     database: DatabaseConfig
     tokens: TokenConfig
+    sessions: SessionConfig
     passwords: PasswordConfig
     identity_headers: IdentityHeaders
     upstreams: Mapping[str, UpstreamConfig]
@@ -220,6 +238,7 @@ def parse_config(
     server = _server(root.child("server"))
     database = _database(root.child("database"))
     tokens = _tokens(root.child("tokens"), ephemeral_key_ok, base_dir)
+    sessions = _sessions(root.child("sessions"), tokens)
     passwords = _passwords(root.child("passwords"))
     identity = _identity_headers(root.child("identity_headers"))
     upstreams = _upstreams(root.child("upstreams"))
@@ -231,6 +250,7 @@ def parse_config(
         server=server,
         database=database,
         tokens=tokens,
+        sessions=sessions,
         passwords=passwords,
         identity_headers=identity,
         upstreams=upstreams,
@@ -340,6 +360,22 @@ def _read_secret_file(path: Path) -> str:
         return path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise KeyError_(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _sessions(node: _Node, tokens: TokenConfig | None) -> SessionConfig:
+    d = SessionConfig()
+    config = SessionConfig(
+        max_lifetime=node.duration("max_lifetime", d.max_lifetime, minimum=1.0),
+        reuse_grace=node.duration("reuse_grace", d.reuse_grace, minimum=0.0, maximum=300.0),
+        revocation_poll=node.duration(
+            "revocation_poll", d.revocation_poll, minimum=0.1, maximum=60.0
+        ),
+        prune_interval=node.duration("prune_interval", d.prune_interval, minimum=1.0),
+    )
+    node.close()
+    if tokens is not None and config.max_lifetime < tokens.refresh_ttl:
+        node.problem("max_lifetime", "must not be shorter than tokens.refresh_ttl")
+    return config
 
 
 def _passwords(node: _Node) -> PasswordConfig:

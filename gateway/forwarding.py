@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .appkeys import PROXY, ROUTES, TOKENS
+from .appkeys import PROXY, REVOCATIONS, ROUTES, TOKENS
 from .authn import authenticate
 from .config import AuthPolicy
 from .paths import normalize_path
@@ -17,5 +17,5 @@ async def forward(request: web.Request) -> web.StreamResponse:
     route = request.app[ROUTES].resolve(path, request.method)
     identity = None
     if route.auth is AuthPolicy.REQUIRED:
-        identity = authenticate(request.headers, request.app[TOKENS])
+        identity = authenticate(request.headers, request.app[TOKENS], request.app[REVOCATIONS])
     return await request.app[PROXY].forward(request, route, path, identity)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -20,7 +21,9 @@ ACCESS: Final = "access"
 REFRESH: Final = "refresh"
 # Claim naming the token's use, so a refresh token never passes as an access token (or back).
 TOKEN_USE: Final = "token_use"  # noqa: S105 - a claim name, not a secret
-_REQUIRED = ("exp", "iat", "sub", "jti", "iss", "aud", TOKEN_USE)
+_REQUIRED = ("exp", "iat", "sub", "sid", "jti", "iss", "aud", TOKEN_USE)
+_HEX_ID = re.compile(r"[0-9a-f]{32}")
+_USER_ID = re.compile(r"[0-9]{1,19}")
 _MINT: Final = object()
 
 
@@ -30,6 +33,7 @@ class Identity:
 
     user_id: str
     username: str
+    session_id: str
     token_id: str
     expires_at: float
     mint: InitVar[object] = None
@@ -41,11 +45,11 @@ class Identity:
 
 @dataclass(frozen=True, slots=True)
 class RefreshGrant:
-    """What a verified refresh token allows: a new pair for this user."""
+    """A verified refresh token: which session's head it claims to be."""
 
-    user_id: str
+    user_id: int
+    session_id: str
     token_id: str
-    expires_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,14 +83,24 @@ class TokenService:
         """The public keys to publish, or None for a shared secret."""
         return self._key.jwks
 
-    def issue_pair(self, *, user_id: int, username: str) -> TokenPair:
+    def access_token(
+        self, *, user_id: int, username: str, session_id: str, not_after: float
+    ) -> tuple[str, int]:
+        """A new access token (never outliving its session) and its lifetime in seconds."""
         now = int(self._clock())
-        access_ttl, refresh_ttl = int(self._config.access_ttl), int(self._config.refresh_ttl)
-        access = self._sign(
-            {"sub": str(user_id), "username": username, TOKEN_USE: ACCESS}, now, access_ttl
+        expires = min(now + int(self._config.access_ttl), int(not_after))
+        claims = {"sub": str(user_id), "username": username, "sid": session_id, TOKEN_USE: ACCESS}
+        return self._sign(claims, jti=uuid.uuid4().hex, issued_at=now, expires_at=expires), (
+            expires - now
         )
-        refresh = self._sign({"sub": str(user_id), TOKEN_USE: REFRESH}, now, refresh_ttl)
-        return TokenPair(access, refresh, access_ttl, refresh_ttl)
+
+    def refresh_token(
+        self, *, user_id: int, session_id: str, jti: str, issued_at: int, expires_at: int
+    ) -> str:
+        """The refresh token for a session head. The same arguments give an equivalent token,
+        which is how the grace window hands back the current head."""
+        claims = {"sub": str(user_id), "sid": session_id, TOKEN_USE: REFRESH}
+        return self._sign(claims, jti=jti, issued_at=issued_at, expires_at=expires_at)
 
     def verify_access(self, token: str) -> Identity:
         """Verify an access token or raise Unauthorized (invalid_token)."""
@@ -97,6 +111,7 @@ class TokenService:
         return Identity(
             user_id=claims["sub"],
             username=username,
+            session_id=claims["sid"],
             token_id=claims["jti"],
             expires_at=float(claims["exp"]),
             mint=_MINT,
@@ -105,16 +120,16 @@ class TokenService:
     def verify_refresh(self, token: str) -> RefreshGrant:
         """Verify a refresh token or raise Unauthorized (invalid_token)."""
         claims = self._verify(token, REFRESH, "refresh")
-        return RefreshGrant(claims["sub"], claims["jti"], float(claims["exp"]))
+        return RefreshGrant(int(claims["sub"]), claims["sid"], claims["jti"])
 
-    def _sign(self, claims: dict[str, Any], now: int, ttl: int) -> str:
+    def _sign(self, claims: dict[str, Any], *, jti: str, issued_at: int, expires_at: int) -> str:
         payload = {
             **claims,
             "iss": self._config.issuer,
             "aud": self._config.audience,
-            "iat": now,
-            "exp": now + ttl,
-            "jti": uuid.uuid4().hex,
+            "iat": issued_at,
+            "exp": expires_at,
+            "jti": jti,
         }
         return jwt.encode(
             payload, self._key.signing_key, algorithm=self._key.algorithm, headers=self._headers
@@ -147,10 +162,12 @@ class TokenService:
                 else f"Token is not a {label} token",
                 token_presented=True,
             )
-        exp, iat, sub, jti = claims["exp"], claims["iat"], claims["sub"], claims["jti"]
+        exp, iat, sub, jti, sid = (claims[k] for k in ("exp", "iat", "sub", "jti", "sid"))
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (exp, iat)):
             raise Unauthorized(f"Invalid {label} token", token_presented=True)
-        if not isinstance(sub, str) or not sub.isdigit() or not isinstance(jti, str):
+        if not (isinstance(sub, str) and _USER_ID.fullmatch(sub)):
+            raise Unauthorized(f"Invalid {label} token", token_presented=True)
+        if not (isinstance(jti, str) and isinstance(sid, str) and _HEX_ID.fullmatch(sid)):
             raise Unauthorized(f"Invalid {label} token", token_presented=True)
         now, leeway = self._clock(), self._config.leeway
         if now >= exp + leeway:

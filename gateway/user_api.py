@@ -1,4 +1,4 @@
-"""The gateway's own endpoints: /user/login, /user/refresh and the JWKS document."""
+"""The gateway's own endpoints: login, refresh, logout and the JWKS document."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import logging
 
 from aiohttp import web
 
-from .appkeys import PASSWORDS, STORE, TOKENS
-from .errors import BadRequest, MethodNotAllowed, NotFound, Unauthorized
+from .appkeys import PASSWORDS, REVOCATIONS, SESSIONS, STORE, TOKENS
+from .authn import authenticate
+from .errors import BadRequest, GatewayError, MethodNotAllowed, NotFound, Unauthorized
 from .json_body import read_json_object, require_string
-from .storage import User, is_valid_username
+from .storage import is_valid_username
 from .tokens import TokenPair
 
-__all__ = ["jwks", "login", "refresh"]
+__all__ = ["jwks", "login", "logout", "refresh"]
 
 log = logging.getLogger(__name__)
 _BAD_CREDENTIALS = "Invalid username or password"
@@ -37,12 +38,11 @@ async def login(request: web.Request) -> web.Response:
         raise Unauthorized(_BAD_CREDENTIALS, token_presented=False)
     if passwords.needs_rehash(user.password_hash):
         await store.set_password_hash(user.id, await passwords.hash(password))
-    log.info("login user_id=%d", user.id)
-    return _token_response(_issue(request, user))
+    return _token_response(await request.app[SESSIONS].login(user))
 
 
 async def refresh(request: web.Request) -> web.Response:
-    """GET ?refresh_token=... or POST {refresh_token} -> a new pair, re-reading the user."""
+    """GET ?refresh_token=... or POST {refresh_token} -> a new pair (the old token retires)."""
     if request.method == "GET":
         values = request.query.getall("refresh_token", [])
         if len(values) != 1 or not values[0]:
@@ -52,11 +52,37 @@ async def refresh(request: web.Request) -> web.Response:
         token = require_string(await read_json_object(request), "refresh_token")
     else:
         raise MethodNotAllowed("Use GET or POST to refresh", allowed=frozenset({"GET", "POST"}))
-    grant = request.app[TOKENS].verify_refresh(token)
-    user = await request.app[STORE].get_user(int(grant.user_id))
-    if user is None or user.disabled:
-        raise Unauthorized("User no longer exists or is disabled", token_presented=True)
-    return _token_response(_issue(request, user))
+    return _token_response(await request.app[SESSIONS].refresh(token))
+
+
+async def logout(request: web.Request) -> web.Response:
+    """POST {refresh_token}, or an access token in Authorization: end that session.
+
+    As in RFC 7009, an unknown, expired or already revoked token is answered with success too:
+    the caller's goal (that token no longer works) holds either way.
+    """
+    if request.method != "POST":
+        raise MethodNotAllowed("Use POST to log out", allowed=frozenset({"POST"}))
+    tokens = request.app[TOKENS]
+    session_id: str | None = None
+    if request.body_exists:
+        token = require_string(await read_json_object(request), "refresh_token")
+        try:
+            session_id = tokens.verify_refresh(token).session_id
+        except GatewayError:
+            session_id = None
+    elif "Authorization" in request.headers:
+        try:
+            session_id = authenticate(request.headers, tokens, request.app[REVOCATIONS]).session_id
+        except GatewayError:
+            session_id = None
+    else:
+        raise BadRequest(
+            "Send {\"refresh_token\": ...} as JSON, or the access token as 'Authorization: Bearer'"
+        )
+    if session_id is not None:
+        await request.app[SESSIONS].logout(session_id)
+    return web.json_response({"message": "Logged out"}, headers=_NO_STORE)
 
 
 async def jwks(request: web.Request) -> web.Response:
@@ -64,10 +90,6 @@ async def jwks(request: web.Request) -> web.Response:
     if document is None:
         raise NotFound("Tokens are signed with a shared secret (HS256): there are no public keys")
     return web.json_response(document, headers={"Cache-Control": "public, max-age=300"})
-
-
-def _issue(request: web.Request, user: User) -> TokenPair:
-    return request.app[TOKENS].issue_pair(user_id=user.id, username=user.username)
 
 
 def _token_response(pair: TokenPair) -> web.Response:

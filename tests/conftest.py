@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,12 @@ from upstream_demo import create_upstream_app
 from .support import (
     IN_CI,
     MYSQL_URL,
+    REPO,
     FakeClock,
     Gateway,
     GatewayFactory,
     MySqlDatabase,
+    Processes,
     make_config,
     mysql_problem,
 )
@@ -89,3 +92,16 @@ async def gateway(start_gateway: GatewayFactory) -> AsyncIterator[Gateway]:
     gw: Gateway = await start_gateway()
     await gw.add_user()
     yield gw
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    procs = Processes(tmp_path)
+    yield procs
+    procs.stop_all()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, database_url: str) -> Path:
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    return tmp_path

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pymysql
@@ -180,3 +188,93 @@ class RecordingUpstream:
 
     def paths(self) -> list[str]:
         return [path for _, path, _ in self.seen]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited early with code {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listened on {port} within {timeout}s")
+
+
+def http(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - http to localhost
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+            raw = resp.read()
+            status = resp.status
+    except urllib.error.HTTPError as err:
+        raw, status = err.read(), err.code
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode()
+
+
+class Processes:
+    """Background processes whose output goes to files; all stopped at the end of the test."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.running: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def start(
+        self, name: str, args: list[str], cwd: Path, env: dict[str, str]
+    ) -> subprocess.Popen[bytes]:
+        log = self.directory / f"{name}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, *args], cwd=cwd, env=env, stdout=out, stderr=out
+            )
+        self.running.append((proc, log))
+        return proc
+
+    def output(self, proc: subprocess.Popen[bytes]) -> str:
+        return next(log for p, log in self.running if p is proc).read_text()
+
+    def stop_all(self) -> None:
+        for proc, _ in self.running:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def env_for(database_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "GATEWAY_"))}
+    env.update({"DATABASE_URL": database_url, **extra})
+    return env
+
+
+def run_gateway(
+    workdir: Path, env: dict[str, str], *args: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        cwd=workdir,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -54,27 +54,50 @@ def claims_of(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return part(0), part(1)
 
 
+SID = "0" * 32
+
+
+def access_for(tokens: TokenService, clock: FakeClock) -> str:
+    token, _ = tokens.access_token(
+        user_id=7, username="guang", session_id=SID, not_after=clock() + 86400
+    )
+    return token
+
+
 def test_access_and_refresh_claims(clock: FakeClock) -> None:
-    pair = service(clock).issue_pair(user_id=7, username="guang")
-    header, access = claims_of(pair.access_token)
+    tokens = service(clock)
+    header, access = claims_of(access_for(tokens, clock))
     assert header["alg"] == "HS256"
-    assert set(access) == {"sub", "username", "token_use", "iss", "aud", "iat", "exp", "jti"}
+    assert set(access) == {"sub", "username", "sid", "token_use", "iss", "aud", "iat", "exp", "jti"}
     assert (access["sub"], access["username"], access["token_use"]) == ("7", "guang", "access")
-    _, refresh = claims_of(pair.refresh_token)
-    assert set(refresh) == {"sub", "token_use", "iss", "aud", "iat", "exp", "jti"}
-    assert refresh["token_use"] == "refresh"
-    assert access["jti"] != refresh["jti"]
+    assert access["exp"] - access["iat"] == 1800
+    now = int(clock())
+    refresh_token = tokens.refresh_token(
+        user_id=7, session_id=SID, jti="1" * 32, issued_at=now, expires_at=now + 60
+    )
+    _, refresh = claims_of(refresh_token)
+    assert set(refresh) == {"sub", "sid", "token_use", "iss", "aud", "iat", "exp", "jti"}
+    assert (refresh["token_use"], refresh["sid"], refresh["jti"]) == ("refresh", SID, "1" * 32)
+
+
+def test_access_token_never_outlives_its_session(clock: FakeClock) -> None:
+    token, expires_in = service(clock).access_token(
+        user_id=7, username="guang", session_id=SID, not_after=clock() + 60
+    )
+    _, claims = claims_of(token)
+    assert expires_in == 60
+    assert claims["exp"] == int(clock()) + 60
 
 
 def test_verified_identity(clock: FakeClock) -> None:
     tokens = service(clock)
-    identity = tokens.verify_access(tokens.issue_pair(user_id=7, username="guang").access_token)
-    assert (identity.user_id, identity.username) == ("7", "guang")
+    identity = tokens.verify_access(access_for(tokens, clock))
+    assert (identity.user_id, identity.username, identity.session_id) == ("7", "guang", SID)
 
 
 def test_identity_cannot_be_made_outside_the_token_service() -> None:
     with pytest.raises(TypeError):
-        Identity(user_id="1", username="admin", token_id="x", expires_at=0.0)
+        Identity(user_id="1", username="admin", session_id=SID, token_id="x", expires_at=0.0)
 
 
 @pytest.mark.parametrize("missing", ["exp", "iat", "sub", "jti", "iss", "aud", "token_use"])
@@ -119,10 +142,10 @@ def test_malformed_claims(clock: FakeClock, override: dict[str, Any]) -> None:
 def test_token_issued_in_the_future_is_refused(clock: FakeClock) -> None:
     tokens = service(clock)
     clock.advance(120)
-    pair = tokens.issue_pair(user_id=1, username="u")
+    token = access_for(tokens, clock)
     clock.advance(-120)
     with pytest.raises(Unauthorized, match="issued in the future"):
-        tokens.verify_access(pair.access_token)
+        tokens.verify_access(token)
 
 
 def test_oversized_token_is_refused_before_decoding(clock: FakeClock) -> None:

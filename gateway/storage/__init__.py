@@ -7,19 +7,25 @@ from yarl import URL
 from .base import (
     SCHEMA_VERSION,
     USERNAME_RULE,
+    Session,
+    SessionStore,
     StorageUnavailable,
+    Store,
     User,
     UserExists,
     UserStore,
     is_valid_username,
 )
-from .mysql import MySqlUserStore, create_mysql_database
-from .sqlite import SqliteUserStore
+from .mysql import MySqlStore, create_mysql_database
+from .sqlite import SqliteStore
 
 __all__ = [
     "SCHEMA_VERSION",
     "USERNAME_RULE",
+    "Session",
+    "SessionStore",
     "StorageUnavailable",
+    "Store",
     "User",
     "UserExists",
     "UserStore",
@@ -29,11 +35,11 @@ __all__ = [
 ]
 
 
-def create_store(url: str) -> UserStore:
+def create_store(url: str) -> Store:
     """The store for a `database.url` (validated by the config loader); call open() before use."""
     if URL(url).scheme == "sqlite":
-        return SqliteUserStore(url)
-    return MySqlUserStore(url)
+        return SqliteStore(url)
+    return MySqlStore(url)
 
 
 async def create_database(url: str) -> None:

@@ -11,14 +11,17 @@ from ..errors import ServiceUnavailable
 __all__ = [
     "SCHEMA_VERSION",
     "USERNAME_RULE",
+    "Session",
+    "SessionStore",
     "StorageUnavailable",
+    "Store",
     "User",
     "UserExists",
     "UserStore",
     "is_valid_username",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 USERNAME_RULE = "1 to 64 characters from letters, digits and . _ @ + -"
 _USERNAME = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
 
@@ -76,3 +79,72 @@ class UserStore(Protocol):
         ...
 
     async def set_password_hash(self, user_id: int, password_hash: str) -> None: ...
+
+    async def delete_user(self, user_id: int) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A login: one family of refresh tokens with a single valid head (`current_jti`)."""
+
+    id: str
+    user_id: int
+    created_at: float
+    last_used_at: float
+    # Absolute end: rotation never extends it.
+    expires_at: float
+    # The head refresh token's own iat/exp (exp slides with each rotation, capped by expires_at).
+    refresh_issued_at: int
+    refresh_expires_at: int
+    current_jti: str
+    # The head before the last rotation, accepted again within the grace window.
+    previous_jti: str | None = None
+    rotated_at: float | None = None
+    revoked_at: float | None = None
+    revoked_reason: str | None = None
+
+
+class SessionStore(Protocol):
+    """Sessions (token families). `rotate_session` is the atomic compare-and-swap of the head."""
+
+    async def create_session(self, session: Session) -> None: ...
+
+    async def get_session(self, session_id: str) -> Session | None: ...
+
+    async def get_session_with_user(self, session_id: str) -> tuple[Session, User | None] | None:
+        """A session and its user (None when the user was deleted), in one round trip."""
+        ...
+
+    async def rotate_session(
+        self,
+        session_id: str,
+        *,
+        user_id: int,
+        presented_jti: str,
+        new_jti: str,
+        now: float,
+        refresh_expires_at: int,
+    ) -> bool:
+        """Swap the head from `presented_jti` to `new_jti` if it is still the head of a live
+        session; False when another refresh (or a revocation) got there first."""
+        ...
+
+    async def revoke_session(self, session_id: str, *, reason: str, now: float) -> bool:
+        """Revoke a live session; False when it was unknown or already revoked."""
+        ...
+
+    async def revoke_user_sessions(self, user_id: int, *, reason: str, now: float) -> int: ...
+
+    async def list_sessions(self, user_id: int) -> list[Session]: ...
+
+    async def revoked_since(self, since: float) -> list[str]:
+        """Ids of sessions revoked at or after `since`."""
+        ...
+
+    async def prune_sessions(self, *, revoked_before: float, expired_before: float) -> int:
+        """Delete sessions revoked before one bound or expired before the other."""
+        ...
+
+
+class Store(UserStore, SessionStore, Protocol):
+    """One database holds both."""

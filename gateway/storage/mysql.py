@@ -13,9 +13,9 @@ import pymysql
 from yarl import URL
 
 from .base import StorageUnavailable
-from .sql import Row, SqlUserStore
+from .sql import Row, SqlStore
 
-__all__ = ["MySqlUserStore", "create_mysql_database"]
+__all__ = ["MySqlStore", "create_mysql_database"]
 
 log = logging.getLogger(__name__)
 _DB_NAME = re.compile(r"[A-Za-z0-9_$]{1,64}")
@@ -32,6 +32,25 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             created_at DOUBLE NOT NULL,
             updated_at DOUBLE NOT NULL,
             UNIQUE KEY gateway_users_username (username)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    ),
+    (
+        """CREATE TABLE IF NOT EXISTS gateway_sessions (
+            id CHAR(32) CHARACTER SET ascii NOT NULL PRIMARY KEY,
+            user_id BIGINT UNSIGNED NOT NULL,
+            created_at DOUBLE NOT NULL,
+            last_used_at DOUBLE NOT NULL,
+            expires_at DOUBLE NOT NULL,
+            refresh_issued_at BIGINT NOT NULL,
+            refresh_expires_at BIGINT NOT NULL,
+            current_jti CHAR(32) CHARACTER SET ascii NOT NULL,
+            previous_jti CHAR(32) CHARACTER SET ascii NULL,
+            rotated_at DOUBLE NULL,
+            revoked_at DOUBLE NULL,
+            revoked_reason VARCHAR(64) NULL,
+            KEY gateway_sessions_user (user_id),
+            KEY gateway_sessions_revoked (revoked_at),
+            KEY gateway_sessions_expires (expires_at)
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
     ),
 )
@@ -72,7 +91,7 @@ async def create_mysql_database(url: str, *, connect_timeout: float = 5.0) -> bo
         conn.close()
 
 
-class MySqlUserStore(SqlUserStore):
+class MySqlStore(SqlStore):
     migrations = _MIGRATIONS
 
     def __init__(self, url: str, *, pool_size: int = 10, connect_timeout: float = 5.0) -> None:

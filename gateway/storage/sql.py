@@ -8,16 +8,22 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .base import SCHEMA_VERSION, User, UserExists
+from .base import SCHEMA_VERSION, Session, User, UserExists
 
-__all__ = ["SqlUserStore"]
+__all__ = ["SqlStore"]
+
+_SESSION_COLUMNS = (
+    "id, user_id, created_at, last_used_at, expires_at, refresh_issued_at, refresh_expires_at,"
+    " current_jti, previous_jti, rotated_at, revoked_at, revoked_reason"
+)
+_SESSION_WIDTH = len(_SESSION_COLUMNS.split(","))
 
 log = logging.getLogger(__name__)
 Row = Sequence[Any]
 
 
-class SqlUserStore(abc.ABC):
-    """UserStore over a DB-API style driver. Queries use `?` placeholders."""
+class SqlStore(abc.ABC):
+    """UserStore and SessionStore over a DB-API style driver. Queries use `?` placeholders."""
 
     # migrations[n] holds the statements that take the schema from version n to n + 1.
     migrations: Sequence[Sequence[str]] = ()
@@ -122,6 +128,143 @@ class SqlUserStore(abc.ABC):
             "UPDATE gateway_users SET password_hash = ?, updated_at = ? WHERE id = ?",
             (password_hash, time.time(), user_id),
         )
+
+    async def delete_user(self, user_id: int) -> bool:
+        rows, _ = await self.execute("DELETE FROM gateway_users WHERE id = ?", (user_id,))
+        return rows > 0
+
+    # --- sessions -------------------------------------------------------------------------
+
+    async def create_session(self, session: Session) -> None:
+        await self.execute(
+            f"INSERT INTO gateway_sessions ({_SESSION_COLUMNS})"  # noqa: S608 - constant columns
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                session.id,
+                session.user_id,
+                session.created_at,
+                session.last_used_at,
+                session.expires_at,
+                session.refresh_issued_at,
+                session.refresh_expires_at,
+                session.current_jti,
+                session.previous_jti,
+                session.rotated_at,
+                session.revoked_at,
+                session.revoked_reason,
+            ),
+        )
+
+    async def get_session(self, session_id: str) -> Session | None:
+        row = await self.fetch_one(
+            f"SELECT {_SESSION_COLUMNS} FROM gateway_sessions WHERE id = ?",  # noqa: S608
+            (session_id,),
+        )
+        return None if row is None else _session_from_row(row)
+
+    async def get_session_with_user(self, session_id: str) -> tuple[Session, User | None] | None:
+        session_columns = ", ".join(f"s.{c.strip()}" for c in _SESSION_COLUMNS.split(","))
+        row = await self.fetch_one(
+            f"SELECT {session_columns}, u.id, u.username, u.password_hash, u.disabled,"  # noqa: S608
+            " u.created_at FROM gateway_sessions s"
+            " LEFT JOIN gateway_users u ON u.id = s.user_id WHERE s.id = ?",
+            (session_id,),
+        )
+        if row is None:
+            return None
+        user_row = row[_SESSION_WIDTH:]
+        user = None if user_row[0] is None else _user_from_row(user_row)
+        return _session_from_row(row[:_SESSION_WIDTH]), user
+
+    async def rotate_session(
+        self,
+        session_id: str,
+        *,
+        user_id: int,
+        presented_jti: str,
+        new_jti: str,
+        now: float,
+        refresh_expires_at: int,
+    ) -> bool:
+        # One conditional UPDATE is the compare-and-swap: of any number of concurrent refreshes
+        # of one token, on any number of processes, exactly one matches `current_jti`.
+        # (MySQL assigns left to right, so previous_jti takes the old head first.)
+        rows, _ = await self.execute(
+            "UPDATE gateway_sessions SET previous_jti = current_jti, current_jti = ?,"
+            " rotated_at = ?, last_used_at = ?, refresh_issued_at = ?, refresh_expires_at = ?"
+            " WHERE id = ? AND user_id = ? AND current_jti = ? AND revoked_at IS NULL"
+            " AND expires_at > ?",
+            (
+                new_jti,
+                now,
+                now,
+                int(now),
+                refresh_expires_at,
+                session_id,
+                user_id,
+                presented_jti,
+                now,
+            ),
+        )
+        return rows == 1
+
+    async def revoke_session(self, session_id: str, *, reason: str, now: float) -> bool:
+        rows, _ = await self.execute(
+            "UPDATE gateway_sessions SET revoked_at = ?, revoked_reason = ?"
+            " WHERE id = ? AND revoked_at IS NULL",
+            (now, reason, session_id),
+        )
+        return rows == 1
+
+    async def revoke_user_sessions(self, user_id: int, *, reason: str, now: float) -> int:
+        rows, _ = await self.execute(
+            "UPDATE gateway_sessions SET revoked_at = ?, revoked_reason = ?"
+            " WHERE user_id = ? AND revoked_at IS NULL",
+            (now, reason, user_id),
+        )
+        return rows
+
+    async def list_sessions(self, user_id: int) -> list[Session]:
+        rows = await self.fetch_all(
+            f"SELECT {_SESSION_COLUMNS} FROM gateway_sessions"  # noqa: S608
+            " WHERE user_id = ? ORDER BY created_at",
+            (user_id,),
+        )
+        return [_session_from_row(row) for row in rows]
+
+    async def revoked_since(self, since: float) -> list[str]:
+        rows = await self.fetch_all(
+            "SELECT id FROM gateway_sessions WHERE revoked_at >= ?", (since,)
+        )
+        return [str(row[0]) for row in rows]
+
+    async def prune_sessions(self, *, revoked_before: float, expired_before: float) -> int:
+        rows, _ = await self.execute(
+            "DELETE FROM gateway_sessions WHERE revoked_at < ? OR expires_at < ?"
+            " OR refresh_expires_at < ?",
+            (revoked_before, expired_before, expired_before),
+        )
+        return rows
+
+
+def _session_from_row(row: Row) -> Session:
+    def optional_float(value: Any) -> float | None:
+        return None if value is None else float(value)
+
+    return Session(
+        id=str(row[0]),
+        user_id=int(row[1]),
+        created_at=float(row[2]),
+        last_used_at=float(row[3]),
+        expires_at=float(row[4]),
+        refresh_issued_at=int(row[5]),
+        refresh_expires_at=int(row[6]),
+        current_jti=str(row[7]),
+        previous_jti=None if row[8] is None else str(row[8]),
+        rotated_at=optional_float(row[9]),
+        revoked_at=optional_float(row[10]),
+        revoked_reason=None if row[11] is None else str(row[11]),
+    )
 
 
 def _user_from_row(row: Row) -> User:

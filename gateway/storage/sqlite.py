@@ -12,9 +12,9 @@ import aiosqlite
 from yarl import URL
 
 from .base import StorageUnavailable
-from .sql import Row, SqlUserStore
+from .sql import Row, SqlStore
 
-__all__ = ["SqliteUserStore", "sqlite_path"]
+__all__ = ["SqliteStore", "sqlite_path"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,25 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             updated_at REAL NOT NULL
         )""",
     ),
+    (
+        """CREATE TABLE IF NOT EXISTS gateway_sessions (
+            id TEXT NOT NULL PRIMARY KEY,
+            user_id INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            last_used_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            refresh_issued_at INTEGER NOT NULL,
+            refresh_expires_at INTEGER NOT NULL,
+            current_jti TEXT NOT NULL,
+            previous_jti TEXT,
+            rotated_at REAL,
+            revoked_at REAL,
+            revoked_reason TEXT
+        )""",
+        "CREATE INDEX IF NOT EXISTS gateway_sessions_user ON gateway_sessions (user_id)",
+        "CREATE INDEX IF NOT EXISTS gateway_sessions_revoked ON gateway_sessions (revoked_at)",
+        "CREATE INDEX IF NOT EXISTS gateway_sessions_expires ON gateway_sessions (expires_at)",
+    ),
 )
 
 
@@ -37,7 +56,7 @@ def sqlite_path(url: str) -> Path:
     return Path(URL(url).path[1:])
 
 
-class SqliteUserStore(SqlUserStore):
+class SqliteStore(SqlStore):
     migrations = _MIGRATIONS
 
     def __init__(self, url: str) -> None:
