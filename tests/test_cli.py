@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import time
 from pathlib import Path
 
-from gateway.storage import SCHEMA_VERSION
+from gateway.storage import SCHEMA_VERSION, Session, create_store
 
 from .support import (
     TEST_SECRET,
@@ -143,3 +145,58 @@ def test_demo_runs_upstream_and_gateway_with_the_demo_user(
     demo.send_signal(signal.SIGINT)
     assert demo.wait(timeout=20) == 0
     assert "DEMO MODE" in processes.output(demo)
+
+
+async def test_session_administration(workdir: Path, database_url: str) -> None:
+    env = env_for(database_url)
+    add = run_gateway(
+        workdir, env, "user", "add", "alice", "--password-stdin", stdin="pass-word1\n"
+    )
+    assert add.returncode == 0, add.stderr
+    store = create_store(database_url)
+    await store.open()
+    try:
+        alice = await store.get_user_by_name("alice")
+        assert alice is not None
+        now = time.time()
+        for sid in ("a" * 32, "b" * 32):
+            await store.create_session(
+                Session(
+                    id=sid,
+                    user_id=alice.id,
+                    created_at=now,
+                    last_used_at=now,
+                    expires_at=now + 3600,
+                    refresh_issued_at=int(now),
+                    refresh_expires_at=int(now) + 600,
+                    current_jti="c" * 32,
+                )
+            )
+    finally:
+        await store.close()
+
+    listing = await asyncio.to_thread(run_gateway, workdir, env, "session", "list", "alice")
+    assert listing.returncode == 0, listing.stderr
+    assert [line.split()[-1] for line in listing.stdout.splitlines()[1:]] == ["active", "active"]
+
+    passwd = await asyncio.to_thread(
+        run_gateway,
+        workdir,
+        env,
+        "user",
+        "passwd",
+        "alice",
+        "--password-stdin",
+        stdin="n3w-pass!\n",
+    )
+    assert "ended 2 session(s) of alice" in passwd.stdout
+    listing = await asyncio.to_thread(run_gateway, workdir, env, "session", "list", "alice")
+    assert listing.stdout.count("revoked (password changed)") == 2
+    revoke = await asyncio.to_thread(run_gateway, workdir, env, "session", "revoke", "alice")
+    assert "ended 0 session(s) of alice" in revoke.stdout
+    prune = await asyncio.to_thread(run_gateway, workdir, env, "db", "prune")
+    assert "pruned 0 expired or revoked session(s)" in prune.stdout  # access tokens may live
+    delete = await asyncio.to_thread(run_gateway, workdir, env, "user", "delete", "alice")
+    assert delete.returncode == 0 and "deleted user alice" in delete.stdout
+    gone = await asyncio.to_thread(run_gateway, workdir, env, "session", "list", "alice")
+    assert (gone.returncode, gone.stderr.strip()) == (1, "error: no user named 'alice'")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from .sql import Row, SqlStore
 __all__ = ["SqliteStore", "sqlite_path"]
 
 log = logging.getLogger(__name__)
+_BUSY_RETRY_SECONDS = 5.0
 
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -100,13 +104,22 @@ class SqliteStore(SqlStore):
             raise _unavailable(exc) from exc
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> tuple[int, int | None]:
-        try:
-            async with self._conn.execute(sql, tuple(params)) as cur:
-                return cur.rowcount, cur.lastrowid
-        except sqlite3.IntegrityError:
-            raise
-        except sqlite3.Error as exc:
-            raise _unavailable(exc) from exc
+        # A write that finds another process's newer snapshot fails with SQLITE_BUSY at once,
+        # without waiting for busy_timeout; it was not applied, so it is safe to try again.
+        delay, deadline = 0.005, time.monotonic() + _BUSY_RETRY_SECONDS
+        while True:
+            try:
+                async with self._conn.execute(sql, tuple(params)) as cur:
+                    return cur.rowcount, cur.lastrowid
+            except sqlite3.IntegrityError:
+                raise
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() + delay > deadline:
+                    raise _unavailable(exc) from exc
+                await asyncio.sleep(random.uniform(delay / 2, delay))  # noqa: S311 - jitter
+                delay = min(delay * 2, 0.1)
+            except sqlite3.Error as exc:
+                raise _unavailable(exc) from exc
 
     async def insert_unique(self, sql: str, params: Sequence[Any]) -> int | None:
         try:
@@ -131,6 +144,11 @@ class SqliteStore(SqlStore):
             raise
         await self.execute("COMMIT")
         return version
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    message = str(exc).lower()
+    return "locked" in message or "busy" in message
 
 
 def _unavailable(exc: sqlite3.Error) -> StorageUnavailable:
