@@ -22,7 +22,9 @@ from .appkeys import (
     STORE,
     TOKENS,
 )
-from .config import GatewayConfig
+from .config import PARSER_FIELD_LIMIT, PARSER_MAX_HEADERS, GatewayConfig
+from .edge import EdgePolicy
+from .forward_headers import HeaderPolicy
 from .middleware import error_middleware
 from .passwords import PasswordHasher
 from .proxy import Proxy
@@ -39,7 +41,19 @@ log = logging.getLogger(__name__)
 
 def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time) -> web.Application:
     """Build the gateway application for a validated config. `clock` is injectable for tests."""
-    app = web.Application(middlewares=[error_middleware], handler_args={"max_field_size": 16384})
+    edge = EdgePolicy(config.server, config.cors)
+    app = web.Application(
+        middlewares=[error_middleware, edge.middleware],
+        handler_args={
+            # A client that goes away cancels its handler, and so the upstream request.
+            "handler_cancellation": True,
+            # aiohttp's parser refuses past these; below them EdgePolicy answers 431 itself.
+            "max_line_size": PARSER_FIELD_LIMIT,
+            "max_field_size": PARSER_FIELD_LIMIT,
+            "max_headers": PARSER_MAX_HEADERS,
+        },
+    )
+    app.on_response_prepare.append(edge.on_prepare)
     store = create_store(config.database.url)
     tokens = TokenService(config.tokens, clock=clock)
     revocations = RevocationView(
@@ -49,13 +63,19 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         clock=clock,
     )
     app[CONFIG] = config
-    app[ROUTES] = RouteTable(config.routes)
+    app[ROUTES] = RouteTable(config.routes, case_sensitive=config.server.case_sensitive_paths)
     app[STORE] = store
     app[TOKENS] = tokens
     app[REVOCATIONS] = revocations
     app[SESSIONS] = SessionService(store, tokens, revocations, config, clock=clock)
     app[PASSWORDS] = PasswordHasher(config.passwords)
-    app[PROXY] = Proxy(config.upstreams, config.identity_headers, config.server.trusted_proxies)
+    headers = HeaderPolicy(
+        config.identity_headers,
+        config.server.trusted_proxies,
+        request_id_header=config.server.request_id_header,
+        gateway_owns_cors=config.cors.enabled,
+    )
+    app[PROXY] = Proxy(config.upstreams, headers)
     app[BACKGROUND] = []
     app.cleanup_ctx.extend([_store, _passwords, _proxy, _background])
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import itertools
 import os
 import re
 import secrets
@@ -26,8 +27,11 @@ from .patterns import PathPattern, PatternError, patterns_overlap
 
 __all__ = [
     "ALL_METHODS",
+    "PARSER_FIELD_LIMIT",
+    "PARSER_MAX_HEADERS",
     "RESERVED_PATHS",
     "AuthPolicy",
+    "CorsConfig",
     "DatabaseConfig",
     "GatewayConfig",
     "IdentityHeaders",
@@ -40,6 +44,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "parse_duration",
+    "parse_size",
 ]
 
 ALL_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -54,6 +59,21 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 _ROUTE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_ROLE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_SIZE = re.compile(r"(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "kib": 1024,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
+# aiohttp's own parser limits (server handler_args): a header line or count past these gets
+# aiohttp's plain 400 before the gateway sees the request; below them the gateway answers 431.
+PARSER_FIELD_LIMIT = 64 * 1024
+PARSER_MAX_HEADERS = 256
 _UNSETTABLE_HEADERS = frozenset(
     {
         "host",
@@ -73,6 +93,8 @@ _UNSETTABLE_HEADERS = frozenset(
 class AuthPolicy(enum.Enum):
     PUBLIC = "public"
     REQUIRED = "required"
+    # The identity is forwarded when a valid token is present; anonymous requests pass too.
+    OPTIONAL = "optional"
 
 
 @dataclass(frozen=True)
@@ -81,6 +103,33 @@ class ServerConfig:
     port: int = 8080
     # Peers whose X-Forwarded-* values are kept (appended to); everyone else's are replaced.
     trusted_proxies: tuple[IpNetwork, ...] = ()
+    # A request header block over either limit gets 431.
+    max_header_bytes: int = 32 * 1024
+    max_headers: int = 100
+    # False: /BBB and /bbb are one path (for case-insensitive backends); matching lowercases.
+    case_sensitive_paths: bool = True
+    # Taken from the client when valid, generated otherwise; sent upstream and back.
+    request_id_header: str = "X-Request-ID"
+    # Longest time to wait for in-flight requests on SIGTERM.
+    shutdown_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class CorsConfig:
+    # Empty: the gateway adds no CORS headers and answers no preflights.
+    allowed_origins: frozenset[str] = frozenset()
+    allowed_methods: tuple[str, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+    allowed_headers: tuple[str, ...] = ("Authorization", "Content-Type", "X-Request-ID")
+    exposed_headers: tuple[str, ...] = ("WWW-Authenticate", "X-Request-ID")
+    allow_credentials: bool = False
+    max_age: int = 600
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.allowed_origins)
+
+    def allows(self, origin: str) -> bool:
+        return origin in self.allowed_origins or "*" in self.allowed_origins
 
 
 @dataclass(frozen=True)
@@ -129,10 +178,12 @@ class PasswordConfig:
 class IdentityHeaders:
     user_id: str = "X-User-Id"
     username: str = "X-User-Name"
+    # Comma-separated role names.
+    roles: str = "X-User-Roles"
 
     @property
     def names(self) -> tuple[str, ...]:
-        return (self.user_id, self.username)
+        return (self.user_id, self.username, self.roles)
 
 
 @dataclass(frozen=True)
@@ -154,6 +205,22 @@ class RouteConfig:
     # None: every method.
     methods: frozenset[str] | None = None
     forward_authorization: bool = False
+    # The user needs at least one of these (403 otherwise). Empty: any authenticated user.
+    roles: frozenset[str] = frozenset()
+    # Rewrite: the forwarded path is add_prefix + (path without strip_prefix).
+    strip_prefix: str = ""
+    add_prefix: str = ""
+    # Send the client's Host to the upstream instead of the upstream's own.
+    preserve_host: bool = False
+    # Larger request bodies get 413. 0: no limit.
+    max_body_bytes: int = 64 * 1024 * 1024
+
+    def upstream_path(self, path: str) -> str:
+        """The path to forward for a matched, normalized request path."""
+        if not self.strip_prefix and not self.add_prefix:
+            return path
+        rest = path[len(self.strip_prefix) :]
+        return (self.add_prefix + rest) or "/"
 
     def allows(self, method: str) -> bool:
         return self.methods is None or method in self.methods
@@ -169,6 +236,10 @@ class GatewayConfig:
     identity_headers: IdentityHeaders
     upstreams: Mapping[str, UpstreamConfig]
     routes: tuple[RouteConfig, ...]
+    cors: CorsConfig = CorsConfig()
+    # The query parameter a WebSocket client may carry its access token in (browsers cannot
+    # set Authorization on a WebSocket). It is removed before forwarding and never logged.
+    websocket_token_parameter: str = "access_token"  # noqa: S105 - a parameter name
     source: str = "<memory>"
 
 
@@ -191,6 +262,22 @@ def parse_duration(value: object) -> float:
     if seconds < 0:
         raise ValueError("must not be negative")
     return seconds
+
+
+def parse_size(value: object) -> int:
+    """'64MiB', '1GiB', '512KB', '100' (bytes)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size like 64MiB")
+    if isinstance(value, int):
+        number, unit = value, "b"
+    else:
+        match = _SIZE.fullmatch(str(value).strip())
+        if match is None:
+            raise ValueError(f"{value!r} is not a size like 512KiB, 64MiB or 1GiB")
+        number, unit = int(match.group(1)), (match.group(2) or "b").lower()
+    if number < 0:
+        raise ValueError("must not be negative")
+    return number * _SIZE_UNITS[unit]
 
 
 def load_config(
@@ -242,7 +329,11 @@ def parse_config(
     passwords = _passwords(root.child("passwords"))
     identity = _identity_headers(root.child("identity_headers"))
     upstreams = _upstreams(root.child("upstreams"))
-    routes = _routes(root, upstreams)
+    routes = _routes(root, upstreams, case_sensitive=server.case_sensitive_paths)
+    cors = _cors(root.child("cors"))
+    websocket = root.child("websocket")
+    websocket_token_parameter = websocket.text("token_query_parameter", "access_token")
+    websocket.close()
     root.close()
     if problems or tokens is None:
         raise ConfigError([f"{source}: {p}" for p in problems])
@@ -255,6 +346,8 @@ def parse_config(
         identity_headers=identity,
         upstreams=upstreams,
         routes=routes,
+        cors=cors,
+        websocket_token_parameter=websocket_token_parameter,
         source=source,
     )
 
@@ -263,16 +356,66 @@ def parse_config(
 
 
 def _server(node: _Node) -> ServerConfig:
-    host = node.text("host", ServerConfig.host)
-    port = node.integer("port", ServerConfig.port, minimum=0, maximum=65535)
+    d = ServerConfig()
     proxies: list[IpNetwork] = []
     for where, item in node.items("trusted_proxies"):
         try:
             proxies.append(ipaddress.ip_network(str(item), strict=False))
         except ValueError:
             node.problem_at(where, f"{item!r} is not an IP address or CIDR network")
+    config = ServerConfig(
+        host=node.text("host", d.host),
+        port=node.integer("port", d.port, minimum=0, maximum=65535),
+        trusted_proxies=tuple(proxies),
+        max_header_bytes=node.size(
+            "max_header_bytes", d.max_header_bytes, minimum=1024, maximum=PARSER_FIELD_LIMIT
+        ),
+        max_headers=node.integer(
+            "max_headers", d.max_headers, minimum=8, maximum=PARSER_MAX_HEADERS
+        ),
+        case_sensitive_paths=node.boolean("case_sensitive_paths", d.case_sensitive_paths),
+        request_id_header=node.text("request_id_header", d.request_id_header),
+        shutdown_timeout=node.duration("shutdown_timeout", d.shutdown_timeout, minimum=0.0),
+    )
     node.close()
-    return ServerConfig(host=host, port=port, trusted_proxies=tuple(proxies))
+    if not _HEADER_NAME.fullmatch(config.request_id_header):
+        node.problem("request_id_header", f"{config.request_id_header!r} is not a header name")
+    return config
+
+
+def _cors(node: _Node) -> CorsConfig:
+    d = CorsConfig()
+    origins = frozenset(str(v).rstrip("/") for _, v in node.items("allowed_origins"))
+    config = CorsConfig(
+        allowed_origins=origins,
+        allowed_methods=_header_list(node, "allowed_methods", d.allowed_methods, upper=True),
+        allowed_headers=_header_list(node, "allowed_headers", d.allowed_headers),
+        exposed_headers=_header_list(node, "exposed_headers", d.exposed_headers),
+        allow_credentials=node.boolean("allow_credentials", d.allow_credentials),
+        max_age=int(node.duration("max_age", d.max_age, minimum=0, maximum=86400)),
+    )
+    node.close()
+    for origin in origins:
+        if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", origin):
+            node.problem("allowed_origins", f"{origin!r} is not an origin like https://app.example")
+    if "*" in origins and config.allow_credentials:
+        node.problem("allow_credentials", "cannot be true when allowed_origins has '*'")
+    return config
+
+
+def _header_list(
+    node: _Node, key: str, default: tuple[str, ...], *, upper: bool = False
+) -> tuple[str, ...]:
+    items = node.items(key)
+    if not items:
+        return default
+    values = []
+    for where, item in items:
+        value = str(item).strip()
+        if not _HEADER_NAME.fullmatch(value):
+            node.problem_at(where, f"{value!r} is not a valid name")
+        values.append(value.upper() if upper else value)
+    return tuple(values)
 
 
 def _database(node: _Node) -> DatabaseConfig:
@@ -392,17 +535,21 @@ def _passwords(node: _Node) -> PasswordConfig:
 
 def _identity_headers(node: _Node) -> IdentityHeaders:
     d = IdentityHeaders()
-    user_id = node.text("user_id", d.user_id)
-    username = node.text("username", d.username)
+    headers = IdentityHeaders(
+        user_id=node.text("user_id", d.user_id),
+        username=node.text("username", d.username),
+        roles=node.text("roles", d.roles),
+    )
     node.close()
-    for key, name in (("user_id", user_id), ("username", username)):
+    for key, name in zip(("user_id", "username", "roles"), headers.names, strict=True):
         if not _HEADER_NAME.fullmatch(name):
             node.problem(key, f"{name!r} is not a valid header name")
         elif name.lower() in _UNSETTABLE_HEADERS or name.lower().startswith("proxy-"):
             node.problem(key, f"{name!r} is a header the gateway must not overwrite")
-    if user_id.lower() == username.lower():
-        node.problem("username", "must differ from user_id")
-    return IdentityHeaders(user_id=user_id, username=username)
+    folded = [n.lower().replace("_", "-") for n in headers.names]
+    if len(set(folded)) != len(folded):
+        node.problem("", "user_id, username and roles must be different headers")
+    return headers
 
 
 def _upstreams(node: _Node) -> dict[str, UpstreamConfig]:
@@ -430,7 +577,9 @@ def _upstreams(node: _Node) -> dict[str, UpstreamConfig]:
     return upstreams
 
 
-def _routes(root: _Node, upstreams: Mapping[str, UpstreamConfig]) -> tuple[RouteConfig, ...]:
+def _routes(
+    root: _Node, upstreams: Mapping[str, UpstreamConfig], *, case_sensitive: bool
+) -> tuple[RouteConfig, ...]:
     routes: list[RouteConfig] = []
     for where, item in root.items("routes"):
         if not isinstance(item, dict):
@@ -442,10 +591,17 @@ def _routes(root: _Node, upstreams: Mapping[str, UpstreamConfig]) -> tuple[Route
         auth_text = node.text("auth", "", required=True)
         methods = _methods(node)
         forward_authorization = node.boolean("forward_authorization", False)
+        roles = _roles(node)
+        strip_prefix = node.text("strip_prefix", "")
+        add_prefix = node.text("add_prefix", "")
+        preserve_host = node.boolean("preserve_host", False)
+        max_body_bytes = node.size("max_body_size", RouteConfig.max_body_bytes, minimum=0)
         # Default names stay unique for one path split by method.
         default_name = path if methods is None else f"{path} {','.join(sorted(methods))}"
         name = node.text("name", "") or default_name
         node.close()
+        if not case_sensitive:
+            path, strip_prefix = path.lower(), strip_prefix.lower()
         try:
             pattern = PathPattern.parse(path)
         except PatternError as exc:
@@ -457,15 +613,55 @@ def _routes(root: _Node, upstreams: Mapping[str, UpstreamConfig]) -> tuple[Route
         if upstream and upstream not in upstreams:
             known = ", ".join(sorted(upstreams)) or "none defined"
             node.problem("upstream", f"unknown upstream {upstream!r} (known: {known})")
+        _check_prefixes(node, pattern, strip_prefix, add_prefix)
         try:
             auth = AuthPolicy(auth_text)
         except ValueError:
             if auth_text:
-                node.problem("auth", f"{auth_text!r} must be one of: public, required")
+                node.problem("auth", f"{auth_text!r} must be one of: public, required, optional")
             continue
-        routes.append(RouteConfig(name, pattern, upstream, auth, methods, forward_authorization))
+        if roles and auth is not AuthPolicy.REQUIRED:
+            node.problem("roles", "roles need auth: required")
+        routes.append(
+            RouteConfig(
+                name=name,
+                pattern=pattern,
+                upstream=upstream,
+                auth=auth,
+                methods=methods,
+                forward_authorization=forward_authorization,
+                roles=roles,
+                strip_prefix=strip_prefix,
+                add_prefix=add_prefix,
+                preserve_host=preserve_host,
+                max_body_bytes=max_body_bytes,
+            )
+        )
     _check_route_conflicts(routes, root.problems)
     return tuple(routes)
+
+
+def _roles(node: _Node) -> frozenset[str]:
+    roles = set()
+    for where, item in node.items("roles"):
+        if not _ROLE_NAME.fullmatch(str(item)):
+            node.problem_at(where, f"{item!r} is not a role name (letters, digits, _ . : -)")
+        roles.add(str(item))
+    return frozenset(roles)
+
+
+def _check_prefixes(node: _Node, pattern: PathPattern, strip_prefix: str, add_prefix: str) -> None:
+    if strip_prefix:
+        leading = itertools.takewhile(lambda s: "*" not in s, pattern.segments)
+        literal = "/" + "/".join(leading)
+        if not strip_prefix.startswith("/") or strip_prefix.endswith("/"):
+            node.problem("strip_prefix", "must start with '/' and not end with one, like /api")
+        elif not (literal + "/").startswith(strip_prefix + "/") or "*" in strip_prefix:
+            node.problem("strip_prefix", f"{strip_prefix!r} is not a leading part of the path")
+    if add_prefix and (not add_prefix.startswith("/") or add_prefix.endswith("/")):
+        node.problem("add_prefix", "must start with '/' and not end with one, like /v1")
+    if add_prefix and not re.fullmatch(r"(/[A-Za-z0-9\-._~!$&'()+,=:@]+)+", add_prefix):
+        node.problem("add_prefix", "may hold only plain path segments")
 
 
 def _methods(node: _Node) -> frozenset[str] | None:
@@ -627,6 +823,21 @@ class _Node:
             self.problem(key, f"{value!r} must be {bound}")
             return default
         return seconds
+
+    def size(self, key: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
+        value = self._get(key)
+        if value is _MISSING or value == "":
+            return default
+        try:
+            size = parse_size(value)
+        except ValueError as exc:
+            self.problem(key, str(exc))
+            return default
+        if size < minimum or (maximum is not None and size > maximum):
+            bound = f"at least {minimum}" + (f" and at most {maximum}" if maximum else "")
+            self.problem(key, f"{value!r} must be {bound} bytes")
+            return default
+        return size
 
     def boolean(self, key: str, default: bool) -> bool:
         value = self._get(key)

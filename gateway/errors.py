@@ -9,6 +9,7 @@ __all__ = [
     "BadGateway",
     "BadRequest",
     "ConfigError",
+    "Forbidden",
     "GatewayError",
     "GatewayTimeout",
     "MethodNotAllowed",
@@ -50,6 +51,12 @@ class Unauthorized(GatewayError):
             description = message.replace("\\", "").replace('"', "'")
             challenge += f', error="invalid_token", error_description="{description}"'
         super().__init__(message, headers={"WWW-Authenticate": challenge})
+
+
+class Forbidden(GatewayError):
+    """Authenticated, but not allowed: clients must not try to refresh on this."""
+
+    status = 403
 
 
 class NotFound(GatewayError):

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 
-from .appkeys import PROXY, REVOCATIONS, ROUTES, TOKENS
-from .authn import authenticate
-from .config import AuthPolicy
+from .appkeys import CONFIG, PROXY, REVOCATIONS, ROUTES, TOKENS
+from .authn import authenticate, bearer_token, websocket_credentials
+from .config import AuthPolicy, RouteConfig
+from .edge import REQUEST_ID
+from .errors import Forbidden, Unauthorized
 from .paths import normalize_path
+from .tokens import Identity
 
 __all__ = ["forward"]
 
@@ -15,7 +20,40 @@ __all__ = ["forward"]
 async def forward(request: web.Request) -> web.StreamResponse:
     path = normalize_path(request.raw_path.partition("?")[0])
     route = request.app[ROUTES].resolve(path, request.method)
-    identity = None
-    if route.auth is AuthPolicy.REQUIRED:
-        identity = authenticate(request.headers, request.app[TOKENS], request.app[REVOCATIONS])
-    return await request.app[PROXY].forward(request, route, path, identity)
+    request_id = request[REQUEST_ID]
+    proxy = request.app[PROXY]
+    if _is_websocket_upgrade(request):
+        credentials = websocket_credentials(request, request.app[CONFIG].websocket_token_parameter)
+        identity = _identify(request, route, lambda: credentials.token)
+        return await proxy.forward_websocket(
+            request, route, path, identity, request_id, credentials
+        )
+    identity = _identify(request, route, lambda: bearer_token(request.headers))
+    return await proxy.forward(request, route, path, identity, request_id)
+
+
+def _identify(
+    request: web.Request, route: RouteConfig, read_token: Callable[[], str | None]
+) -> Identity | None:
+    """The identity the route needs; public routes never look at the token."""
+    if route.auth is AuthPolicy.PUBLIC:
+        return None
+    tokens, revocations = request.app[TOKENS], request.app[REVOCATIONS]
+    if route.auth is AuthPolicy.OPTIONAL:
+        try:
+            token = read_token()
+            return authenticate(token, tokens, revocations) if token else None
+        except Unauthorized:
+            return None  # optional: an invalid token means anonymous, not an error
+    identity = authenticate(read_token(), tokens, revocations)
+    if route.roles and route.roles.isdisjoint(identity.roles):
+        raise Forbidden(f"Requires one of the roles: {', '.join(sorted(route.roles))}")
+    return identity
+
+
+def _is_websocket_upgrade(request: web.Request) -> bool:
+    return (
+        request.method == "GET"
+        and request.headers.get("Upgrade", "").lower() == "websocket"
+        and "upgrade" in request.headers.get("Connection", "").lower()
+    )

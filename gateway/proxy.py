@@ -1,88 +1,60 @@
-"""Forwarding: one pooled client session per upstream, streaming bodies both ways.
+"""Forwarding: one pooled client session per upstream, streaming bodies both ways, WebSockets.
 
-Header policy (README, "What the upstream receives"):
-- hop-by-hop headers and any header named in ``Connection`` are dropped in both directions;
-- identity headers from the client are dropped in every spelling (any case, ``_`` for ``-``) and
-  set only from a verified token;
-- ``Authorization`` is forwarded only when the route asks for it;
-- ``Host`` is the upstream's own; ``X-Forwarded-For/-Proto/-Host`` are set by the gateway, keeping
-  the client's values only when the peer is a configured trusted proxy; ``Forwarded`` and
-  ``X-Real-IP`` from clients are dropped.
+What is sent and returned is decided by `HeaderPolicy` (see gateway.forward_headers).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from .config import IdentityHeaders, IpNetwork, RouteConfig, UpstreamConfig
-from .errors import BadGateway, GatewayTimeout
+from .authn import WebSocketCredentials
+from .config import RouteConfig, UpstreamConfig
+from .errors import BadGateway, GatewayError, GatewayTimeout
+from .forward_headers import HeaderPolicy
 from .tokens import Identity
+from .websocket_relay import relay
 
-__all__ = ["Proxy"]
+__all__ = ["PayloadTooLarge", "Proxy"]
 
 log = logging.getLogger(__name__)
-
-_HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-# Dropped from requests: the gateway sets its own, or answered them itself (Expect).
-_REQUEST_DROPPED = frozenset(
-    {
-        "host",
-        "expect",
-        "forwarded",
-        "x-real-ip",
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-    }
-)
-# Framing a client may not remove by naming it in Connection.
-_NEVER_DROPPED_BY_CONNECTION = frozenset({"content-length", "content-type"})
 _CHUNK = 64 * 1024
 
 
-def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
-    """Header names listed in Connection: hop-by-hop for this one message."""
-    values = headers.getall("Connection", ())
-    return {token.strip().lower() for value in values for token in value.split(",")}
+class PayloadTooLarge(GatewayError):
+    status = 413
 
 
-def _fold(name: str) -> str:
-    """The spelling a backend might fold a header name to (case, '_' for '-', spaces)."""
-    return name.strip().lower().replace("_", "-")
+class _BodyLimit:
+    """Counts a streamed request body and stops it at the route's limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.exceeded = False
+
+    def error(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"Request body is larger than {self.limit} bytes")
+
+    async def stream(self, request: web.Request) -> AsyncIterator[bytes]:
+        received = 0
+        async for chunk in request.content.iter_any():
+            received += len(chunk)
+            if received > self.limit:
+                self.exceeded = True
+                raise self.error()
+            yield chunk
 
 
 class Proxy:
     """Forwards a request to a route's upstream and streams the answer back."""
 
-    def __init__(
-        self,
-        upstreams: Mapping[str, UpstreamConfig],
-        identity_headers: IdentityHeaders,
-        trusted_proxies: Sequence[IpNetwork],
-    ) -> None:
+    def __init__(self, upstreams: Mapping[str, UpstreamConfig], headers: HeaderPolicy) -> None:
         self._upstreams = dict(upstreams)
-        self._identity = identity_headers
-        self._identity_folded = frozenset(_fold(n) for n in identity_headers.names)
-        self._trusted = tuple(trusted_proxies)
+        self._headers = headers
         self._sessions: dict[str, aiohttp.ClientSession] = {}
 
     async def start(self) -> None:
@@ -110,23 +82,35 @@ class Proxy:
             await session.close()
 
     async def forward(
-        self, request: web.Request, route: RouteConfig, path: str, identity: Identity | None
+        self,
+        request: web.Request,
+        route: RouteConfig,
+        path: str,
+        identity: Identity | None,
+        request_id: str,
     ) -> web.StreamResponse:
         upstream = self._upstreams[route.upstream]
-        session = self._sessions[route.upstream]
-        url = _upstream_url(upstream.url, path, request.rel_url.raw_query_string)
-        headers = self._request_headers(request, route, identity)
-        data = request.content if request.body_exists else None
+        limit = _BodyLimit(route.max_body_bytes)
+        if route.max_body_bytes and (request.content_length or 0) > route.max_body_bytes:
+            raise limit.error()
+        data: object = None
+        if request.body_exists:
+            data = limit.stream(request) if route.max_body_bytes else request.content
+        url = _upstream_url(
+            upstream.url, route.upstream_path(path), request.rel_url.raw_query_string
+        )
         try:
-            async with session.request(
+            async with self._sessions[route.upstream].request(
                 request.method,
                 url,
-                headers=headers,
+                headers=self._headers.upstream_request(request, route, identity, request_id),
                 data=data,
                 allow_redirects=False,
                 auto_decompress=False,
             ) as upstream_response:
                 return await self._relay(request, upstream_response, upstream)
+        except PayloadTooLarge:
+            raise
         except TimeoutError:
             raise GatewayTimeout(
                 f"Upstream '{upstream.name}' did not answer within {upstream.read_timeout:g}s"
@@ -134,53 +118,50 @@ class Proxy:
         except aiohttp.ClientConnectorError:
             raise BadGateway(f"Upstream '{upstream.name}' is unreachable") from None
         except aiohttp.ClientError as exc:
+            if limit.exceeded:
+                raise limit.error() from None
             log.warning("upstream %s failed: %s", upstream.name, type(exc).__name__)
             raise BadGateway(f"Upstream '{upstream.name}' failed to answer") from None
 
-    def _request_headers(
-        self, request: web.Request, route: RouteConfig, identity: Identity | None
-    ) -> CIMultiDict[str]:
-        named_in_connection = _connection_tokens(request.headers) - _NEVER_DROPPED_BY_CONNECTION
-        headers: CIMultiDict[str] = CIMultiDict()
-        for name, value in request.headers.items():
-            lower = name.lower()
-            if (
-                lower in _HOP_BY_HOP
-                or lower in _REQUEST_DROPPED
-                or lower in named_in_connection
-                or lower.startswith("proxy-")
-                or _fold(lower) in self._identity_folded
-                or (lower == "authorization" and not route.forward_authorization)
-            ):
-                continue
-            headers.add(name, value)
-        self._set_forwarded(request, headers)
-        if identity is not None:
-            headers[self._identity.user_id] = identity.user_id
-            headers[self._identity.username] = identity.username
-        return headers
-
-    def _set_forwarded(self, request: web.Request, headers: CIMultiDict[str]) -> None:
-        peer = request.remote or ""
-        client = request.headers
-        if self._is_trusted(peer):
-            prior = ", ".join(client.getall("X-Forwarded-For", ()))
-            headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
-            headers["X-Forwarded-Proto"] = client.get("X-Forwarded-Proto", request.scheme)
-            headers["X-Forwarded-Host"] = client.get("X-Forwarded-Host", request.host)
-        else:
-            headers["X-Forwarded-For"] = peer
-            headers["X-Forwarded-Proto"] = request.scheme
-            headers["X-Forwarded-Host"] = request.host
-
-    def _is_trusted(self, peer: str) -> bool:
-        if not self._trusted or not peer:
-            return False
+    async def forward_websocket(
+        self,
+        request: web.Request,
+        route: RouteConfig,
+        path: str,
+        identity: Identity | None,
+        request_id: str,
+        credentials: WebSocketCredentials,
+    ) -> web.StreamResponse:
+        """Open the upstream WebSocket first, so a refusal is still an HTTP error, then relay."""
+        upstream = self._upstreams[route.upstream]
+        url = _upstream_url(upstream.url, route.upstream_path(path), credentials.raw_query)
+        headers = self._headers.upstream_request(
+            request, route, identity, request_id, websocket=True
+        )
         try:
-            address = ipaddress.ip_address(peer)
-        except ValueError:
-            return False
-        return any(address in network for network in self._trusted)
+            upstream_ws = await self._sessions[route.upstream].ws_connect(
+                url,
+                headers=headers,
+                protocols=credentials.protocols,
+                autoclose=False,
+                autoping=True,
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            raise BadGateway(
+                f"Upstream '{upstream.name}' refused the WebSocket handshake ({exc.status})"
+            ) from None
+        except TimeoutError:
+            raise GatewayTimeout(f"Upstream '{upstream.name}' did not answer") from None
+        except aiohttp.ClientError:
+            raise BadGateway(f"Upstream '{upstream.name}' is unreachable") from None
+        async with upstream_ws:
+            chosen = upstream_ws.protocol or credentials.auth_protocol
+            client_ws = web.WebSocketResponse(
+                protocols=(chosen,) if chosen else (), autoclose=False, autoping=True
+            )
+            await client_ws.prepare(request)
+            await relay(client_ws, upstream_ws)
+            return client_ws
 
     async def _relay(
         self,
@@ -191,12 +172,7 @@ class Proxy:
         response = web.StreamResponse(
             status=upstream_response.status, reason=upstream_response.reason
         )
-        named_in_connection = _connection_tokens(upstream_response.headers)
-        for name, value in upstream_response.headers.items():
-            lower = name.lower()
-            if lower in _HOP_BY_HOP or lower in named_in_connection:
-                continue
-            response.headers.add(name, value)
+        self._headers.client_response(upstream_response.headers, response)
         await response.prepare(request)
         try:
             async for chunk in upstream_response.content.iter_chunked(_CHUNK):
@@ -218,8 +194,8 @@ class Proxy:
 
 
 def _upstream_url(base: URL, path: str, raw_query: str) -> URL:
-    """The upstream's base URL (which may carry a path prefix) + the normalized path + the query
-    exactly as the client sent it."""
+    """The upstream's base URL (which may carry a path prefix) + the path to forward + the
+    client's query string exactly as sent."""
     return URL.build(
         scheme=base.scheme,
         host=base.raw_host or "",

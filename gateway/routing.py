@@ -30,7 +30,9 @@ class _PatternGroup:
 class RouteTable:
     """Resolves a normalized path and a method to exactly one route, or 404 / 405."""
 
-    def __init__(self, routes: Sequence[RouteConfig]) -> None:
+    def __init__(self, routes: Sequence[RouteConfig], *, case_sensitive: bool = True) -> None:
+        # Case-insensitive: the config lowercased the patterns; the path is lowercased here.
+        self._fold_case = not case_sensitive
         by_pattern: dict[str, list[RouteConfig]] = {}
         for route in routes:
             by_pattern.setdefault(route.pattern.text, []).append(route)
@@ -43,6 +45,8 @@ class RouteTable:
         )
 
     def resolve(self, path: str, method: str) -> RouteConfig:
+        if self._fold_case:
+            path = path.lower()
         group = self._exact.get(path) or self._first_match(path)
         if group is None:
             raise NotFound(f"No route for {path}")

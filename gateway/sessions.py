@@ -156,6 +156,7 @@ class SessionService:
             username=user.username,
             session_id=session.id,
             not_after=session.expires_at,
+            roles=user.roles,
         )
         refresh = self._tokens.refresh_token(
             user_id=user.id,

@@ -36,6 +36,7 @@ class Identity:
     session_id: str
     token_id: str
     expires_at: float
+    roles: tuple[str, ...] = ()
     mint: InitVar[object] = None
 
     def __post_init__(self, mint: object) -> None:
@@ -84,12 +85,24 @@ class TokenService:
         return self._key.jwks
 
     def access_token(
-        self, *, user_id: int, username: str, session_id: str, not_after: float
+        self,
+        *,
+        user_id: int,
+        username: str,
+        session_id: str,
+        not_after: float,
+        roles: tuple[str, ...] = (),
     ) -> tuple[str, int]:
         """A new access token (never outliving its session) and its lifetime in seconds."""
         now = int(self._clock())
         expires = min(now + int(self._config.access_ttl), int(not_after))
-        claims = {"sub": str(user_id), "username": username, "sid": session_id, TOKEN_USE: ACCESS}
+        claims: dict[str, Any] = {
+            "sub": str(user_id),
+            "username": username,
+            "sid": session_id,
+            "roles": list(roles),
+            TOKEN_USE: ACCESS,
+        }
         return self._sign(claims, jti=uuid.uuid4().hex, issued_at=now, expires_at=expires), (
             expires - now
         )
@@ -108,12 +121,16 @@ class TokenService:
         username = claims.get("username")
         if not isinstance(username, str):
             raise Unauthorized("Access token has no username", token_presented=True)
+        roles = claims.get("roles", [])
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise Unauthorized("Invalid access token", token_presented=True)
         return Identity(
             user_id=claims["sub"],
             username=username,
             session_id=claims["sid"],
             token_id=claims["jti"],
             expires_at=float(claims["exp"]),
+            roles=tuple(roles),
             mint=_MINT,
         )
 

@@ -7,7 +7,7 @@ import logging
 from aiohttp import web
 
 from .appkeys import PASSWORDS, REVOCATIONS, SESSIONS, STORE, TOKENS
-from .authn import authenticate
+from .authn import authenticate, bearer_token
 from .errors import BadRequest, GatewayError, MethodNotAllowed, NotFound, Unauthorized
 from .json_body import read_json_object, require_string
 from .storage import is_valid_username
@@ -73,7 +73,8 @@ async def logout(request: web.Request) -> web.Response:
             session_id = None
     elif "Authorization" in request.headers:
         try:
-            session_id = authenticate(request.headers, tokens, request.app[REVOCATIONS]).session_id
+            access = bearer_token(request.headers)
+            session_id = authenticate(access, tokens, request.app[REVOCATIONS]).session_id
         except GatewayError:
             session_id = None
     else:

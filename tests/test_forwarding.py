@@ -83,7 +83,11 @@ async def test_protected_route_sees_exactly_the_gateways_identity(gateway: Gatew
     headers = [*FORGED_SPELLINGS, *(await bearer(gateway)).items()]
     resp = await gateway.client.get("/whoami", headers=headers)
     body = await resp.json()
-    assert body["identity_headers"] == {"x-user-id": ["1"], "x-user-name": ["guang"]}
+    assert body["identity_headers"] == {
+        "x-user-id": ["1"],
+        "x-user-name": ["guang"],
+        "x-user-roles": [""],
+    }
 
 
 async def test_configured_identity_header_names_are_used_and_stripped(

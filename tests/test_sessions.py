@@ -349,7 +349,7 @@ async def test_migration_from_the_first_schema_keeps_users(database_url: str) ->
             await store.execute(statement)
         await store.execute("INSERT INTO gateway_schema (version) VALUES (1)")
         user = await store.add_user("guang", "hash")
-        assert await store.migrate() == SCHEMA_VERSION == 2
+        assert await store.migrate() == SCHEMA_VERSION
         assert await store.get_user(user.id) == user
         assert await store.list_sessions(user.id) == []
     finally:

@@ -68,7 +68,18 @@ def test_access_and_refresh_claims(clock: FakeClock) -> None:
     tokens = service(clock)
     header, access = claims_of(access_for(tokens, clock))
     assert header["alg"] == "HS256"
-    assert set(access) == {"sub", "username", "sid", "token_use", "iss", "aud", "iat", "exp", "jti"}
+    assert set(access) == {
+        "sub",
+        "username",
+        "sid",
+        "roles",
+        "token_use",
+        "iss",
+        "aud",
+        "iat",
+        "exp",
+        "jti",
+    }
     assert (access["sub"], access["username"], access["token_use"]) == ("7", "guang", "access")
     assert access["exp"] - access["iat"] == 1800
     now = int(clock())

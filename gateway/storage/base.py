@@ -21,7 +21,7 @@ __all__ = [
     "is_valid_username",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 USERNAME_RULE = "1 to 64 characters from letters, digits and . _ @ + -"
 _USERNAME = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
 
@@ -49,6 +49,7 @@ class User:
     password_hash: str = field(repr=False)
     disabled: bool
     created_at: float
+    roles: tuple[str, ...] = ()
 
 
 class UserStore(Protocol):
@@ -81,6 +82,8 @@ class UserStore(Protocol):
     async def set_password_hash(self, user_id: int, password_hash: str) -> None: ...
 
     async def delete_user(self, user_id: int) -> bool: ...
+
+    async def set_roles(self, user_id: int, roles: tuple[str, ...]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

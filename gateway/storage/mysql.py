@@ -53,6 +53,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             KEY gateway_sessions_expires (expires_at)
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
     ),
+    ("ALTER TABLE gateway_users ADD COLUMN roles VARCHAR(1024) NOT NULL DEFAULT ''",),
 )
 
 

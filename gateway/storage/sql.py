@@ -79,7 +79,7 @@ class SqlStore(abc.ABC):
 
     async def get_user(self, user_id: int) -> User | None:
         row = await self.fetch_one(
-            "SELECT id, username, password_hash, disabled, created_at FROM gateway_users"
+            "SELECT id, username, password_hash, disabled, created_at, roles FROM gateway_users"
             " WHERE id = ?",
             (user_id,),
         )
@@ -87,7 +87,7 @@ class SqlStore(abc.ABC):
 
     async def get_user_by_name(self, username: str) -> User | None:
         row = await self.fetch_one(
-            "SELECT id, username, password_hash, disabled, created_at FROM gateway_users"
+            "SELECT id, username, password_hash, disabled, created_at, roles FROM gateway_users"
             " WHERE username = ?",
             (username,),
         )
@@ -108,7 +108,7 @@ class SqlStore(abc.ABC):
 
     async def list_users(self) -> list[User]:
         rows = await self.fetch_all(
-            "SELECT id, username, password_hash, disabled, created_at FROM gateway_users"
+            "SELECT id, username, password_hash, disabled, created_at, roles FROM gateway_users"
             " ORDER BY id"
         )
         return [_user_from_row(row) for row in rows]
@@ -127,6 +127,12 @@ class SqlStore(abc.ABC):
         await self.execute(
             "UPDATE gateway_users SET password_hash = ?, updated_at = ? WHERE id = ?",
             (password_hash, time.time(), user_id),
+        )
+
+    async def set_roles(self, user_id: int, roles: tuple[str, ...]) -> None:
+        await self.execute(
+            "UPDATE gateway_users SET roles = ?, updated_at = ? WHERE id = ?",
+            (",".join(sorted(set(roles))), time.time(), user_id),
         )
 
     async def delete_user(self, user_id: int) -> bool:
@@ -166,7 +172,7 @@ class SqlStore(abc.ABC):
         session_columns = ", ".join(f"s.{c.strip()}" for c in _SESSION_COLUMNS.split(","))
         row = await self.fetch_one(
             f"SELECT {session_columns}, u.id, u.username, u.password_hash, u.disabled,"  # noqa: S608
-            " u.created_at FROM gateway_sessions s"
+            " u.created_at, u.roles FROM gateway_sessions s"
             " LEFT JOIN gateway_users u ON u.id = s.user_id WHERE s.id = ?",
             (session_id,),
         )
@@ -268,4 +274,5 @@ def _session_from_row(row: Row) -> Session:
 
 
 def _user_from_row(row: Row) -> User:
-    return User(int(row[0]), str(row[1]), str(row[2]), bool(row[3]), float(row[4]))
+    roles = tuple(r for r in str(row[5]).split(",") if r)
+    return User(int(row[0]), str(row[1]), str(row[2]), bool(row[3]), float(row[4]), roles)

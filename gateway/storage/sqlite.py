@@ -52,6 +52,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX IF NOT EXISTS gateway_sessions_revoked ON gateway_sessions (revoked_at)",
         "CREATE INDEX IF NOT EXISTS gateway_sessions_expires ON gateway_sessions (expires_at)",
     ),
+    ("ALTER TABLE gateway_users ADD COLUMN roles TEXT NOT NULL DEFAULT ''",),
 )
 
 

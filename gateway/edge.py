@@ -1,0 +1,121 @@
+"""What happens to every request before routing and to every response before it is sent:
+request ids, header-block limits (431), CORS preflights and CORS response headers."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from .config import CorsConfig, ServerConfig
+from .errors import GatewayError
+
+__all__ = ["REQUEST_ID", "EdgePolicy"]
+
+REQUEST_ID = web.RequestKey("request_id", str)
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+
+
+class HeaderBlockTooLarge(GatewayError):
+    status = 431
+
+
+class CorsOriginRefused(GatewayError):
+    status = 403
+
+
+class EdgePolicy:
+    """Built once from config; `middleware` and `on_prepare` are what the app installs."""
+
+    def __init__(self, server: ServerConfig, cors: CorsConfig) -> None:
+        self._request_id_header = server.request_id_header
+        self._max_header_bytes = server.max_header_bytes
+        self._max_headers = server.max_headers
+        self._cors = cors
+        self._allow_methods = ", ".join(cors.allowed_methods)
+        self._allow_headers = ", ".join(cors.allowed_headers)
+        self._allowed_header_names = frozenset(h.lower() for h in cors.allowed_headers)
+        self._expose_headers = ", ".join(cors.exposed_headers)
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        offered = request.headers.get(self._request_id_header, "")
+        request[REQUEST_ID] = offered if _VALID_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+        self._check_header_block(request)
+        if self._cors.enabled and _is_preflight(request):
+            return self._preflight(request)
+        return await handler(request)
+
+    async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Runs for every response, proxied or not, just before its headers are sent."""
+        request_id = request.get(REQUEST_ID)
+        if request_id is not None:
+            response.headers[self._request_id_header] = request_id
+        if self._cors.enabled:
+            self._add_cors_headers(request, response)
+
+    def _check_header_block(self, request: web.Request) -> None:
+        headers = request.raw_headers
+        if len(headers) > self._max_headers:
+            raise HeaderBlockTooLarge(
+                f"Too many request headers ({len(headers)}; the limit is {self._max_headers})"
+            )
+        size = sum(len(name) + len(value) + 4 for name, value in headers)
+        if size > self._max_header_bytes:
+            raise HeaderBlockTooLarge(
+                f"Request headers are too large ({size} bytes; the limit is "
+                f"{self._max_header_bytes})"
+            )
+
+    def _preflight(self, request: web.Request) -> web.Response:
+        origin = request.headers["Origin"]
+        if not self._cors.allows(origin):
+            raise CorsOriginRefused(f"Origin {origin} is not allowed")
+        method = request.headers["Access-Control-Request-Method"].strip().upper()
+        if method not in self._cors.allowed_methods:
+            raise CorsOriginRefused(f"Method {method} is not allowed for cross-origin requests")
+        asked = {
+            h.strip().lower()
+            for h in request.headers.get("Access-Control-Request-Headers", "").split(",")
+            if h.strip()
+        }
+        refused = sorted(asked - self._allowed_header_names)
+        if refused:
+            raise CorsOriginRefused(
+                f"Header(s) {', '.join(refused)} are not allowed for cross-origin requests"
+            )
+        # The Allow-Origin etc. headers are added by on_prepare like on any response.
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Methods": self._allow_methods,
+                "Access-Control-Allow-Headers": self._allow_headers,
+                "Access-Control-Max-Age": str(self._cors.max_age),
+            },
+        )
+
+    def _add_cors_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        # (The proxy drops an upstream's own Access-Control-* headers: the gateway owns CORS.)
+        response.headers.add("Vary", "Origin")
+        origin = request.headers.get("Origin")
+        if origin is None or not self._cors.allows(origin):
+            return
+        response.headers["Access-Control-Allow-Origin"] = (
+            "*"
+            if "*" in self._cors.allowed_origins and not self._cors.allow_credentials
+            else origin
+        )
+        if self._cors.allow_credentials:
+            response.headers["Access-Control-Allow-Credentials"] = "true"
+        if self._expose_headers:
+            response.headers["Access-Control-Expose-Headers"] = self._expose_headers
+
+
+def _is_preflight(request: web.Request) -> bool:
+    return (
+        request.method == "OPTIONS"
+        and "Origin" in request.headers
+        and "Access-Control-Request-Method" in request.headers
+    )
