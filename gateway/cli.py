@@ -14,6 +14,7 @@ from pathlib import Path
 from .app import create_app
 from .config import GatewayConfig, load_config
 from .errors import ConfigError, GatewayError
+from .names import ROLE_RULE, is_valid_role
 from .passwords import PasswordHasher
 from .server import run, serve_until_stopped
 from .sessions import prune_sessions
@@ -112,6 +113,13 @@ def _parser() -> argparse.ArgumentParser:
         "--password-stdin", action="store_true", help="read the password from stdin"
     )
     passwd.set_defaults(handler=_user_passwd)
+    role = user.add_parser("role", help="grant or take away roles")
+    role_commands = role.add_subparsers(dest="role", required=True)
+    for verb in ("add", "remove"):
+        change = role_commands.add_parser(verb, parents=[common], help=f"{verb} a role")
+        change.add_argument("name")
+        change.add_argument("role")
+        change.set_defaults(handler=_user_role, grant=verb == "add")
     delete = user.add_parser(
         "delete", parents=[common], help="delete a user and end their sessions"
     )
@@ -296,10 +304,13 @@ def _user_list(args: argparse.Namespace) -> int:
 
     async def show(store: Store, hasher: PasswordHasher) -> None:
         users = await store.list_users()
-        print(f"{'ID':>6}  {'USERNAME':<32} {'STATE':<9} CREATED")
+        print(f"{'ID':>6}  {'USERNAME':<32} {'STATE':<9} {'CREATED':<20} ROLES")
         for user in users:
             state = "disabled" if user.disabled else "active"
-            print(f"{user.id:>6}  {user.username:<32} {state:<9} {_when(user.created_at)}")
+            print(
+                f"{user.id:>6}  {user.username:<32} {state:<9} {_when(user.created_at):<20} "
+                f"{','.join(user.roles)}"
+            )
 
     run(_with_store(config, show))
     return 0
@@ -328,6 +339,23 @@ def _user_passwd(args: argparse.Namespace) -> int:
         await store.set_password_hash(user.id, await hasher.hash(password))
         print(f"password changed for {user.username}")
         await _end_sessions(store, user, "password changed")
+
+    run(_with_store(config, change))
+    return 0
+
+
+def _user_role(args: argparse.Namespace) -> int:
+    if not is_valid_role(args.role):
+        raise CommandError(f"invalid role {args.role!r}: use {ROLE_RULE}")
+    config = _admin_config(args)
+
+    async def change(store: Store, hasher: PasswordHasher) -> None:
+        user = await _existing_user(store, args.name)
+        roles = set(user.roles)
+        roles = roles | {args.role} if args.grant else roles - {args.role}
+        await store.set_roles(user.id, tuple(roles))
+        print(f"{user.username}: roles {','.join(sorted(roles)) or '(none)'}")
+        print("(access tokens carry roles: the change applies at the next refresh)")
 
     run(_with_store(config, change))
     return 0

@@ -23,6 +23,7 @@ from yarl import URL
 
 from .errors import ConfigError
 from .keys import KeyError_, SigningKey, hmac_key, load_private_key
+from .names import ROLE_RULE, is_valid_role
 from .patterns import PathPattern, PatternError, patterns_overlap
 
 __all__ = [
@@ -59,7 +60,6 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 _ROUTE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
-_ROLE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _SIZE = re.compile(r"(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?", re.IGNORECASE)
 _SIZE_UNITS = {
     "b": 1,
@@ -644,8 +644,8 @@ def _routes(
 def _roles(node: _Node) -> frozenset[str]:
     roles = set()
     for where, item in node.items("roles"):
-        if not _ROLE_NAME.fullmatch(str(item)):
-            node.problem_at(where, f"{item!r} is not a role name (letters, digits, _ . : -)")
+        if not is_valid_role(str(item)):
+            node.problem_at(where, f"{item!r} is not a role name: {ROLE_RULE}")
         roles.add(str(item))
     return frozenset(roles)
 

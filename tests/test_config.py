@@ -76,6 +76,7 @@ def test_shipped_config_reads_the_documented_environment() -> None:
         "/echo/**": AuthPolicy.PUBLIC,
         "/bbb": AuthPolicy.REQUIRED,
         "/whoami": AuthPolicy.REQUIRED,
+        "/ws": AuthPolicy.REQUIRED,
     }
 
 

@@ -1,4 +1,4 @@
-"""The demo upstream: /aaa public, /bbb and /whoami protected (by the gateway), /echo for tests."""
+"""The demo upstream: /aaa public; /bbb, /whoami and /ws protected (by the gateway); /echo."""
 
 from .app import create_upstream_app
 

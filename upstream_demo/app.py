@@ -53,11 +53,31 @@ async def echo(request: web.Request) -> web.Response:
     )
 
 
+async def websocket_echo(request: web.Request) -> web.WebSocketResponse:
+    """Echoes text and binary messages; `close:<code>` closes with that code; offers the
+    subprotocol `echo` when asked; its first message is the identity it was told."""
+    ws = web.WebSocketResponse(protocols=("echo",))
+    await ws.prepare(request)
+    await ws.send_json(
+        {"user_id": request.headers.get("X-User-Id"), "query": request.rel_url.raw_query_string}
+    )
+    async for message in ws:
+        if message.type is web.WSMsgType.TEXT:
+            if message.data.startswith("close:"):
+                await ws.close(code=int(message.data[6:]), message=b"closed by upstream")
+                break
+            await ws.send_str(message.data)
+        elif message.type is web.WSMsgType.BINARY:
+            await ws.send_bytes(message.data)
+    return ws
+
+
 def create_upstream_app() -> web.Application:
     app = web.Application()
     app.router.add_get("/aaa", aaa)
     app.router.add_get("/bbb", bbb)
     app.router.add_get("/whoami", whoami)
+    app.router.add_get("/ws", websocket_echo)
     app.router.add_route("*", "/echo", echo)
     app.router.add_route("*", "/echo/{tail:.*}", echo)
     return app

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..errors import ServiceUnavailable
+from ..names import USERNAME_RULE, is_valid_username
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -22,13 +22,6 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 3
-USERNAME_RULE = "1 to 64 characters from letters, digits and . _ @ + -"
-_USERNAME = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
-
-
-def is_valid_username(name: str) -> bool:
-    """User names are plain ASCII so they are safe in headers, logs and every collation."""
-    return _USERNAME.fullmatch(name) is not None
 
 
 class StorageUnavailable(ServiceUnavailable):
