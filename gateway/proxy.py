@@ -49,6 +49,20 @@ class _BodyLimit:
             yield chunk
 
 
+class _RelayedResponse(web.StreamResponse):
+    """A response that sends the upstream's headers as they were: aiohttp would add a
+    Content-Type to a body that has none, which changes what the client sees."""
+
+    def __init__(self, *, status: int, reason: str | None, upstream_typed: bool) -> None:
+        super().__init__(status=status, reason=reason)
+        self._upstream_typed = upstream_typed
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        if not self._upstream_typed:
+            self.headers.popall("Content-Type", None)
+
+
 class Proxy:
     """Forwards a request to a route's upstream and streams the answer back."""
 
@@ -169,8 +183,10 @@ class Proxy:
         upstream_response: aiohttp.ClientResponse,
         upstream: UpstreamConfig,
     ) -> web.StreamResponse:
-        response = web.StreamResponse(
-            status=upstream_response.status, reason=upstream_response.reason
+        response = _RelayedResponse(
+            status=upstream_response.status,
+            reason=upstream_response.reason,
+            upstream_typed="Content-Type" in upstream_response.headers,
         )
         self._headers.client_response(upstream_response.headers, response)
         await response.prepare(request)
