@@ -5,6 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from .log_safety import loggable_path
+
 __all__ = ["AccessLogger"]
 
 
@@ -14,7 +16,7 @@ class AccessLogger(AbstractAccessLogger):
             "%s %s %s %d %.1fms",
             request.remote,
             request.method,
-            request.rel_url.path,
+            loggable_path(request),
             response.status,
             time * 1000,
         )

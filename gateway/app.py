@@ -47,6 +47,8 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         handler_args={
             # A client that goes away cancels its handler, and so the upstream request.
             "handler_cancellation": True,
+            # Request bodies are forwarded as sent, compressed or not.
+            "auto_decompress": False,
             # aiohttp's parser refuses past these; below them EdgePolicy answers 431 itself.
             "max_line_size": PARSER_FIELD_LIMIT,
             "max_field_size": PARSER_FIELD_LIMIT,
@@ -83,7 +85,8 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     app.router.add_route("*", "/user/refresh", user_api.refresh)
     app.router.add_route("*", "/user/logout", user_api.logout)
     app.router.add_get("/.well-known/jwks.json", user_api.jwks)
-    app.router.add_route("*", "/{tail:.*}", forwarding.forward)
+    # [\s\S]: a decoded newline must reach normalize_path (400), not fall out of routing.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", forwarding.forward)
     return app
 
 

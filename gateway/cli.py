@@ -14,6 +14,7 @@ from pathlib import Path
 from .app import create_app
 from .config import GatewayConfig, load_config
 from .errors import ConfigError, GatewayError
+from .log_safety import install_log_redaction
 from .names import ROLE_RULE, is_valid_role
 from .passwords import PasswordHasher
 from .server import run, serve_until_stopped
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    install_log_redaction()
     try:
         code = args.handler(args)
     except ConfigError as exc:
@@ -203,9 +205,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 async def _ensure_demo_user(config: GatewayConfig) -> None:
     async def ensure(store: Store, hasher: PasswordHasher) -> None:
-        if await store.get_user_by_name("guang") is None:
-            await store.add_user("guang", await hasher.hash("123456"))
-            log.info("created the demo user guang")
+        if await store.get_user_by_name("guang") is not None:
+            return
+        # Never plant a known password in a database that holds real users.
+        if await store.list_users():
+            log.warning("not creating the demo user guang: the database already has users")
+            return
+        await store.add_user("guang", await hasher.hash("123456"))
+        log.info("created the demo user guang")
 
     await create_database(config.database.url)
     await _with_store(config, ensure)

@@ -689,13 +689,14 @@ def _check_route_conflicts(routes: list[RouteConfig], problems: list[str]) -> No
         seen_names.setdefault(route.name, i)
         for j in range(i):
             other = routes[j]
-            if not _methods_overlap(route.methods, other.methods):
-                continue
             if route.pattern.text == other.pattern.text:
-                problems.append(
-                    f"routes[{i}].path: {route.pattern.text} duplicates routes[{j}] "
-                    "for the same methods; give them disjoint `methods`"
-                )
+                if _methods_overlap(route.methods, other.methods):
+                    problems.append(
+                        f"routes[{i}].path: {route.pattern.text} duplicates routes[{j}] "
+                        "for the same methods; give them disjoint `methods`"
+                    )
+            # Different patterns that tie are refused whatever their methods: the table picks
+            # one pattern per path before it looks at the method.
             elif route.pattern.specificity == other.pattern.specificity and patterns_overlap(
                 route.pattern, other.pattern
             ):

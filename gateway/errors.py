@@ -16,6 +16,7 @@ __all__ = [
     "NotFound",
     "ServiceUnavailable",
     "Unauthorized",
+    "UnsupportedMediaType",
     "error_body",
 ]
 
@@ -68,6 +69,10 @@ class MethodNotAllowed(GatewayError):
 
     def __init__(self, message: str, *, allowed: frozenset[str]) -> None:
         super().__init__(message, headers={"Allow": ", ".join(sorted(allowed))})
+
+
+class UnsupportedMediaType(GatewayError):
+    status = 415
 
 
 class BadGateway(GatewayError):

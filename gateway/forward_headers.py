@@ -6,6 +6,8 @@
   only from a verified token: exactly one value each, or none.
 - ``Authorization`` is forwarded only when the route asks for it.
 - ``Host`` is the upstream's own unless the route preserves the client's.
+- Headers some frameworks route or pick the scheme by (``X-Original-URL``, ``X-Rewrite-URL``,
+  ``X-HTTP-Method-Override``, ``X-Forwarded-Port/-Prefix/-Ssl``...) never come from clients.
 - ``X-Forwarded-For/-Proto/-Host`` are set by the gateway; the client's values are kept only when
   the peer is a trusted proxy. ``Forwarded`` and ``X-Real-IP`` from clients are dropped.
 - The request id replaces any the client sent (it was validated or generated at the edge).
@@ -47,6 +49,18 @@ _REQUEST_DROPPED = frozenset(
         "x-forwarded-for",
         "x-forwarded-proto",
         "x-forwarded-host",
+        # Headers some frameworks route, rewrite or pick the scheme by: never from a client.
+        "x-original-url",
+        "x-rewrite-url",
+        "x-original-uri",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-ssl",
+        "x-forwarded-scheme",
+        "x-forwarded-server",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
     }
 )
 # The WebSocket handshake is redone between gateway and upstream.
@@ -59,7 +73,7 @@ _WEBSOCKET_HANDSHAKE = frozenset(
         "sec-websocket-accept",
     }
 )
-# Framing a client may not remove by naming it in Connection.
+# Framing that naming it in Connection may not remove (either direction).
 _NEVER_DROPPED_BY_CONNECTION = frozenset({"content-length", "content-type"})
 
 
@@ -132,7 +146,7 @@ class HeaderPolicy:
         self, upstream_headers: CIMultiDictProxy[str], response: web.StreamResponse
     ) -> None:
         """Copy the upstream's response headers that may reach the client."""
-        named_in_connection = connection_tokens(upstream_headers)
+        named_in_connection = connection_tokens(upstream_headers) - _NEVER_DROPPED_BY_CONNECTION
         for name, value in upstream_headers.items():
             lower = name.lower()
             if (

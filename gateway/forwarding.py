@@ -8,9 +8,9 @@ from aiohttp import web
 
 from .appkeys import CONFIG, PROXY, REVOCATIONS, ROUTES, TOKENS
 from .authn import authenticate, bearer_token, websocket_credentials
-from .config import AuthPolicy, RouteConfig
+from .config import RESERVED_PATHS, AuthPolicy, RouteConfig
 from .edge import REQUEST_ID
-from .errors import Forbidden, Unauthorized
+from .errors import Forbidden, NotFound, Unauthorized
 from .paths import normalize_path
 from .tokens import Identity
 
@@ -19,6 +19,10 @@ __all__ = ["forward"]
 
 async def forward(request: web.Request) -> web.StreamResponse:
     path = normalize_path(request.raw_path.partition("?")[0])
+    if path in RESERVED_PATHS:
+        # Only a non-canonical spelling (//user/refresh, /user/./login) gets here; it must not
+        # be forwarded by a broad route with the token or password it carries.
+        raise NotFound(f"The gateway answers {path} only when it is spelled exactly so")
     route = request.app[ROUTES].resolve(path, request.method)
     request_id = request[REQUEST_ID]
     proxy = request.app[PROXY]

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .errors import BadRequest
+from .errors import BadRequest, UnsupportedMediaType
 
 __all__ = ["MAX_JSON_BYTES", "read_json_object", "require_string"]
 
@@ -16,6 +16,11 @@ MAX_JSON_BYTES = 16 * 1024
 
 async def read_json_object(request: web.Request, *, limit: int = MAX_JSON_BYTES) -> dict[str, Any]:
     """The body as a JSON object, read up to `limit` bytes."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding} is not accepted here; send plain JSON"
+        )
     if request.content_length is not None and request.content_length > limit:
         raise BadRequest(f"Request body is larger than {limit} bytes")
     body = bytearray()
@@ -29,6 +34,8 @@ async def read_json_object(request: web.Request, *, limit: int = MAX_JSON_BYTES)
         value = json.loads(body.decode("utf-8"), object_pairs_hook=_reject_duplicate_keys)
     except UnicodeDecodeError:
         raise BadRequest("Request body is not valid UTF-8") from None
+    except RecursionError:
+        raise BadRequest("Request body is nested too deeply") from None
     except _DuplicateKey as exc:
         raise BadRequest(f"Request body has the key {exc.args[0]!r} more than once") from None
     except ValueError:
@@ -49,6 +56,10 @@ def require_string(body: dict[str, Any], key: str, *, max_length: int = 4096) ->
         raise BadRequest(f"'{key}' must not be empty")
     if len(value) > max_length:
         raise BadRequest(f"'{key}' is longer than {max_length} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a \ud800 escape
+        raise BadRequest(f"'{key}' is not valid Unicode text") from None
     return value
 
 

@@ -8,6 +8,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .errors import GatewayError, error_body
+from .log_safety import loggable_path
 
 __all__ = ["error_middleware", "json_error"]
 
@@ -31,6 +32,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         return json_error(exc.status, exc.reason, headers)
     except Exception:
-        # Logged with the method and route only: the path's query may hold a token.
-        log.exception("unhandled error for %s %s", request.method, request.rel_url.path)
+        # Logged without the query string: it may hold a token.
+        log.exception("unhandled error for %s %s", request.method, loggable_path(request))
         return json_error(500, "Internal gateway error")

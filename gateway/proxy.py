@@ -125,12 +125,12 @@ class Proxy:
                 return await self._relay(request, upstream_response, upstream)
         except PayloadTooLarge:
             raise
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
+            raise BadGateway(f"Upstream '{upstream.name}' is unreachable") from None
         except TimeoutError:
             raise GatewayTimeout(
                 f"Upstream '{upstream.name}' did not answer within {upstream.read_timeout:g}s"
             ) from None
-        except aiohttp.ClientConnectorError:
-            raise BadGateway(f"Upstream '{upstream.name}' is unreachable") from None
         except aiohttp.ClientError as exc:
             if limit.exceeded:
                 raise limit.error() from None
@@ -164,6 +164,8 @@ class Proxy:
             raise BadGateway(
                 f"Upstream '{upstream.name}' refused the WebSocket handshake ({exc.status})"
             ) from None
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
+            raise BadGateway(f"Upstream '{upstream.name}' is unreachable") from None
         except TimeoutError:
             raise GatewayTimeout(f"Upstream '{upstream.name}' did not answer") from None
         except aiohttp.ClientError:

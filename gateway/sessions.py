@@ -20,7 +20,10 @@ from .revocation import RevocationView
 from .storage import Session, Store, User
 from .tokens import TokenPair, TokenService
 
-__all__ = ["SessionService", "prune_sessions", "revocation_window"]
+__all__ = ["BAD_CREDENTIALS", "SessionService", "prune_sessions", "revocation_window"]
+
+# One answer for an unknown user, a wrong password and a user disabled mid-login.
+BAD_CREDENTIALS = "Invalid username or password"
 
 log = logging.getLogger(__name__)
 security_log = logging.getLogger("gateway.security")
@@ -76,7 +79,8 @@ class SessionService:
             refresh_expires_at=int(min(now + self._refresh_ttl, expires_at)),
             current_jti=uuid.uuid4().hex,
         )
-        await self._store.create_session(session)
+        if not await self._store.create_session(session, password_hash=user.password_hash):
+            raise Unauthorized(BAD_CREDENTIALS, token_presented=False)
         log.info("login user_id=%d session_id=%s", user.id, session.id)
         return self._pair(user, session)
 

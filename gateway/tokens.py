@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 import uuid
@@ -14,7 +15,15 @@ import jwt
 from .config import TokenConfig
 from .errors import Unauthorized
 
-__all__ = ["MAX_TOKEN_BYTES", "Identity", "RefreshGrant", "TokenPair", "TokenService"]
+__all__ = [
+    "ACCESS",
+    "MAX_TOKEN_BYTES",
+    "REFRESH",
+    "Identity",
+    "RefreshGrant",
+    "TokenPair",
+    "TokenService",
+]
 
 MAX_TOKEN_BYTES: Final = 8192
 ACCESS: Final = "access"
@@ -152,9 +161,21 @@ class TokenService:
             payload, self._key.signing_key, algorithm=self._key.algorithm, headers=self._headers
         )
 
-    def _verify(self, token: str, expected_use: str, label: str) -> Mapping[str, Any]:
+    def session_of(self, token: str, *, use: str) -> str | None:
+        """The session a genuine token of this `use` belongs to, even if it has expired (for
+        logout: an expired token still names the session to end); None when not genuine."""
+        try:
+            return str(self._verify(token, use, use, check_times=False)["sid"])
+        except Unauthorized:
+            return None
+
+    def _verify(
+        self, token: str, expected_use: str, label: str, *, check_times: bool = True
+    ) -> Mapping[str, Any]:
         if len(token) > MAX_TOKEN_BYTES:
             raise Unauthorized(f"{label.capitalize()} token is too long", token_presented=True)
+        if not token.isascii():
+            raise Unauthorized(f"Invalid {label} token", token_presented=True)
         try:
             # exp/iat are checked below against the injectable clock, not PyJWT's.
             claims: dict[str, Any] = jwt.decode(
@@ -180,12 +201,14 @@ class TokenService:
                 token_presented=True,
             )
         exp, iat, sub, jti, sid = (claims[k] for k in ("exp", "iat", "sub", "jti", "sid"))
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (exp, iat)):
+        if not all(_is_timestamp(v) for v in (exp, iat)):
             raise Unauthorized(f"Invalid {label} token", token_presented=True)
         if not (isinstance(sub, str) and _USER_ID.fullmatch(sub)):
             raise Unauthorized(f"Invalid {label} token", token_presented=True)
         if not (isinstance(jti, str) and isinstance(sid, str) and _HEX_ID.fullmatch(sid)):
             raise Unauthorized(f"Invalid {label} token", token_presented=True)
+        if not check_times:
+            return claims
         now, leeway = self._clock(), self._config.leeway
         if now >= exp + leeway:
             raise Unauthorized(f"{label.capitalize()} token expired", token_presented=True)
@@ -194,3 +217,7 @@ class TokenService:
                 f"{label.capitalize()} token issued in the future", token_presented=True
             )
         return claims
+
+
+def _is_timestamp(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from aiohttp import web
 
-from .appkeys import PASSWORDS, REVOCATIONS, SESSIONS, STORE, TOKENS
-from .authn import authenticate, bearer_token
+from .appkeys import PASSWORDS, SESSIONS, STORE, TOKENS
+from .authn import bearer_token
 from .errors import BadRequest, GatewayError, MethodNotAllowed, NotFound, Unauthorized
 from .json_body import read_json_object, require_string
+from .sessions import BAD_CREDENTIALS
 from .storage import is_valid_username
-from .tokens import TokenPair
+from .tokens import ACCESS, REFRESH, TokenPair
 
 __all__ = ["jwks", "login", "logout", "refresh"]
 
 log = logging.getLogger(__name__)
-_BAD_CREDENTIALS = "Invalid username or password"
 # RFC 6749 §5.1: token responses must not be cached.
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -33,11 +34,13 @@ async def login(request: web.Request) -> web.Response:
     user = await store.get_user_by_name(username) if is_valid_username(username) else None
     if user is None:
         await passwords.verify_dummy(password)
-        raise Unauthorized(_BAD_CREDENTIALS, token_presented=False)
+        raise Unauthorized(BAD_CREDENTIALS, token_presented=False)
     if not await passwords.verify(user.password_hash, password) or user.disabled:
-        raise Unauthorized(_BAD_CREDENTIALS, token_presented=False)
+        raise Unauthorized(BAD_CREDENTIALS, token_presented=False)
     if passwords.needs_rehash(user.password_hash):
-        await store.set_password_hash(user.id, await passwords.hash(password))
+        rehashed = await passwords.hash(password)
+        if await store.set_password_hash(user.id, rehashed, replacing=user.password_hash):
+            user = dataclasses.replace(user, password_hash=rehashed)
     return _token_response(await request.app[SESSIONS].login(user))
 
 
@@ -65,18 +68,17 @@ async def logout(request: web.Request) -> web.Response:
         raise MethodNotAllowed("Use POST to log out", allowed=frozenset({"POST"}))
     tokens = request.app[TOKENS]
     session_id: str | None = None
+    # Expired tokens still end their session: a user coming back after a while to log out
+    # holds an expired access token, and the session must not outlive the click.
     if request.body_exists:
         token = require_string(await read_json_object(request), "refresh_token")
-        try:
-            session_id = tokens.verify_refresh(token).session_id
-        except GatewayError:
-            session_id = None
+        session_id = tokens.session_of(token, use=REFRESH)
     elif "Authorization" in request.headers:
         try:
             access = bearer_token(request.headers)
-            session_id = authenticate(access, tokens, request.app[REVOCATIONS]).session_id
         except GatewayError:
-            session_id = None
+            access = None
+        session_id = tokens.session_of(access, use=ACCESS) if access else None
     else:
         raise BadRequest(
             "Send {\"refresh_token\": ...} as JSON, or the access token as 'Authorization: Bearer'"

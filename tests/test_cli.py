@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -99,14 +100,30 @@ def test_serve_in_front_of_the_demo_upstream(
     status, renewed = http("GET", f"{base}/user/refresh?refresh_token={pair['refresh_token']}")
     assert status == 200
     assert http("GET", f"{base}/bbb", token=renewed["access_token"]) == (200, "bbb")
+    # Malformed requests carrying tokens: aiohttp refuses them and logs why, not what.
+    for raw in (
+        f"GET /bbb HTTP/1.1\r\nAuthorization : Bearer {renewed['access_token']}\r\n\r\n",
+        f"GET /user/refresh?refresh_token={renewed['refresh_token']}\xff HTTP/1.1\r\n\r\n",
+    ):
+        with socket.create_connection(("127.0.0.1", gateway_port), timeout=5) as sock:
+            sock.sendall(raw.encode("latin-1"))
+            assert sock.recv(100).split(b" ")[1] == b"400"
 
     server.send_signal(signal.SIGTERM)
     assert server.wait(timeout=20) == 0
     log = processes.output(server)
     assert "Traceback" not in log
     # Tokens never reach the logs (the refresh token travelled in a query string).
-    for secret in (pair["access_token"], pair["refresh_token"], TEST_SECRET, "12345678"):
+    for secret in (
+        pair["access_token"],
+        pair["refresh_token"],
+        TEST_SECRET,
+        "12345678",
+        renewed["access_token"],
+        renewed["refresh_token"],
+    ):
         assert secret not in log
+    assert "refused a malformed request from 127.0.0.1" in log
 
 
 def test_serve_with_an_unreachable_database_says_so(workdir: Path, database_url: str) -> None:
@@ -170,7 +187,8 @@ async def test_session_administration(workdir: Path, database_url: str) -> None:
                     refresh_issued_at=int(now),
                     refresh_expires_at=int(now) + 600,
                     current_jti="c" * 32,
-                )
+                ),
+                password_hash=alice.password_hash,
             )
     finally:
         await store.close()
@@ -200,3 +218,22 @@ async def test_session_administration(workdir: Path, database_url: str) -> None:
     assert delete.returncode == 0 and "deleted user alice" in delete.stdout
     gone = await asyncio.to_thread(run_gateway, workdir, env, "session", "list", "alice")
     assert (gone.returncode, gone.stderr.strip()) == (1, "error: no user named 'alice'")
+
+
+def test_demo_never_plants_its_user_in_a_database_with_users(
+    workdir: Path, database_url: str, processes: Processes
+) -> None:
+    env = env_for(
+        database_url, GATEWAY_PORT=str(free_port()), UPSTREAM_URL=f"http://127.0.0.1:{free_port()}"
+    )
+    add = run_gateway(
+        workdir, env, "user", "add", "realuser", "--password-stdin", stdin="real-password\n"
+    )
+    assert add.returncode == 0, add.stderr
+    demo = processes.start("demo", ["-m", "gateway", "demo"], workdir, env)
+    wait_for_port(int(env["GATEWAY_PORT"]), demo)
+    demo.send_signal(signal.SIGINT)
+    assert demo.wait(timeout=20) == 0
+    assert "not creating the demo user guang" in processes.output(demo)
+    listing = run_gateway(workdir, env, "user", "list")
+    assert "guang" not in listing.stdout

@@ -170,6 +170,13 @@ def test_every_problem_is_reported_at_once_with_its_path() -> None:
         ),
         (
             [
+                {"path": "/x/a*", "upstream": "demo", "auth": "public", "methods": ["GET"]},
+                {"path": "/x/*a", "upstream": "demo", "auth": "required", "methods": ["POST"]},
+            ],
+            "can match the same path with equal specificity",
+        ),
+        (
+            [
                 {"path": "/a/*.js", "upstream": "demo", "auth": "public"},
                 {"path": "/a/abc*", "upstream": "demo", "auth": "required"},
             ],

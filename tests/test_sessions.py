@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from gateway.appkeys import SESSIONS, STORE
-from gateway.storage import SCHEMA_VERSION, create_store
+from gateway.storage import SCHEMA_VERSION, UserExists, create_store
 from gateway.storage.sql import SqlStore
 
 from .support import (
@@ -348,9 +348,16 @@ async def test_migration_from_the_first_schema_keeps_users(database_url: str) ->
         for statement in store.migrations[0]:
             await store.execute(statement)
         await store.execute("INSERT INTO gateway_schema (version) VALUES (1)")
-        user = await store.add_user("guang", "hash")
+        await store.execute(
+            "INSERT INTO gateway_users (username, password_hash, disabled, created_at, updated_at)"
+            " VALUES ('guang', 'hash', 0, 1.0, 1.0)"
+        )
         assert await store.migrate() == SCHEMA_VERSION
-        assert await store.get_user(user.id) == user
+        user = await store.get_user_by_name("guang")
+        assert user is not None
+        assert (user.password_hash, user.disabled, user.roles) == ("hash", False, ())
         assert await store.list_sessions(user.id) == []
+        with pytest.raises(UserExists):  # later migrations know the old rows
+            await store.add_user("GUANG", "other")
     finally:
         await store.close()

@@ -73,7 +73,8 @@ async def websocket_echo(request: web.Request) -> web.WebSocketResponse:
 
 
 def create_upstream_app() -> web.Application:
-    app = web.Application()
+    # /echo reports the body as it arrived on the wire, compressed or not.
+    app = web.Application(handler_args={"auto_decompress": False})
     app.router.add_get("/aaa", aaa)
     app.router.add_get("/bbb", bbb)
     app.router.add_get("/whoami", whoami)

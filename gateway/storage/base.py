@@ -72,7 +72,12 @@ class UserStore(Protocol):
         """Return False when there is no such user."""
         ...
 
-    async def set_password_hash(self, user_id: int, password_hash: str) -> None: ...
+    async def set_password_hash(
+        self, user_id: int, password_hash: str, *, replacing: str | None = None
+    ) -> bool:
+        """Set a password hash; with `replacing`, only if that is still the stored hash (a
+        rehash at login must not overwrite a password changed meanwhile)."""
+        ...
 
     async def delete_user(self, user_id: int) -> bool: ...
 
@@ -103,7 +108,9 @@ class Session:
 class SessionStore(Protocol):
     """Sessions (token families). `rotate_session` is the atomic compare-and-swap of the head."""
 
-    async def create_session(self, session: Session) -> None: ...
+    async def create_session(self, session: Session, *, password_hash: str) -> bool:
+        """Insert a session if its user is enabled and still has `password_hash`."""
+        ...
 
     async def get_session(self, session_id: str) -> Session | None: ...
 

@@ -53,7 +53,13 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             KEY gateway_sessions_expires (expires_at)
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
     ),
-    ("ALTER TABLE gateway_users ADD COLUMN roles VARCHAR(1024) NOT NULL DEFAULT ''",),
+    (
+        "ALTER TABLE gateway_users ADD COLUMN roles VARCHAR(1024) NOT NULL DEFAULT ''",
+        # Names differing only in case would be one user to a backend with a folding collation.
+        "ALTER TABLE gateway_users ADD COLUMN username_folded VARCHAR(64) CHARACTER SET ascii NULL",
+        "UPDATE gateway_users SET username_folded = LOWER(username)",
+        "ALTER TABLE gateway_users ADD UNIQUE KEY gateway_users_folded (username_folded)",
+    ),
 )
 
 

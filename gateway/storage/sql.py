@@ -98,9 +98,10 @@ class SqlStore(abc.ABC):
     async def add_user(self, username: str, password_hash: str) -> User:
         now = time.time()
         user_id = await self.insert_unique(
-            "INSERT INTO gateway_users (username, password_hash, disabled, created_at, updated_at)"
-            " VALUES (?, ?, 0, ?, ?)",
-            (username, password_hash, now, now),
+            "INSERT INTO gateway_users"
+            " (username, username_folded, password_hash, disabled, created_at, updated_at)"
+            " VALUES (?, ?, ?, 0, ?, ?)",
+            (username, username.lower(), password_hash, now, now),
         )
         if user_id is None:
             raise UserExists(username)
@@ -123,11 +124,21 @@ class SqlStore(abc.ABC):
         )
         return True
 
-    async def set_password_hash(self, user_id: int, password_hash: str) -> None:
-        await self.execute(
-            "UPDATE gateway_users SET password_hash = ?, updated_at = ? WHERE id = ?",
-            (password_hash, time.time(), user_id),
-        )
+    async def set_password_hash(
+        self, user_id: int, password_hash: str, *, replacing: str | None = None
+    ) -> bool:
+        if replacing is None:
+            rows, _ = await self.execute(
+                "UPDATE gateway_users SET password_hash = ?, updated_at = ? WHERE id = ?",
+                (password_hash, time.time(), user_id),
+            )
+        else:
+            rows, _ = await self.execute(
+                "UPDATE gateway_users SET password_hash = ?, updated_at = ?"
+                " WHERE id = ? AND password_hash = ?",
+                (password_hash, time.time(), user_id, replacing),
+            )
+        return rows == 1
 
     async def set_roles(self, user_id: int, roles: tuple[str, ...]) -> None:
         await self.execute(
@@ -141,10 +152,14 @@ class SqlStore(abc.ABC):
 
     # --- sessions -------------------------------------------------------------------------
 
-    async def create_session(self, session: Session) -> None:
-        await self.execute(
+    async def create_session(self, session: Session, *, password_hash: str) -> bool:
+        # INSERT ... SELECT: the session is created only if the user still has the password
+        # that was just verified and is still enabled, so a password change or a disable that
+        # lands while the login was hashing cannot be outrun.
+        rows, _ = await self.execute(
             f"INSERT INTO gateway_sessions ({_SESSION_COLUMNS})"  # noqa: S608 - constant columns
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM gateway_users"
+            " WHERE id = ? AND password_hash = ? AND disabled = 0",
             (
                 session.id,
                 session.user_id,
@@ -158,8 +173,11 @@ class SqlStore(abc.ABC):
                 session.rotated_at,
                 session.revoked_at,
                 session.revoked_reason,
+                session.user_id,
+                password_hash,
             ),
         )
+        return rows == 1
 
     async def get_session(self, session_id: str) -> Session | None:
         row = await self.fetch_one(

@@ -52,7 +52,13 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX IF NOT EXISTS gateway_sessions_revoked ON gateway_sessions (revoked_at)",
         "CREATE INDEX IF NOT EXISTS gateway_sessions_expires ON gateway_sessions (expires_at)",
     ),
-    ("ALTER TABLE gateway_users ADD COLUMN roles TEXT NOT NULL DEFAULT ''",),
+    (
+        "ALTER TABLE gateway_users ADD COLUMN roles TEXT NOT NULL DEFAULT ''",
+        # Names differing only in case would be one user to a backend with a folding collation.
+        "ALTER TABLE gateway_users ADD COLUMN username_folded TEXT",
+        "UPDATE gateway_users SET username_folded = lower(username)",
+        "CREATE UNIQUE INDEX gateway_users_folded ON gateway_users (username_folded)",
+    ),
 )
 
 
