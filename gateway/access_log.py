@@ -1,4 +1,5 @@
-"""Access log lines without secrets: no query strings (they may carry tokens), no headers."""
+"""One access-log line per request: who, what route, what status, how long, for which user.
+Never a query string (it may carry tokens), never a header value."""
 
 from __future__ import annotations
 
@@ -6,17 +7,34 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from .log_safety import loggable_path
+from .request_info import CLIENT, REQUEST_ID, ROUTE_NAME, UPSTREAM_NAME, USER_ID
 
 __all__ = ["AccessLogger"]
 
 
 class AccessLogger(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if not self.logger.isEnabledFor(20):  # INFO; skip all formatting when access logs are off
+            return
+        client = request.get(CLIENT) or request.remote or "-"
+        path = loggable_path(request)
+        duration_ms = round(time * 1000, 2)
         self.logger.info(
             "%s %s %s %d %.1fms",
-            request.remote,
+            client,
             request.method,
-            loggable_path(request),
+            path,
             response.status,
-            time * 1000,
+            duration_ms,
+            extra={
+                "request_id": request.get(REQUEST_ID),
+                "client": client,
+                "method": request.method,
+                "route": request.get(ROUTE_NAME),
+                "path": path,
+                "status": response.status,
+                "upstream": request.get(UPSTREAM_NAME),
+                "duration_ms": duration_ms,
+                "user_id": request.get(USER_ID),
+            },
         )

@@ -10,40 +10,42 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from . import forwarding, user_api
+from . import forwarding, health, user_api
 from .appkeys import (
     BACKGROUND,
     CONFIG,
+    LIMITER,
+    METRICS,
     PASSWORDS,
-    PROXY,
     REVOCATIONS,
-    ROUTES,
+    RUNTIME,
     SESSIONS,
     STORE,
     TOKENS,
 )
 from .config import PARSER_FIELD_LIMIT, PARSER_MAX_HEADERS, GatewayConfig
 from .edge import EdgePolicy
-from .forward_headers import HeaderPolicy
+from .metrics import GatewayMetrics
 from .middleware import error_middleware
 from .passwords import PasswordHasher
-from .proxy import Proxy
+from .rate_limit import LoginLimiter, create_counters
 from .revocation import RevocationView
-from .routing import RouteTable
+from .runtime import Runtime, RuntimeHolder
 from .sessions import SessionService, revocation_window
 from .storage import StorageUnavailable, create_store
 from .tokens import TokenService
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "create_metrics_app"]
 
 log = logging.getLogger(__name__)
 
 
 def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time) -> web.Application:
     """Build the gateway application for a validated config. `clock` is injectable for tests."""
+    metrics = GatewayMetrics(config.metrics)
     edge = EdgePolicy(config.server, config.cors)
     app = web.Application(
-        middlewares=[error_middleware, edge.middleware],
+        middlewares=[metrics.middleware, error_middleware, edge.middleware],
         handler_args={
             # A client that goes away cancels its handler, and so the upstream request.
             "handler_cancellation": True,
@@ -65,29 +67,41 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         clock=clock,
     )
     app[CONFIG] = config
-    app[ROUTES] = RouteTable(config.routes, case_sensitive=config.server.case_sensitive_paths)
+    app[METRICS] = metrics
+    app[RUNTIME] = RuntimeHolder(Runtime.build(config, metrics), metrics)
     app[STORE] = store
     app[TOKENS] = tokens
     app[REVOCATIONS] = revocations
     app[SESSIONS] = SessionService(store, tokens, revocations, config, clock=clock)
     app[PASSWORDS] = PasswordHasher(config.passwords)
-    headers = HeaderPolicy(
-        config.identity_headers,
-        config.server.trusted_proxies,
-        request_id_header=config.server.request_id_header,
-        gateway_owns_cors=config.cors.enabled,
-    )
-    app[PROXY] = Proxy(config.upstreams, headers)
+    app[LIMITER] = LoginLimiter(config.rate_limits, create_counters(config.rate_limits))
     app[BACKGROUND] = []
-    app.cleanup_ctx.extend([_store, _passwords, _proxy, _background])
+    app.cleanup_ctx.extend([_store, _passwords, _runtime, _limiter, _background])
 
     app.router.add_route("*", "/user/login", user_api.login)
     app.router.add_route("*", "/user/refresh", user_api.refresh)
     app.router.add_route("*", "/user/logout", user_api.logout)
     app.router.add_get("/.well-known/jwks.json", user_api.jwks)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    if config.metrics.enabled and not config.metrics.port:
+        app.router.add_get("/metrics", metrics.handle)
     # [\s\S]: a decoded newline must reach normalize_path (400), not fall out of routing.
     app.router.add_route("*", r"/{tail:[\s\S]*}", forwarding.forward)
     return app
+
+
+def create_metrics_app(gateway: web.Application) -> web.Application:
+    """A separate app serving only /metrics, for `metrics.port`."""
+    app = web.Application()
+    app.router.add_get("/metrics", gateway[METRICS].handle)
+    return app
+
+
+async def reload_config(app: web.Application, path: str) -> bool:
+    """SIGHUP: apply the config file's routes and upstreams to new requests."""
+    config = app[CONFIG]
+    return await app[RUNTIME].reload(path, drain_timeout=config.server.shutdown_timeout)
 
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
@@ -106,10 +120,16 @@ async def _passwords(app: web.Application) -> AsyncIterator[None]:
     await app[PASSWORDS].close()
 
 
-async def _proxy(app: web.Application) -> AsyncIterator[None]:
-    await app[PROXY].start()
+async def _runtime(app: web.Application) -> AsyncIterator[None]:
+    await app[RUNTIME].current.proxy.start()
     yield
-    await app[PROXY].close()
+    await app[RUNTIME].close()
+
+
+async def _limiter(app: web.Application) -> AsyncIterator[None]:
+    await app[LIMITER].open()
+    yield
+    await app[LIMITER].close()
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:

@@ -7,10 +7,11 @@ import asyncio
 from aiohttp import web
 
 from .config import GatewayConfig
+from .metrics import GatewayMetrics
 from .passwords import PasswordHasher
-from .proxy import Proxy
+from .rate_limit import LoginLimiter
 from .revocation import RevocationView
-from .routing import RouteTable
+from .runtime import RuntimeHolder
 from .sessions import SessionService
 from .storage import Store
 from .tokens import TokenService
@@ -18,21 +19,23 @@ from .tokens import TokenService
 __all__ = [
     "BACKGROUND",
     "CONFIG",
+    "LIMITER",
+    "METRICS",
     "PASSWORDS",
-    "PROXY",
     "REVOCATIONS",
-    "ROUTES",
+    "RUNTIME",
     "SESSIONS",
     "STORE",
     "TOKENS",
 ]
 
 CONFIG = web.AppKey("config", GatewayConfig)
-ROUTES = web.AppKey("routes", RouteTable)
 TOKENS = web.AppKey("tokens", TokenService)
 PASSWORDS = web.AppKey("passwords", PasswordHasher)
 STORE = web.AppKey("store", Store)
-PROXY = web.AppKey("proxy", Proxy)
+RUNTIME = web.AppKey("runtime", RuntimeHolder)
+METRICS = web.AppKey("metrics", GatewayMetrics)
+LIMITER = web.AppKey("limiter", LoginLimiter)
 REVOCATIONS = web.AppKey("revocations", RevocationView)
 SESSIONS = web.AppKey("sessions", SessionService)
 # Background tasks the app owns: cancelled and awaited on cleanup.

@@ -31,23 +31,31 @@ def bearer_token(headers: CIMultiDictProxy[str]) -> str | None:
     if not values:
         return None
     if len(values) > 1:
-        raise Unauthorized("Send exactly one Authorization header", token_presented=True)
+        raise Unauthorized(
+            "Send exactly one Authorization header", token_presented=True, reason="malformed"
+        )
     scheme, _, token = values[0].strip().partition(" ")
     if scheme.lower() != "bearer":
-        raise Unauthorized("Authorization must use the Bearer scheme", token_presented=False)
+        raise Unauthorized(
+            "Authorization must use the Bearer scheme", token_presented=False, reason="malformed"
+        )
     token = token.strip()
     if not token or " " in token:
-        raise Unauthorized("Authorization must be 'Bearer <token>'", token_presented=True)
+        raise Unauthorized(
+            "Authorization must be 'Bearer <token>'", token_presented=True, reason="malformed"
+        )
     return token
 
 
 def authenticate(token: str | None, tokens: TokenService, revocations: RevocationView) -> Identity:
     """The verified identity of a live session, or 401 saying what is wrong."""
     if token is None:
-        raise Unauthorized("Missing bearer token", token_presented=False)
+        raise Unauthorized("Missing bearer token", token_presented=False, reason="missing")
     identity = tokens.verify_access(token)
     if revocations.is_revoked(identity.session_id):
-        raise Unauthorized("Session has been revoked; log in again", token_presented=True)
+        raise Unauthorized(
+            "Session has been revoked; log in again", token_presented=True, reason="revoked"
+        )
     return identity
 
 

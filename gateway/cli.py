@@ -11,13 +11,13 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .app import create_app
+from .app import create_app, create_metrics_app, reload_config
 from .config import GatewayConfig, load_config
 from .errors import ConfigError, GatewayError
-from .log_safety import install_log_redaction
+from .logs import configure_logging
 from .names import ROLE_RULE, is_valid_role
 from .passwords import PasswordHasher
-from .server import run, serve_until_stopped
+from .server import run, serve_until_stopped, supervise_workers, worker_argv
 from .sessions import prune_sessions
 from .storage import (
     USERNAME_RULE,
@@ -41,11 +41,8 @@ class CommandError(Exception):
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    install_log_redaction()
+    # Plain text until a command that serves has read its config's logging section.
+    configure_logging("text", args.log_level or "info")
     try:
         code = args.handler(args)
     except ConfigError as exc:
@@ -70,7 +67,10 @@ def _parser() -> argparse.ArgumentParser:
         help="config file (default ./config.yaml)",
     )
     common.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--log-level",
+        default=None,
+        choices=["debug", "info", "warning", "error"],
+        help="default: the config's logging.level",
     )
 
     parser = argparse.ArgumentParser(prog="gateway", description="Authentication gateway")
@@ -80,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--demo", action="store_true", help="allow a throwaway signing secret when none is set"
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes sharing the port (default: the config's server.workers)",
+    )
+    serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     serve.set_defaults(handler=_serve)
 
     demo = commands.add_parser(
@@ -149,25 +156,65 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config, ephemeral_key_ok=args.demo)
+    configure_logging(config.logging.format, args.log_level or config.logging.level)
+    workers = args.workers or config.server.workers
+    if workers < 1:
+        raise CommandError("--workers must be at least 1")
+    if workers > 1 and args.worker_index is None:
+        return _supervise(args, config, workers)
     _warn_if_ephemeral(config)
     server = config.server
+    index = args.worker_index or 0
 
     async def serve() -> int:
+        app = create_app(config)
+        sites = [(app, server.host, server.port)]
+        if config.metrics.enabled and config.metrics.port:
+            sites.append((create_metrics_app(app), server.host, config.metrics.port + index))
+
         async def started() -> None:
             log.info("gateway listening on http://%s:%d", server.host, server.port)
 
         await serve_until_stopped(
-            [(create_app(config), server.host, server.port)], on_started=started
+            sites,
+            on_started=started,
+            on_reload=lambda: reload_config(app, str(args.config)),
+            shutdown_timeout=server.shutdown_timeout,
+            reuse_port=args.worker_index is not None,
         )
         return 0
 
     return run(serve())
 
 
+def _supervise(args: argparse.Namespace, config: GatewayConfig, workers: int) -> int:
+    if config.tokens.ephemeral:
+        raise CommandError(
+            "--workers needs a configured signing key: each worker would make its own throwaway "
+            "secret and reject the others' tokens"
+        )
+
+    async def migrate() -> None:
+        store = create_store(config.database.url)
+        await store.open()
+        try:
+            await store.migrate()  # once, before the workers start
+        finally:
+            await store.close()
+
+    run(migrate())
+    argv = ["serve", "--config", str(args.config)]
+    if args.log_level:
+        argv += ["--log-level", args.log_level]
+    log.info("starting %d workers on http://%s:%d", workers, config.server.host, config.server.port)
+    return supervise_workers(lambda index: worker_argv(argv, index), workers)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from upstream_demo import create_upstream_app
 
     config = load_config(args.config, ephemeral_key_ok=True)
+    configure_logging("text", args.log_level or config.logging.level)  # a person is reading
     _warn_if_ephemeral(config)
     upstream = config.upstreams.get("demo")
     if upstream is None or upstream.url.host not in ("127.0.0.1", "localhost", "::1"):

@@ -36,7 +36,10 @@ __all__ = [
     "DatabaseConfig",
     "GatewayConfig",
     "IdentityHeaders",
+    "LoggingConfig",
+    "MetricsConfig",
     "PasswordConfig",
+    "RateLimitConfig",
     "RouteConfig",
     "ServerConfig",
     "SessionConfig",
@@ -51,7 +54,15 @@ __all__ = [
 ALL_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # The gateway's own endpoints; a route may not claim them.
 RESERVED_PATHS = frozenset(
-    {"/user/login", "/user/refresh", "/user/logout", "/.well-known/jwks.json"}
+    {
+        "/user/login",
+        "/user/refresh",
+        "/user/logout",
+        "/.well-known/jwks.json",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    }
 )
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -112,6 +123,43 @@ class ServerConfig:
     request_id_header: str = "X-Request-ID"
     # Longest time to wait for in-flight requests on SIGTERM.
     shutdown_timeout: float = 30.0
+    # Processes sharing the port (SO_REUSEPORT); `gateway serve --workers N` overrides.
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    # json: one JSON object per line (for log shippers); text: for a terminal.
+    format: str = "json"
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = True
+    # 0: /metrics on the gateway's own port; otherwise only on this port (with --workers N,
+    # worker i listens on port + i).
+    port: int = 0
+    # Who may read /metrics; empty: anyone who can reach it.
+    allowed_networks: tuple[IpNetwork, ...] = ()
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    """Failed-login limits. See README "Brute-force protection" for the trade-offs."""
+
+    window: float = 15 * 60.0
+    # Failures for one user name from one client address.
+    per_user_and_address: int = 10
+    # Failures for one user name from all addresses together; addresses that logged in as that
+    # user recently are exempt, so this cannot lock a user out of their own devices.
+    per_user: int = 100
+    # Failures from one client address across all user names (password spraying).
+    per_address: int = 100
+    # How long a successful login keeps an address known for its user.
+    known_address_ttl: float = 30 * 86400.0
+    # Shared counters for replicas; empty: counters live in this process.
+    redis_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -237,6 +285,9 @@ class GatewayConfig:
     upstreams: Mapping[str, UpstreamConfig]
     routes: tuple[RouteConfig, ...]
     cors: CorsConfig = CorsConfig()
+    logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    rate_limits: RateLimitConfig = RateLimitConfig()
     # The query parameter a WebSocket client may carry its access token in (browsers cannot
     # set Authorization on a WebSocket). It is removed before forwarding and never logged.
     websocket_token_parameter: str = "access_token"  # noqa: S105 - a parameter name
@@ -331,6 +382,9 @@ def parse_config(
     upstreams = _upstreams(root.child("upstreams"))
     routes = _routes(root, upstreams, case_sensitive=server.case_sensitive_paths)
     cors = _cors(root.child("cors"))
+    logging_config = _logging(root.child("logging"))
+    metrics = _metrics(root.child("metrics"))
+    rate_limits = _rate_limits(root.child("rate_limits"))
     websocket = root.child("websocket")
     websocket_token_parameter = websocket.text("token_query_parameter", "access_token")
     websocket.close()
@@ -347,6 +401,9 @@ def parse_config(
         upstreams=upstreams,
         routes=routes,
         cors=cors,
+        logging=logging_config,
+        metrics=metrics,
+        rate_limits=rate_limits,
         websocket_token_parameter=websocket_token_parameter,
         source=source,
     )
@@ -357,16 +414,10 @@ def parse_config(
 
 def _server(node: _Node) -> ServerConfig:
     d = ServerConfig()
-    proxies: list[IpNetwork] = []
-    for where, item in node.items("trusted_proxies"):
-        try:
-            proxies.append(ipaddress.ip_network(str(item), strict=False))
-        except ValueError:
-            node.problem_at(where, f"{item!r} is not an IP address or CIDR network")
     config = ServerConfig(
         host=node.text("host", d.host),
         port=node.integer("port", d.port, minimum=0, maximum=65535),
-        trusted_proxies=tuple(proxies),
+        trusted_proxies=_networks(node, "trusted_proxies"),
         max_header_bytes=node.size(
             "max_header_bytes", d.max_header_bytes, minimum=1024, maximum=PARSER_FIELD_LIMIT
         ),
@@ -376,10 +427,63 @@ def _server(node: _Node) -> ServerConfig:
         case_sensitive_paths=node.boolean("case_sensitive_paths", d.case_sensitive_paths),
         request_id_header=node.text("request_id_header", d.request_id_header),
         shutdown_timeout=node.duration("shutdown_timeout", d.shutdown_timeout, minimum=0.0),
+        workers=node.integer("workers", d.workers, minimum=1, maximum=256),
     )
     node.close()
     if not _HEADER_NAME.fullmatch(config.request_id_header):
         node.problem("request_id_header", f"{config.request_id_header!r} is not a header name")
+    return config
+
+
+def _networks(node: _Node, key: str) -> tuple[IpNetwork, ...]:
+    networks: list[IpNetwork] = []
+    for where, item in node.items(key):
+        try:
+            networks.append(ipaddress.ip_network(str(item).strip(), strict=False))
+        except ValueError:
+            node.problem_at(where, f"{item!r} is not an IP address or CIDR network")
+    return tuple(networks)
+
+
+def _logging(node: _Node) -> LoggingConfig:
+    d = LoggingConfig()
+    config = LoggingConfig(
+        format=node.text("format", d.format).lower(), level=node.text("level", d.level).lower()
+    )
+    node.close()
+    if config.format not in ("json", "text"):
+        node.problem("format", f"{config.format!r} must be json or text")
+    if config.level not in ("debug", "info", "warning", "error"):
+        node.problem("level", f"{config.level!r} must be debug, info, warning or error")
+    return config
+
+
+def _metrics(node: _Node) -> MetricsConfig:
+    d = MetricsConfig()
+    config = MetricsConfig(
+        enabled=node.boolean("enabled", d.enabled),
+        port=node.integer("port", d.port, minimum=0, maximum=65535),
+        allowed_networks=_networks(node, "allowed_networks"),
+    )
+    node.close()
+    return config
+
+
+def _rate_limits(node: _Node) -> RateLimitConfig:
+    d = RateLimitConfig()
+    config = RateLimitConfig(
+        window=node.duration("window", d.window, minimum=1.0),
+        per_user_and_address=node.integer(
+            "per_user_and_address", d.per_user_and_address, minimum=0, maximum=1_000_000
+        ),
+        per_user=node.integer("per_user", d.per_user, minimum=0, maximum=1_000_000),
+        per_address=node.integer("per_address", d.per_address, minimum=0, maximum=1_000_000),
+        known_address_ttl=node.duration("known_address_ttl", d.known_address_ttl, minimum=0.0),
+        redis_url=node.text("redis_url", d.redis_url),
+    )
+    node.close()
+    if config.redis_url and URL(config.redis_url).scheme not in ("redis", "rediss", "unix"):
+        node.problem("redis_url", "expected redis://host:port/db")
     return config
 
 

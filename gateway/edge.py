@@ -11,10 +11,11 @@ from aiohttp.typedefs import Handler
 
 from .config import CorsConfig, ServerConfig
 from .errors import GatewayError
+from .networks import client_address
+from .request_info import CLIENT, REQUEST_ID
 
-__all__ = ["REQUEST_ID", "EdgePolicy"]
+__all__ = ["EdgePolicy"]
 
-REQUEST_ID = web.RequestKey("request_id", str)
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
@@ -31,6 +32,7 @@ class EdgePolicy:
 
     def __init__(self, server: ServerConfig, cors: CorsConfig) -> None:
         self._request_id_header = server.request_id_header
+        self._trusted_proxies = server.trusted_proxies
         self._max_header_bytes = server.max_header_bytes
         self._max_headers = server.max_headers
         self._cors = cors
@@ -43,6 +45,9 @@ class EdgePolicy:
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         offered = request.headers.get(self._request_id_header, "")
         request[REQUEST_ID] = offered if _VALID_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+        request[CLIENT] = client_address(
+            request.remote, request.headers.getall("X-Forwarded-For", []), self._trusted_proxies
+        )
         self._check_header_block(request)
         if self._cors.enabled and _is_preflight(request):
             return self._preflight(request)

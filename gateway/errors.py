@@ -46,7 +46,9 @@ class Unauthorized(GatewayError):
 
     status = 401
 
-    def __init__(self, message: str, *, token_presented: bool) -> None:
+    def __init__(self, message: str, *, token_presented: bool, reason: str = "invalid") -> None:
+        # A short label for metrics (gateway_token_rejections, gateway_refreshes).
+        self.reason = reason
         challenge = 'Bearer realm="gateway"'
         if token_presented:
             description = message.replace("\\", "").replace('"', "'")

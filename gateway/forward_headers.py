@@ -15,13 +15,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .config import IdentityHeaders, IpNetwork, RouteConfig
+from .networks import address_in
 from .tokens import Identity
 
 __all__ = ["HeaderPolicy"]
@@ -160,7 +160,7 @@ class HeaderPolicy:
     def _set_forwarded(self, request: web.Request, headers: CIMultiDict[str]) -> None:
         peer = request.remote or ""
         client = request.headers
-        if self._is_trusted(peer):
+        if address_in(peer, self._trusted):
             prior = ", ".join(client.getall("X-Forwarded-For", ()))
             headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
             headers["X-Forwarded-Proto"] = client.get("X-Forwarded-Proto", request.scheme)
@@ -169,12 +169,3 @@ class HeaderPolicy:
             headers["X-Forwarded-For"] = peer
             headers["X-Forwarded-Proto"] = request.scheme
             headers["X-Forwarded-Host"] = request.host
-
-    def _is_trusted(self, peer: str) -> bool:
-        if not self._trusted or not peer:
-            return False
-        try:
-            address = ipaddress.ip_address(peer)
-        except ValueError:
-            return False
-        return any(address in network for network in self._trusted)

@@ -6,34 +6,38 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from .appkeys import CONFIG, PROXY, REVOCATIONS, ROUTES, TOKENS
+from .appkeys import METRICS, REVOCATIONS, RUNTIME, TOKENS
 from .authn import authenticate, bearer_token, websocket_credentials
 from .config import RESERVED_PATHS, AuthPolicy, RouteConfig
-from .edge import REQUEST_ID
 from .errors import Forbidden, NotFound, Unauthorized
 from .paths import normalize_path
+from .request_info import REQUEST_ID, ROUTE_NAME, UPSTREAM_NAME, USER_ID
 from .tokens import Identity
 
 __all__ = ["forward"]
 
 
 async def forward(request: web.Request) -> web.StreamResponse:
-    path = normalize_path(request.raw_path.partition("?")[0])
-    if path in RESERVED_PATHS:
-        # Only a non-canonical spelling (//user/refresh, /user/./login) gets here; it must not
-        # be forwarded by a broad route with the token or password it carries.
-        raise NotFound(f"The gateway answers {path} only when it is spelled exactly so")
-    route = request.app[ROUTES].resolve(path, request.method)
-    request_id = request[REQUEST_ID]
-    proxy = request.app[PROXY]
-    if _is_websocket_upgrade(request):
-        credentials = websocket_credentials(request, request.app[CONFIG].websocket_token_parameter)
-        identity = _identify(request, route, lambda: credentials.token)
-        return await proxy.forward_websocket(
-            request, route, path, identity, request_id, credentials
-        )
-    identity = _identify(request, route, lambda: bearer_token(request.headers))
-    return await proxy.forward(request, route, path, identity, request_id)
+    # The runtime (routes, upstream pools) is held for the whole request: a reload meanwhile
+    # lets this request finish on the config it started with.
+    with request.app[RUNTIME].use() as runtime:
+        path = normalize_path(request.raw_path.partition("?")[0])
+        if path in RESERVED_PATHS:
+            # Only a non-canonical spelling (//user/refresh, /user/./login) gets here; it must
+            # not be forwarded by a broad route with the token or password it carries.
+            raise NotFound(f"The gateway answers {path} only when it is spelled exactly so")
+        route = runtime.routes.resolve(path, request.method)
+        request[ROUTE_NAME] = route.name
+        request[UPSTREAM_NAME] = route.upstream
+        request_id = request[REQUEST_ID]
+        if _is_websocket_upgrade(request):
+            credentials = websocket_credentials(request, runtime.config.websocket_token_parameter)
+            identity = _identify(request, route, lambda: credentials.token)
+            return await runtime.proxy.forward_websocket(
+                request, route, path, identity, request_id, credentials
+            )
+        identity = _identify(request, route, lambda: bearer_token(request.headers))
+        return await runtime.proxy.forward(request, route, path, identity, request_id)
 
 
 def _identify(
@@ -43,13 +47,17 @@ def _identify(
     if route.auth is AuthPolicy.PUBLIC:
         return None
     tokens, revocations = request.app[TOKENS], request.app[REVOCATIONS]
-    if route.auth is AuthPolicy.OPTIONAL:
-        try:
-            token = read_token()
-            return authenticate(token, tokens, revocations) if token else None
-        except Unauthorized:
+    try:
+        token = read_token()
+        if token is None and route.auth is AuthPolicy.OPTIONAL:
+            return None
+        identity = authenticate(token, tokens, revocations)
+    except Unauthorized as exc:
+        request.app[METRICS].token_rejections.labels(exc.reason).inc()
+        if route.auth is AuthPolicy.OPTIONAL:
             return None  # optional: an invalid token means anonymous, not an error
-    identity = authenticate(read_token(), tokens, revocations)
+        raise
+    request[USER_ID] = identity.user_id
     if route.roles and route.roles.isdisjoint(identity.roles):
         raise Forbidden(f"Requires one of the roles: {', '.join(sorted(route.roles))}")
     return identity

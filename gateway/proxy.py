@@ -6,6 +6,7 @@ What is sent and returned is decided by `HeaderPolicy` (see gateway.forward_head
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
@@ -16,6 +17,8 @@ from .authn import WebSocketCredentials
 from .config import RouteConfig, UpstreamConfig
 from .errors import BadGateway, GatewayError, GatewayTimeout
 from .forward_headers import HeaderPolicy
+from .metrics import GatewayMetrics
+from .request_info import STARTED
 from .tokens import Identity
 from .websocket_relay import relay
 
@@ -66,9 +69,15 @@ class _RelayedResponse(web.StreamResponse):
 class Proxy:
     """Forwards a request to a route's upstream and streams the answer back."""
 
-    def __init__(self, upstreams: Mapping[str, UpstreamConfig], headers: HeaderPolicy) -> None:
+    def __init__(
+        self,
+        upstreams: Mapping[str, UpstreamConfig],
+        headers: HeaderPolicy,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
         self._upstreams = dict(upstreams)
         self._headers = headers
+        self._metrics = metrics
         self._sessions: dict[str, aiohttp.ClientSession] = {}
 
     async def start(self) -> None:
@@ -113,29 +122,40 @@ class Proxy:
         url = _upstream_url(
             upstream.url, route.upstream_path(path), request.rel_url.raw_query_string
         )
+        headers = self._headers.upstream_request(request, route, identity, request_id)
+        sent = time.perf_counter()
+        if self._metrics is not None and STARTED in request:
+            self._metrics.own_work.observe(sent - request[STARTED])
         try:
             async with self._sessions[route.upstream].request(
                 request.method,
                 url,
-                headers=self._headers.upstream_request(request, route, identity, request_id),
+                headers=headers,
                 data=data,
                 allow_redirects=False,
                 auto_decompress=False,
             ) as upstream_response:
+                if self._metrics is not None:
+                    self._metrics.upstream_latency.labels(upstream.name).observe(
+                        time.perf_counter() - sent
+                    )
                 return await self._relay(request, upstream_response, upstream)
         except PayloadTooLarge:
             raise
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
-            raise BadGateway(f"Upstream '{upstream.name}' is unreachable") from None
+            raise self._failure(upstream, "connect", BadGateway, "is unreachable") from None
         except TimeoutError:
-            raise GatewayTimeout(
-                f"Upstream '{upstream.name}' did not answer within {upstream.read_timeout:g}s"
+            raise self._failure(
+                upstream,
+                "timeout",
+                GatewayTimeout,
+                f"did not answer within {upstream.read_timeout:g}s",
             ) from None
         except aiohttp.ClientError as exc:
             if limit.exceeded:
                 raise limit.error() from None
             log.warning("upstream %s failed: %s", upstream.name, type(exc).__name__)
-            raise BadGateway(f"Upstream '{upstream.name}' failed to answer") from None
+            raise self._failure(upstream, "protocol", BadGateway, "failed to answer") from None
 
     async def forward_websocket(
         self,
@@ -161,15 +181,18 @@ class Proxy:
                 autoping=True,
             )
         except aiohttp.WSServerHandshakeError as exc:
-            raise BadGateway(
-                f"Upstream '{upstream.name}' refused the WebSocket handshake ({exc.status})"
+            raise self._failure(
+                upstream,
+                "handshake",
+                BadGateway,
+                f"refused the WebSocket handshake ({exc.status})",
             ) from None
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
-            raise BadGateway(f"Upstream '{upstream.name}' is unreachable") from None
+            raise self._failure(upstream, "connect", BadGateway, "is unreachable") from None
         except TimeoutError:
-            raise GatewayTimeout(f"Upstream '{upstream.name}' did not answer") from None
+            raise self._failure(upstream, "timeout", GatewayTimeout, "did not answer") from None
         except aiohttp.ClientError:
-            raise BadGateway(f"Upstream '{upstream.name}' is unreachable") from None
+            raise self._failure(upstream, "protocol", BadGateway, "failed to answer") from None
         async with upstream_ws:
             chosen = upstream_ws.protocol or credentials.auth_protocol
             client_ws = web.WebSocketResponse(
@@ -178,6 +201,13 @@ class Proxy:
             await client_ws.prepare(request)
             await relay(client_ws, upstream_ws)
             return client_ws
+
+    def _failure(
+        self, upstream: UpstreamConfig, kind: str, error: type[GatewayError], what: str
+    ) -> GatewayError:
+        if self._metrics is not None:
+            self._metrics.upstream_errors.labels(upstream.name, kind).inc()
+        return error(f"Upstream '{upstream.name}' {what}")
 
     async def _relay(
         self,
@@ -201,6 +231,7 @@ class Proxy:
             log.warning(
                 "upstream %s broke off its response body: %s", upstream.name, type(exc).__name__
             )
+            self._failure(upstream, "broken_body", BadGateway, "broke off")
             if request.transport is not None:
                 request.transport.close()
             return response

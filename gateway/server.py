@@ -1,4 +1,10 @@
-"""Running apps: an event loop (uvloop when installed), sites, a clean stop on SIGINT/SIGTERM."""
+"""Running apps: the event loop (uvloop when installed), sites, signals, and worker processes.
+
+- SIGTERM / SIGINT: stop accepting, let requests in flight finish (up to shutdown_timeout), exit 0.
+- SIGHUP: call the reload hook (the gateway re-reads config.yaml).
+- `--workers N`: N processes share the port through SO_REUSEPORT; this process supervises them,
+  passes signals on and restarts a worker that dies.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +12,21 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Coroutine
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from aiohttp import web
 
 from .access_log import AccessLogger
 
-__all__ = ["run", "serve_until_stopped"]
+__all__ = ["Site", "run", "serve_until_stopped", "supervise_workers"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+Site = tuple[web.Application, str, int]
 
 
 def run(main: Coroutine[Any, Any, _T]) -> _T:
@@ -30,32 +40,86 @@ def run(main: Coroutine[Any, Any, _T]) -> _T:
 
 
 async def serve_until_stopped(
-    apps: list[tuple[web.Application, str, int]],
+    sites: Sequence[Site],
     *,
     on_started: Callable[[], Awaitable[None]] | None = None,
+    on_reload: Callable[[], Awaitable[object]] | None = None,
     shutdown_timeout: float = 30.0,
+    reuse_port: bool = False,
 ) -> None:
     """Serve each (app, host, port) until SIGINT or SIGTERM, then drain and clean up."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[object]] = set()
+
+    def reload() -> None:
+        if on_reload is not None:
+            task = asyncio.ensure_future(on_reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload)
     runners: list[web.AppRunner] = []
     try:
-        for app, host, port in apps:
+        for app, host, port in sites:
             runner = web.AppRunner(
                 app, access_log_class=AccessLogger, shutdown_timeout=shutdown_timeout
             )
             runners.append(runner)
             await runner.setup()
-            await web.TCPSite(runner, host, port).start()
+            await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
         if on_started is not None:
             await on_started()
         await stop.wait()
-        log.info("stopping: finishing requests in flight")
+        log.info("stopping: finishing requests in flight (up to %gs)", shutdown_timeout)
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signum)
+
+
+def supervise_workers(worker_command: Callable[[int], list[str]], count: int) -> int:
+    """Start `count` worker processes and keep them running until SIGTERM/SIGINT."""
+    workers: dict[int, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def start(index: int) -> None:
+        workers[index] = subprocess.Popen(worker_command(index))  # noqa: S603 - our own argv
+        log.info("worker %d started (pid %d)", index, workers[index].pid)
+
+    def pass_on(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            stopping = True
+        for proc in workers.values():
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, pass_on)
+    for index in range(count):
+        start(index)
+    failed = False
+    while workers:
+        time.sleep(0.2)
+        for index, proc in list(workers.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            if stopping:
+                failed |= code != 0
+                del workers[index]
+            else:
+                log.error("worker %d exited with %d; restarting it", index, code)
+                time.sleep(1.0)
+                start(index)
+    return 1 if failed else 0
+
+
+def worker_argv(argv: Sequence[str], index: int) -> list[str]:
+    """This command line again, as worker `index`."""
+    return [sys.executable, "-m", "gateway", *argv, "--worker-index", str(index)]

@@ -20,13 +20,27 @@ from .revocation import RevocationView
 from .storage import Session, Store, User
 from .tokens import TokenPair, TokenService
 
-__all__ = ["BAD_CREDENTIALS", "SessionService", "prune_sessions", "revocation_window"]
+__all__ = [
+    "BAD_CREDENTIALS",
+    "Refreshed",
+    "SessionService",
+    "prune_sessions",
+    "revocation_window",
+]
 
 # One answer for an unknown user, a wrong password and a user disabled mid-login.
 BAD_CREDENTIALS = "Invalid username or password"
 
 log = logging.getLogger(__name__)
 security_log = logging.getLogger("gateway.security")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Refreshed:
+    pair: TokenPair
+    user_id: int
+    # "rotated": a new head; "grace": the previous head re-presented within the window.
+    outcome: str
 
 
 def revocation_window(tokens: TokenConfig, sessions: SessionConfig) -> float:
@@ -80,11 +94,11 @@ class SessionService:
             current_jti=uuid.uuid4().hex,
         )
         if not await self._store.create_session(session, password_hash=user.password_hash):
-            raise Unauthorized(BAD_CREDENTIALS, token_presented=False)
+            raise Unauthorized(BAD_CREDENTIALS, token_presented=False, reason="credentials")
         log.info("login user_id=%d session_id=%s", user.id, session.id)
         return self._pair(user, session)
 
-    async def refresh(self, refresh_token: str) -> TokenPair:
+    async def refresh(self, refresh_token: str) -> Refreshed:
         grant = self._tokens.verify_refresh(refresh_token)
         # Two passes at most: a refresh that loses the race for the head re-reads once.
         for _ in range(2):
@@ -107,10 +121,10 @@ class SessionService:
                         refresh_issued_at=int(now),
                         refresh_expires_at=refresh_expires_at,
                     )
-                    return self._pair(user, rotated)
+                    return Refreshed(self._pair(user, rotated), user.id, "rotated")
                 continue
             if self._within_grace(session, grant.token_id, now):
-                return self._pair(user, session)
+                return Refreshed(self._pair(user, session), user.id, "grace")
             break
         await self._revoke(session.id, "refresh token reuse")
         security_log.warning(
@@ -119,7 +133,9 @@ class SessionService:
             session.id,
         )
         raise Unauthorized(
-            "Refresh token was already used; the session has been revoked", token_presented=True
+            "Refresh token was already used; the session has been revoked",
+            token_presented=True,
+            reason="reuse_detected",
         )
 
     async def logout(self, session_id: str) -> None:
@@ -130,15 +146,25 @@ class SessionService:
     async def _load(self, session_id: str, user_id: int) -> tuple[Session, User]:
         found = await self._store.get_session_with_user(session_id)
         if found is None or found[0].user_id != user_id:
-            raise Unauthorized("Unknown session; log in again", token_presented=True)
+            raise Unauthorized(
+                "Unknown session; log in again", token_presented=True, reason="unknown_session"
+            )
         session, user = found
         if session.revoked_at is not None:
-            raise Unauthorized("Session has been revoked; log in again", token_presented=True)
+            raise Unauthorized(
+                "Session has been revoked; log in again", token_presented=True, reason="revoked"
+            )
         if session.expires_at <= self._clock():
-            raise Unauthorized("Session has expired; log in again", token_presented=True)
+            raise Unauthorized(
+                "Session has expired; log in again", token_presented=True, reason="session_expired"
+            )
         if user is None or user.disabled:
             await self._revoke(session.id, "user disabled")
-            raise Unauthorized("User no longer exists or is disabled", token_presented=True)
+            raise Unauthorized(
+                "User no longer exists or is disabled",
+                token_presented=True,
+                reason="user_disabled",
+            )
         return session, user
 
     def _within_grace(self, session: Session, jti: str, now: float) -> bool:

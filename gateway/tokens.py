@@ -173,7 +173,9 @@ class TokenService:
         self, token: str, expected_use: str, label: str, *, check_times: bool = True
     ) -> Mapping[str, Any]:
         if len(token) > MAX_TOKEN_BYTES:
-            raise Unauthorized(f"{label.capitalize()} token is too long", token_presented=True)
+            raise Unauthorized(
+                f"{label.capitalize()} token is too long", token_presented=True, reason="malformed"
+            )
         if not token.isascii():
             raise Unauthorized(f"Invalid {label} token", token_presented=True)
         try:
@@ -199,6 +201,7 @@ class TokenService:
                 if label == "access"
                 else f"Token is not a {label} token",
                 token_presented=True,
+                reason="wrong_type",
             )
         exp, iat, sub, jti, sid = (claims[k] for k in ("exp", "iat", "sub", "jti", "sid"))
         if not all(_is_timestamp(v) for v in (exp, iat)):
@@ -211,7 +214,9 @@ class TokenService:
             return claims
         now, leeway = self._clock(), self._config.leeway
         if now >= exp + leeway:
-            raise Unauthorized(f"{label.capitalize()} token expired", token_presented=True)
+            raise Unauthorized(
+                f"{label.capitalize()} token expired", token_presented=True, reason="expired"
+            )
         if iat > now + leeway:
             raise Unauthorized(
                 f"{label.capitalize()} token issued in the future", token_presented=True

@@ -1,0 +1,36 @@
+"""Matching a peer address against configured networks."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from .config import IpNetwork
+
+__all__ = ["address_in", "client_address"]
+
+
+def address_in(peer: str | None, networks: Iterable[IpNetwork]) -> bool:
+    """Whether `peer` (an IP address as text) lies in any of `networks`."""
+    if not peer:
+        return False
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
+def client_address(peer: str | None, forwarded_for: list[str], trusted: Iterable[IpNetwork]) -> str:
+    """The client's address: the peer, or behind trusted proxies the nearest address in
+    X-Forwarded-For that is not itself a trusted proxy."""
+    trusted = tuple(trusted)
+    address = peer or ""
+    if not address_in(address, trusted):
+        return address
+    hops = [hop.strip() for value in forwarded_for for hop in value.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        address = hop
+        if not address_in(hop, trusted):
+            break
+    return address
