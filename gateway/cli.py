@@ -7,6 +7,7 @@ import getpass
 import logging
 import sys
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,6 +94,11 @@ def _parser() -> argparse.ArgumentParser:
         "demo", parents=[common], help="run the gateway and the demo upstream, with a demo user"
     )
     demo.set_defaults(handler=_demo)
+
+    probe = commands.add_parser(
+        "healthcheck", parents=[common], help="exit 0 if the local gateway answers /healthz"
+    )
+    probe.set_defaults(handler=_healthcheck)
 
     check = commands.add_parser("check-config", parents=[common], help="validate the config file")
     check.set_defaults(handler=_check_config)
@@ -271,6 +277,21 @@ def _warn_if_ephemeral(config: GatewayConfig) -> None:
             "DEMO MODE: no JWT_SECRET set, signing with a random secret that lives only as long as "
             "this process; every token dies on restart. Set JWT_SECRET for real use."
         )
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    """For container HEALTHCHECKs: no curl in a slim image, and the port comes from config."""
+    server = _admin_config(args).server
+    host = "127.0.0.1" if server.host in ("0.0.0.0", "::", "") else server.host  # noqa: S104
+    url = f"http://{host}:{server.port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            healthy = response.status == 200
+    except OSError as exc:
+        print(f"unhealthy: {url}: {exc}", file=sys.stderr)
+        return 1
+    print("healthy" if healthy else f"unhealthy: {url}")
+    return 0 if healthy else 1
 
 
 def _check_config(args: argparse.Namespace) -> int:
