@@ -178,7 +178,7 @@ def test_compose_services_run_natively(
             gateway_env,
         )
         port = int(compose_env["GATEWAY_PORT"])
-        wait_for_port(int(compose_env["UPSTREAM_PORT"]), upstream_proc)  # type: ignore[arg-type]
+        wait_for_port(int(compose_env["UPSTREAM_PORT"]), upstream_proc)
         wait_for_port(port, proc, timeout=60)
 
         add = subprocess.run(
