@@ -278,3 +278,23 @@ def run_gateway(
         timeout=60,
         check=False,
     )
+
+
+def start_gateway_process(
+    processes: Processes, workdir: Path, env: dict[str, str], *args: str, name: str = "gateway"
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`gateway serve` as a real process on env's GATEWAY_PORT; returns it and its base URL."""
+    proc = processes.start(name, ["-m", "gateway", "serve", *args], workdir, env)
+    port = int(env["GATEWAY_PORT"])
+    wait_for_port(port, proc, timeout=30)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def raw_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """A GET that returns status, headers and body without raising on 4xx/5xx."""
+    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - localhost
+    try:
+        with urllib.request.urlopen(request, timeout=15) as resp:  # noqa: S310
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
