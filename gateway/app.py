@@ -27,6 +27,7 @@ from .config import PARSER_FIELD_LIMIT, PARSER_MAX_HEADERS, GatewayConfig
 from .edge import EdgePolicy
 from .metrics import GatewayMetrics
 from .middleware import error_middleware
+from .openapi import openapi_handler
 from .passwords import PasswordHasher
 from .rate_limit import LoginLimiter, create_counters
 from .revocation import RevocationView
@@ -49,6 +50,8 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         handler_args={
             # A client that goes away cancels its handler, and so the upstream request.
             "handler_cancellation": True,
+            # A request head must arrive within this; idle connections close after it.
+            "keepalive_timeout": config.server.idle_timeout,
             # Request bodies are forwarded as sent, compressed or not.
             "auto_decompress": False,
             # aiohttp's parser refuses past these; below them EdgePolicy answers 431 itself.
@@ -58,7 +61,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         },
     )
     app.on_response_prepare.append(edge.on_prepare)
-    store = create_store(config.database.url)
+    store = create_store(config.database.url, timeout=config.database.timeout)
     tokens = TokenService(config.tokens, clock=clock)
     revocations = RevocationView(
         store,
@@ -84,6 +87,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     app.router.add_get("/.well-known/jwks.json", user_api.jwks)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/openapi.json", openapi_handler)
     if config.metrics.enabled and not config.metrics.port:
         app.router.add_get("/metrics", metrics.handle)
     # [\s\S]: a decoded newline must reach normalize_path (400), not fall out of routing.

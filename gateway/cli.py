@@ -201,7 +201,7 @@ def _supervise(args: argparse.Namespace, config: GatewayConfig, workers: int) ->
         )
 
     async def migrate() -> None:
-        store = create_store(config.database.url)
+        store = create_store(config.database.url, timeout=config.database.timeout)
         await store.open()
         try:
             await store.migrate()  # once, before the workers start
@@ -314,7 +314,7 @@ def _admin_config(args: argparse.Namespace) -> GatewayConfig:
 async def _with_store(
     config: GatewayConfig, action: Callable[[Store, PasswordHasher], Awaitable[None]]
 ) -> None:
-    store = create_store(config.database.url)
+    store = create_store(config.database.url, timeout=config.database.timeout)
     hasher = PasswordHasher(config.passwords)
     await store.open()
     try:
@@ -331,7 +331,7 @@ def _db_init(args: argparse.Namespace) -> int:
 
     async def init() -> int:
         await create_database(config.database.url)
-        store = create_store(config.database.url)
+        store = create_store(config.database.url, timeout=config.database.timeout)
         await store.open()
         try:
             version = await store.migrate()

@@ -62,6 +62,7 @@ RESERVED_PATHS = frozenset(
         "/healthz",
         "/readyz",
         "/metrics",
+        "/openapi.json",
     }
 )
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -125,6 +126,11 @@ class ServerConfig:
     shutdown_timeout: float = 30.0
     # Processes sharing the port (SO_REUSEPORT); `gateway serve --workers N` overrides.
     workers: int = 1
+    # A connection must send a complete request head within this long after it opens or after
+    # its last request; idle keep-alive connections close after it too (slowloris).
+    idle_timeout: float = 30.0
+    # Longest wait for the next piece of a request body (a trickling client gets 408).
+    client_body_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -184,6 +190,8 @@ class CorsConfig:
 class DatabaseConfig:
     # mysql://user:pass@host:port/db or sqlite:///path/file.db
     url: str = "sqlite:///gateway.db"
+    # Longest wait for a connection or a query; then login/refresh/logout answer 503.
+    timeout: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -428,6 +436,10 @@ def _server(node: _Node) -> ServerConfig:
         request_id_header=node.text("request_id_header", d.request_id_header),
         shutdown_timeout=node.duration("shutdown_timeout", d.shutdown_timeout, minimum=0.0),
         workers=node.integer("workers", d.workers, minimum=1, maximum=256),
+        idle_timeout=node.duration("idle_timeout", d.idle_timeout, minimum=0.1),
+        client_body_timeout=node.duration(
+            "client_body_timeout", d.client_body_timeout, minimum=0.1
+        ),
     )
     node.close()
     if not _HEADER_NAME.fullmatch(config.request_id_header):
@@ -524,6 +536,7 @@ def _header_list(
 
 def _database(node: _Node) -> DatabaseConfig:
     url = node.text("url", DatabaseConfig.url)
+    timeout = node.duration("timeout", DatabaseConfig.timeout, minimum=0.1, maximum=120.0)
     node.close()
     parsed = URL(url)
     if parsed.scheme == "sqlite":
@@ -536,7 +549,7 @@ def _database(node: _Node) -> DatabaseConfig:
         node.problem(
             "url", f"must start with mysql:// or sqlite:/// (got {parsed.scheme or 'no scheme'})"
         )
-    return DatabaseConfig(url=url)
+    return DatabaseConfig(url=url, timeout=timeout)
 
 
 def _tokens(node: _Node, ephemeral_key_ok: bool, base_dir: Path) -> TokenConfig | None:

@@ -5,6 +5,7 @@ What is sent and returned is decided by `HeaderPolicy` (see gateway.forward_head
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -22,7 +23,7 @@ from .request_info import STARTED
 from .tokens import Identity
 from .websocket_relay import relay
 
-__all__ = ["PayloadTooLarge", "Proxy"]
+__all__ = ["PayloadTooLarge", "Proxy", "RequestTimeout"]
 
 log = logging.getLogger(__name__)
 _CHUNK = 64 * 1024
@@ -32,23 +33,39 @@ class PayloadTooLarge(GatewayError):
     status = 413
 
 
-class _BodyLimit:
-    """Counts a streamed request body and stops it at the route's limit."""
+class RequestTimeout(GatewayError):
+    status = 408
 
-    def __init__(self, limit: int) -> None:
+
+class _ClientBody:
+    """Streams a request body upstream, stopping it at the route's size limit (413) and when
+    the client stalls for longer than the body timeout (408)."""
+
+    def __init__(self, limit: int, timeout: float) -> None:
         self.limit = limit
-        self.exceeded = False
+        self.timeout = timeout
+        self.failure: GatewayError | None = None
 
-    def error(self) -> PayloadTooLarge:
+    def too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"Request body is larger than {self.limit} bytes")
 
     async def stream(self, request: web.Request) -> AsyncIterator[bytes]:
         received = 0
-        async for chunk in request.content.iter_any():
+        while True:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    chunk = await request.content.readany()
+            except TimeoutError:
+                self.failure = RequestTimeout(
+                    f"The request body stalled for more than {self.timeout:g}s"
+                )
+                raise self.failure from None
+            if not chunk:
+                return
             received += len(chunk)
-            if received > self.limit:
-                self.exceeded = True
-                raise self.error()
+            if self.limit and received > self.limit:
+                self.failure = self.too_large()
+                raise self.failure
             yield chunk
 
 
@@ -74,10 +91,13 @@ class Proxy:
         upstreams: Mapping[str, UpstreamConfig],
         headers: HeaderPolicy,
         metrics: GatewayMetrics | None = None,
+        *,
+        client_body_timeout: float = 30.0,
     ) -> None:
         self._upstreams = dict(upstreams)
         self._headers = headers
         self._metrics = metrics
+        self._client_body_timeout = client_body_timeout
         self._sessions: dict[str, aiohttp.ClientSession] = {}
 
     async def start(self) -> None:
@@ -113,12 +133,10 @@ class Proxy:
         request_id: str,
     ) -> web.StreamResponse:
         upstream = self._upstreams[route.upstream]
-        limit = _BodyLimit(route.max_body_bytes)
+        body = _ClientBody(route.max_body_bytes, self._client_body_timeout)
         if route.max_body_bytes and (request.content_length or 0) > route.max_body_bytes:
-            raise limit.error()
-        data: object = None
-        if request.body_exists:
-            data = limit.stream(request) if route.max_body_bytes else request.content
+            raise body.too_large()
+        data = body.stream(request) if request.body_exists else None
         url = _upstream_url(
             upstream.url, route.upstream_path(path), request.rel_url.raw_query_string
         )
@@ -140,7 +158,7 @@ class Proxy:
                         time.perf_counter() - sent
                     )
                 return await self._relay(request, upstream_response, upstream)
-        except PayloadTooLarge:
+        except (PayloadTooLarge, RequestTimeout):
             raise
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
             raise self._failure(upstream, "connect", BadGateway, "is unreachable") from None
@@ -152,8 +170,8 @@ class Proxy:
                 f"did not answer within {upstream.read_timeout:g}s",
             ) from None
         except aiohttp.ClientError as exc:
-            if limit.exceeded:
-                raise limit.error() from None
+            if body.failure is not None:
+                raise body.failure from None
             log.warning("upstream %s failed: %s", upstream.name, type(exc).__name__)
             raise self._failure(upstream, "protocol", BadGateway, "failed to answer") from None
 

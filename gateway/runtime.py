@@ -58,7 +58,12 @@ class Runtime:
         return cls(
             config=config,
             routes=RouteTable(config.routes, case_sensitive=config.server.case_sensitive_paths),
-            proxy=Proxy(config.upstreams, headers, metrics),
+            proxy=Proxy(
+                config.upstreams,
+                headers,
+                metrics,
+                client_body_timeout=config.server.client_body_timeout,
+            ),
         )
 
 

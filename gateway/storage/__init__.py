@@ -35,11 +35,12 @@ __all__ = [
 ]
 
 
-def create_store(url: str) -> Store:
-    """The store for a `database.url` (validated by the config loader); call open() before use."""
+def create_store(url: str, *, timeout: float = 5.0) -> Store:
+    """The store for a `database.url` (validated by the config loader); call open() before use.
+    `timeout` bounds connecting and every query (MySQL; SQLite is a local file)."""
     if URL(url).scheme == "sqlite":
         return SqliteStore(url)
-    return MySqlStore(url)
+    return MySqlStore(url, timeout=timeout)
 
 
 async def create_database(url: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -101,10 +102,10 @@ async def create_mysql_database(url: str, *, connect_timeout: float = 5.0) -> bo
 class MySqlStore(SqlStore):
     migrations = _MIGRATIONS
 
-    def __init__(self, url: str, *, pool_size: int = 10, connect_timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, timeout: float = 5.0) -> None:
         self._args = _connect_args(url)
         self._pool_size = pool_size
-        self._connect_timeout = connect_timeout
+        self._timeout = timeout
         self._pool: Any = None
 
     async def open(self) -> None:
@@ -116,7 +117,7 @@ class MySqlStore(SqlStore):
                 maxsize=self._pool_size,
                 autocommit=True,
                 charset="utf8mb4",
-                connect_timeout=self._connect_timeout,
+                connect_timeout=self._timeout,
                 pool_recycle=3600,
             )
         except (pymysql.err.MySQLError, OSError) as exc:
@@ -136,28 +137,38 @@ class MySqlStore(SqlStore):
         if self._pool is None:
             raise StorageUnavailable("The database connection is not open")
         try:
-            async with self._pool.acquire() as conn, conn.cursor() as cur:
-                yield cur
+            async with asyncio.timeout(self._timeout):
+                conn = await self._pool.acquire()
+        except (pymysql.err.MySQLError, OSError, TimeoutError) as exc:
+            log.error("database unreachable: %s %s", type(exc).__name__, exc.args[:1])
+            raise StorageUnavailable() from exc
+        try:
+            async with conn.cursor() as cur:
+                yield _TimedCursor(cur, self._timeout)
         except pymysql.err.IntegrityError:
             raise
-        except (TimeoutError, pymysql.err.MySQLError, OSError) as exc:
+        except (pymysql.err.MySQLError, OSError, TimeoutError) as exc:
+            # A failed or timed-out connection is never reused: the pool opens a fresh one.
+            conn.close()
             log.error("database error: %s %s", type(exc).__name__, exc.args[:1])
             raise StorageUnavailable() from exc
+        finally:
+            self._pool.release(conn)
 
     async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         async with self._cursor() as cur:
-            await cur.execute(_placeholders(sql), tuple(params))
+            await cur.execute(_placeholders(sql), params)
             row: Row | None = await cur.fetchone()
             return row
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         async with self._cursor() as cur:
-            await cur.execute(_placeholders(sql), tuple(params))
+            await cur.execute(_placeholders(sql), params)
             return list(await cur.fetchall())
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> tuple[int, int | None]:
         async with self._cursor() as cur:
-            await cur.execute(_placeholders(sql), tuple(params))
+            await cur.execute(_placeholders(sql), params)
             return cur.rowcount, cur.lastrowid
 
     async def insert_unique(self, sql: str, params: Sequence[Any]) -> int | None:
@@ -187,6 +198,33 @@ class MySqlStore(SqlStore):
                 return await self.run_pending(await self.schema_version())
             finally:
                 await lock.execute("SELECT RELEASE_LOCK('gateway_schema_migration')")
+
+
+class _TimedCursor:
+    """A cursor whose statements give up after the store's timeout (a hung server must not
+    hold a request forever)."""
+
+    def __init__(self, cursor: Any, timeout: float) -> None:
+        self._cursor = cursor
+        self._timeout = timeout
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        async with asyncio.timeout(self._timeout):
+            await self._cursor.execute(sql, tuple(params))
+
+    async def fetchone(self) -> Any:
+        return await self._cursor.fetchone()
+
+    async def fetchall(self) -> Any:
+        return await self._cursor.fetchall()
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cursor.rowcount)
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid  # type: ignore[no-any-return]
 
 
 def _placeholders(sql: str) -> str:
