@@ -17,7 +17,14 @@ from typing import Any
 import pytest
 import yaml
 
-from .support import TEST_SECRET, Processes, free_port, raw_get, start_gateway_process
+from .support import (
+    TEST_SECRET,
+    Processes,
+    free_port,
+    raw_get,
+    start_gateway_process,
+    wait_for_port,
+)
 
 
 class FaultyUpstream(socketserver.ThreadingTCPServer):
@@ -101,11 +108,11 @@ EXPECTED = {
 
 
 def test_upstream_faults(tmp_path: Path, processes: Processes, faulty: int) -> None:
-    port = free_port()
+    port, healthy_port = free_port(), free_port()
     healthy = processes.start(
-        "upstream", ["-m", "upstream_demo", "--port", str(free_port())], tmp_path, dict(os.environ)
+        "upstream", ["-m", "upstream_demo", "--port", str(healthy_port)], tmp_path, dict(os.environ)
     )
-    healthy_port = int(healthy.args[-1])  # type: ignore[index]
+    wait_for_port(healthy_port, healthy)
     config: dict[str, Any] = {
         "server": {"port": port},
         "database": {"url": f"sqlite:///{tmp_path / 'gw.db'}"},
