@@ -84,7 +84,7 @@ _SIZE_UNITS = {
 }
 # aiohttp's own parser limits (server handler_args): a header line or count past these gets
 # aiohttp's plain 400 before the gateway sees the request; below them the gateway answers 431.
-PARSER_FIELD_LIMIT = 64 * 1024
+PARSER_FIELD_LIMIT = 128 * 1024
 PARSER_MAX_HEADERS = 256
 _UNSETTABLE_HEADERS = frozenset(
     {
