@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import secrets
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +25,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from yarl import URL
 
-from gateway import GatewayConfig, parse_config
+from gateway import GatewayConfig, create_app, parse_config
+from gateway.access_log import AccessLogger
 from gateway.appkeys import PASSWORDS, STORE
 from gateway.storage import User
 
@@ -298,3 +302,91 @@ def raw_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[
             return resp.status, dict(resp.headers), resp.read()
     except urllib.error.HTTPError as err:
         return err.code, dict(err.headers), err.read()
+
+
+class ThreadedGateway:
+    """A gateway in front of a recording upstream, served from an event loop in its own thread,
+    so synchronous (hypothesis) tests can send it raw requests over sockets. Log records are
+    kept, to check that no secret ever reaches them."""
+
+    def __init__(self, tmp: Path, *, routes: list[dict[str, Any]], **config: Any) -> None:
+        self.upstream = RecordingUpstream()
+        self.upstream_port, self.gateway_port = free_port(), free_port()
+        self.config = make_config(
+            database_url=f"sqlite:///{tmp / 'gateway.db'}",
+            upstream_url=f"http://127.0.0.1:{self.upstream_port}",
+            routes=routes,
+            **config,
+        )
+        self.records: list[logging.LogRecord] = []
+        self._handler = _ListHandler(self.records)
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ThreadedGateway:
+        root = logging.getLogger()
+        self._level = root.level
+        root.setLevel(logging.DEBUG)  # keep every record, access lines included
+        root.addHandler(self._handler)
+        self._thread.start()
+        assert self._ready.wait(15), "the threaded gateway did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=15)
+        self._loop.close()
+        logging.getLogger().removeHandler(self._handler)
+        logging.getLogger().setLevel(self._level)
+
+    def _run(self) -> None:
+        self._loop.run_until_complete(self._serve())
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        gateway = create_app(self.config)
+        runners = []
+        for app, port in ((self.upstream.app, self.upstream_port), (gateway, self.gateway_port)):
+            runner = web.AppRunner(app, access_log_class=AccessLogger)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            runners.append(runner)
+        await gateway[STORE].add_user("guang", await gateway[PASSWORDS].hash("123456"))
+        self._ready.set()
+        await self._stop.wait()
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+    def send(self, request: bytes) -> tuple[int, bytes]:
+        """Send raw bytes; return the status and the whole response."""
+        with socket.create_connection(("127.0.0.1", self.gateway_port), timeout=10) as sock:
+            sock.sendall(request)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        return int(data.split(b" ", 2)[1]), data
+
+    def get(self, target: str, headers: str = "") -> int:
+        return self.send(
+            f"GET {target} HTTP/1.1\r\nHost: gw\r\n{headers}Connection: close\r\n\r\n".encode(
+                "latin-1"
+            )
+        )[0]
+
+    def logged(self) -> str:
+        return "\n".join(
+            record.getMessage() + (str(record.exc_info) if record.exc_info else "")
+            for record in list(self.records)
+        )
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__(logging.DEBUG)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)

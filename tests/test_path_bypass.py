@@ -7,91 +7,32 @@ raw request lines over sockets, so no client library normalizes the path first.
 
 from __future__ import annotations
 
-import asyncio
 import posixpath
-import socket
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
-from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import create_app
-
-from .support import RecordingUpstream, free_port, make_config
+from .support import ThreadedGateway
 
 PROTECTED = ("/bbb", "/private/secret", "/Admin/panel")
 PUBLIC = "/open/file.txt"
 
 
-class Harness:
-    """A gateway in front of a recording upstream, served from its own event loop thread."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.upstream = RecordingUpstream()
-        self.upstream_port, self.gateway_port = free_port(), free_port()
-        self.config = make_config(
-            database_url=f"sqlite:///{tmp / 'gateway.db'}",
-            upstream_url=f"http://127.0.0.1:{self.upstream_port}",
-            routes=[
-                {"path": "/open/**", "upstream": "demo", "auth": "public"},
-                {"path": "/bbb", "upstream": "demo", "auth": "required"},
-                {"path": "/private/**", "upstream": "demo", "auth": "required"},
-                {"path": "/Admin/**", "upstream": "demo", "auth": "required"},
-            ],
-        )
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.stop: asyncio.Event | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        self.loop.run_until_complete(self._serve())
-
-    async def _serve(self) -> None:
-        self.stop = asyncio.Event()
-        runners = []
-        for app, port in (
-            (self.upstream.app, self.upstream_port),
-            (create_app(self.config), self.gateway_port),
-        ):
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", port).start()
-            runners.append(runner)
-        self.ready.set()
-        await self.stop.wait()
-        for runner in reversed(runners):
-            await runner.cleanup()
-
-    def close(self) -> None:
-        assert self.stop is not None
-        self.loop.call_soon_threadsafe(self.stop.set)
-        self.thread.join(timeout=10)
-        self.loop.close()
-
-    def send(self, target: str) -> int:
-        with socket.create_connection(("127.0.0.1", self.gateway_port), timeout=10) as sock:
-            sock.sendall(
-                f"GET {target} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n".encode("latin-1")
-            )
-            data = b""
-            while chunk := sock.recv(65536):
-                data += chunk
-        return int(data.split(b" ", 2)[1])
-
-
 @pytest.fixture(scope="module")
-def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    h = Harness(tmp_path_factory.mktemp("bypass"))
-    h.thread.start()
-    assert h.ready.wait(10)
-    yield h
-    h.close()
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedGateway]:
+    with ThreadedGateway(
+        tmp_path_factory.mktemp("bypass"),
+        routes=[
+            {"path": "/open/**", "upstream": "demo", "auth": "public"},
+            {"path": "/bbb", "upstream": "demo", "auth": "required"},
+            {"path": "/private/**", "upstream": "demo", "auth": "required"},
+            {"path": "/Admin/**", "upstream": "demo", "auth": "required"},
+        ],
+    ) as gateway:
+        yield gateway
 
 
 def as_upstream_sees_it(raw_path: str) -> str:
@@ -154,10 +95,10 @@ def spellings(draw: st.DrawFn, path: str) -> str:
 )
 @given(target=st.sampled_from(PROTECTED).flatmap(spellings))
 def test_no_spelling_of_a_protected_path_gets_through_without_a_token(
-    harness: Harness, target: str
+    harness: ThreadedGateway, target: str
 ) -> None:
     before = len(harness.upstream.seen)
-    status = harness.send(target)
+    status = harness.get(target)
     assert status < 500, (target, status)
     reached = [path for _, path, _ in harness.upstream.seen[before:]]
     for path in reached:
@@ -170,9 +111,9 @@ def test_no_spelling_of_a_protected_path_gets_through_without_a_token(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(target=spellings(PUBLIC))
-def test_spellings_of_a_public_path_arrive_under_it(harness: Harness, target: str) -> None:
+def test_spellings_of_a_public_path_arrive_under_it(harness: ThreadedGateway, target: str) -> None:
     before = len(harness.upstream.seen)
-    status = harness.send(target)
+    status = harness.get(target)
     assert status in (200, 400, 404), (target, status)
     reached = [path for _, path, _ in harness.upstream.seen[before:]]
     if status == 200:
@@ -184,7 +125,7 @@ def test_spellings_of_a_public_path_arrive_under_it(harness: Harness, target: st
         assert reached == []
 
 
-def test_plain_spellings_work(harness: Harness) -> None:
-    assert harness.send(PUBLIC) == 200
-    assert harness.send("/bbb") == 401
-    assert harness.send("/open/%66ile.txt") == 200
+def test_plain_spellings_work(harness: ThreadedGateway) -> None:
+    assert harness.get(PUBLIC) == 200
+    assert harness.get("/bbb") == 401
+    assert harness.get("/open/%66ile.txt") == 200
