@@ -30,6 +30,9 @@ class GatewayError(Exception):
     """An error with a status, a message safe to show the client, and extra headers."""
 
     status: int = 500
+    # True when the rest of the request cannot be trusted to be read (an unread or stalled
+    # body): the connection is closed after the answer.
+    closes_connection: bool = False
 
     def __init__(self, message: str, *, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)

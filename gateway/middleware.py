@@ -24,7 +24,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except GatewayError as exc:
-        return json_error(exc.status, exc.message, exc.headers)
+        response = json_error(exc.status, exc.message, exc.headers)
+        if exc.closes_connection:
+            response.force_close()
+        return response
     except web.HTTPException as exc:
         # aiohttp's own (e.g. a body over client_max_size): same JSON shape as ours.
         if exc.status < 400:

@@ -31,10 +31,12 @@ _CHUNK = 64 * 1024
 
 class PayloadTooLarge(GatewayError):
     status = 413
+    closes_connection = True
 
 
 class RequestTimeout(GatewayError):
     status = 408
+    closes_connection = True
 
 
 class _ClientBody:
