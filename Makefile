@@ -1,5 +1,6 @@
 # `make demo`: install and run the gateway in front of the demo upstream (SQLite, demo user).
-# `make test`: install and run the whole test suite.  `make lint`: ruff + mypy.
+# `make test`: install and run the whole test suite (the browser tests need Debian's chromium
+# and npm; .ci/run installs chromium).  `make lint`: ruff + mypy.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -12,12 +13,17 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps 'httpbin==0.10.4'
 	touch $(STAMP)
+
+# axios from npm, for the classic-client browser test.
+tests/browser/node_modules/.package-lock.json: tests/browser/package-lock.json
+	npm ci --prefix tests/browser --no-audit --no-fund --silent
 
 demo: $(STAMP)
 	$(BIN)/gateway demo
 
-test: $(STAMP)
+test: $(STAMP) tests/browser/node_modules/.package-lock.json
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -23,6 +23,7 @@ from .appkeys import (
     STORE,
     TOKENS,
 )
+from .client_module import CLIENT_MODULE_PATH, client_module_handler
 from .config import PARSER_FIELD_LIMIT, PARSER_MAX_HEADERS, GatewayConfig
 from .edge import EdgePolicy
 from .metrics import GatewayMetrics
@@ -88,6 +89,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/openapi.json", openapi_handler)
+    app.router.add_get(CLIENT_MODULE_PATH, client_module_handler)
     if config.metrics.enabled and not config.metrics.port:
         app.router.add_get("/metrics", metrics.handle)
     # [\s\S]: a decoded newline must reach normalize_path (400), not fall out of routing.

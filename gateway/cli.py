@@ -234,7 +234,8 @@ def _demo(args: argparse.Namespace) -> int:
         async def started() -> None:
             print(
                 f"\nDemo upstream on {upstream.url}, gateway on {base}\n"
-                f"Demo user: guang / 123456\n\n"
+                f"Demo user: guang / 123456\n"
+                f"Open the demo page: {base}/demo\n\n"
                 f"  curl {base}/aaa\n"
                 f"  curl -i {base}/bbb\n"
                 f"  curl -s -X POST {base}/user/login -H 'Content-Type: application/json' \\\n"

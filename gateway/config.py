@@ -31,6 +31,7 @@ __all__ = [
     "PARSER_FIELD_LIMIT",
     "PARSER_MAX_HEADERS",
     "RESERVED_PATHS",
+    "RESERVED_PREFIX",
     "AuthPolicy",
     "CorsConfig",
     "DatabaseConfig",
@@ -65,6 +66,8 @@ RESERVED_PATHS = frozenset(
         "/openapi.json",
     }
 )
+# Everything under this prefix is the gateway's own too (the browser module).
+RESERVED_PREFIX = "/_gateway/"
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -725,7 +728,7 @@ def _routes(
             if path:
                 node.problem("path", f"{path!r}: {exc}")
             continue
-        if path in RESERVED_PATHS:
+        if path in RESERVED_PATHS or (path + "/").startswith(RESERVED_PREFIX):
             node.problem("path", f"{path} is the gateway's own endpoint and cannot be routed")
         if upstream and upstream not in upstreams:
             known = ", ".join(sorted(upstreams)) or "none defined"

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from .appkeys import METRICS, REVOCATIONS, RUNTIME, TOKENS
 from .authn import authenticate, bearer_token, websocket_credentials
-from .config import RESERVED_PATHS, AuthPolicy, RouteConfig
+from .config import RESERVED_PATHS, RESERVED_PREFIX, AuthPolicy, RouteConfig
 from .errors import Forbidden, NotFound, Unauthorized
 from .paths import normalize_path
 from .request_info import REQUEST_ID, ROUTE_NAME, UPSTREAM_NAME, USER_ID
@@ -22,7 +22,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
     # lets this request finish on the config it started with.
     with request.app[RUNTIME].use() as runtime:
         path = normalize_path(request.raw_path.partition("?")[0])
-        if path in RESERVED_PATHS:
+        if path in RESERVED_PATHS or path.startswith(RESERVED_PREFIX):
             # Only a non-canonical spelling (//user/refresh, /user/./login) gets here; it must
             # not be forwarded by a broad route with the token or password it carries.
             raise NotFound(f"The gateway answers {path} only when it is spelled exactly so")

@@ -24,12 +24,23 @@ from .support import (
     Processes,
     make_config,
     mysql_problem,
+    redis_problem,
 )
 
 _MYSQL_PROBLEM = mysql_problem()
+_REDIS_PROBLEM = redis_problem()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _REDIS_PROBLEM is not None:
+        if IN_CI:
+            raise pytest.UsageError(f"CI=true but Redis is unreachable: {_REDIS_PROBLEM}")
+        skip_redis = pytest.mark.skip(
+            reason=f"Redis at 127.0.0.1:6379 unreachable ({_REDIS_PROBLEM})"
+        )
+        for item in items:
+            if "redis" in item.keywords:
+                item.add_marker(skip_redis)
     if _MYSQL_PROBLEM is None:
         return
     if IN_CI:

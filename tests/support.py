@@ -47,6 +47,17 @@ def mysql_args() -> dict[str, Any]:
     }
 
 
+def redis_problem() -> str | None:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=2) as sock:
+            sock.sendall(b"PING\r\n")
+            if not sock.recv(16).startswith(b"+PONG"):
+                return "no PONG"
+    except OSError as exc:
+        return str(exc)
+    return None
+
+
 def mysql_problem() -> str | None:
     try:
         pymysql.connect(**mysql_args(), connect_timeout=3).close()

@@ -73,6 +73,7 @@ def test_shipped_config_reads_the_documented_environment() -> None:
     policies = {r.pattern.text: r.auth for r in config.routes}
     assert policies == {
         "/aaa": AuthPolicy.PUBLIC,
+        "/demo": AuthPolicy.PUBLIC,
         "/echo/**": AuthPolicy.PUBLIC,
         "/bbb": AuthPolicy.REQUIRED,
         "/whoami": AuthPolicy.REQUIRED,

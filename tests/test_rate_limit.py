@@ -36,7 +36,7 @@ async def attempt(gw: Gateway, username: str, password: str, address: str = "") 
     return resp.status, (resp.headers.get("Retry-After"), await resp.json())
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 async def limited(request: pytest.FixtureRequest, start_gateway: GatewayFactory) -> Gateway:
     redis_url = REDIS_URL if request.param == "redis" else ""
     gw: Gateway = await start_gateway(
@@ -144,6 +144,7 @@ async def test_counters_expire_after_the_window(start_gateway: GatewayFactory) -
     assert (await attempt(gw, user, "right-password"))[0] == 200
 
 
+@pytest.mark.redis
 async def test_replicas_share_counters_through_redis(start_gateway: GatewayFactory) -> None:
     trusted = {"trusted_proxies": ["127.0.0.0/8"]}
     first: Gateway = await start_gateway(rate_limits=limits(redis_url=REDIS_URL), server=trusted)

@@ -24,7 +24,7 @@ from .support import (
     wait_for_port,
 )
 
-pytestmark = pytest.mark.mysql
+pytestmark = [pytest.mark.mysql, pytest.mark.redis]
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from importlib import resources
 
 from aiohttp import web
 
@@ -72,6 +73,14 @@ async def websocket_echo(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+_DEMO_PAGE = resources.files("upstream_demo").joinpath("static/demo.html").read_bytes()
+
+
+async def demo_page(request: web.Request) -> web.Response:
+    """The demo screen: log in, call /aaa and /bbb, spoil tokens, watch silent refreshes."""
+    return web.Response(body=_DEMO_PAGE, content_type="text/html", charset="utf-8")
+
+
 def create_upstream_app() -> web.Application:
     # /echo reports the body as it arrived on the wire, compressed or not.
     app = web.Application(handler_args={"auto_decompress": False})
@@ -79,6 +88,7 @@ def create_upstream_app() -> web.Application:
     app.router.add_get("/bbb", bbb)
     app.router.add_get("/whoami", whoami)
     app.router.add_get("/ws", websocket_echo)
+    app.router.add_get("/demo", demo_page)
     app.router.add_route("*", "/echo", echo)
     app.router.add_route("*", "/echo/{tail:.*}", echo)
     return app
