@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 MAX_TOKEN_BYTES: Final = 8192
+VERIFIED_CACHE_SIZE: Final = 10_000
 ACCESS: Final = "access"
 REFRESH: Final = "refresh"
 # Claim naming the token's use, so a refresh token never passes as an access token (or back).
@@ -82,11 +83,22 @@ class TokenPair:
 class TokenService:
     """Signs and verifies access and refresh tokens for one key and one algorithm."""
 
-    def __init__(self, config: TokenConfig, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: TokenConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        cache_size: int = VERIFIED_CACHE_SIZE,
+    ) -> None:
         self._config = config
         self._key = config.key
         self._clock = clock
         self._headers = {"kid": config.key.kid} if config.key.kid else None
+        # Access tokens whose signature and claims were verified, by their exact text: the
+        # signature is checked once per token, not per request. Expiry is still checked on
+        # every use (and revocation by the caller). Oldest entries go first when full.
+        self._verified: dict[str, Identity] = {}
+        self._cache_size = cache_size
 
     @property
     def jwks(self) -> dict[str, Any] | None:
@@ -126,6 +138,18 @@ class TokenService:
 
     def verify_access(self, token: str) -> Identity:
         """Verify an access token or raise Unauthorized (invalid_token)."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            if self._clock() < cached.expires_at + self._config.leeway:
+                return cached
+            del self._verified[token]  # expired: the full check below says so
+        identity = self._verify_access(token)
+        if len(self._verified) >= self._cache_size:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = identity
+        return identity
+
+    def _verify_access(self, token: str) -> Identity:
         claims = self._verify(token, ACCESS, "access")
         username = claims.get("username")
         if not isinstance(username, str):

@@ -264,3 +264,28 @@ def test_algorithm_must_fit_the_key(tmp_path: Path) -> None:
             environ={},
         )
     assert any("holds a key for EdDSA, not RS256" in p for p in info.value.problems)
+
+
+def test_verified_tokens_are_cached_but_still_expire(clock: FakeClock) -> None:
+    tokens = service(clock)
+    token = access_for(tokens, clock)
+    first = tokens.verify_access(token)
+    assert tokens.verify_access(token) is first  # no second signature check
+    clock.advance(1800 + 31)
+    with pytest.raises(Unauthorized, match="Access token expired"):
+        tokens.verify_access(token)
+    with pytest.raises(Unauthorized, match="Access token expired"):
+        tokens.verify_access(token)
+
+
+def test_verified_cache_is_bounded(clock: FakeClock) -> None:
+    config = parse_config(
+        {"tokens": {"secret": TEST_SECRET}, "upstreams": {"u": {"url": "http://127.0.0.1:1"}}},
+        environ={},
+    )
+    tokens = TokenService(config.tokens, clock=clock, cache_size=3)
+    issued = [access_for(tokens, clock) for _ in range(5)]
+    identities = [tokens.verify_access(t) for t in issued]
+    assert tokens.verify_access(issued[-1]) is identities[-1]
+    assert tokens.verify_access(issued[0]) is not identities[0]  # evicted, verified afresh
+    assert tokens.verify_access(issued[0]) == identities[0]
