@@ -27,7 +27,7 @@ from .client_module import CLIENT_MODULE_PATH, client_module_handler
 from .config import PARSER_FIELD_LIMIT, PARSER_MAX_HEADERS, GatewayConfig
 from .edge import EdgePolicy
 from .metrics import GatewayMetrics
-from .middleware import error_middleware
+from .middleware import gateway_middleware
 from .openapi import openapi_handler
 from .passwords import PasswordHasher
 from .rate_limit import LoginLimiter, create_counters
@@ -47,7 +47,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     metrics = GatewayMetrics(config.metrics)
     edge = EdgePolicy(config.server, config.cors)
     app = web.Application(
-        middlewares=[metrics.middleware, error_middleware, edge.middleware],
+        middlewares=[gateway_middleware(edge, metrics)],
         handler_args={
             # A client that goes away cancels its handler, and so the upstream request.
             "handler_cancellation": True,

@@ -219,7 +219,7 @@ class GatewayClient:
         if sent.generation == self._generation:
             await self._refresh(sent.generation)
         elif self._store.load() is None:
-            raise LoginRequired("Logged out")  # the tokens went while this request was out
+            raise LoginRequired("Login required")  # the session ended while this was out
         replay, _, _ = await self._send(method, path, kwargs)
         return replay
 

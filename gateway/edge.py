@@ -7,7 +7,6 @@ import re
 import uuid
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from .config import CorsConfig, ServerConfig
 from .errors import GatewayError
@@ -41,8 +40,9 @@ class EdgePolicy:
         self._allowed_header_names = frozenset(h.lower() for h in cors.allowed_headers)
         self._expose_headers = ", ".join(cors.exposed_headers)
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    def admit(self, request: web.Request) -> web.Response | None:
+        """Before routing: name the request, check its header block; answer a CORS preflight
+        here (returned), or return None to go on to the handler."""
         offered = request.headers.get(self._request_id_header, "")
         request[REQUEST_ID] = offered if _VALID_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
         request[CLIENT] = client_address(
@@ -51,7 +51,7 @@ class EdgePolicy:
         self._check_header_block(request)
         if self._cors.enabled and _is_preflight(request):
             return self._preflight(request)
-        return await handler(request)
+        return None
 
     async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         """Runs for every response, proxied or not, just before its headers are sent."""

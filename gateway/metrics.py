@@ -9,14 +9,13 @@ from __future__ import annotations
 import time
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .config import MetricsConfig
 from .errors import Forbidden
 from .networks import address_in
-from .request_info import ROUTE_NAME, STARTED
+from .request_info import ROUTE_NAME
 
 __all__ = ["GatewayMetrics"]
 
@@ -62,24 +61,22 @@ class GatewayMetrics:
         self.upstream_errors = Counter(
             "gateway_upstream_errors", "Upstream failures", ["upstream", "kind"], registry=r
         )
+        # Bounded: routes x methods x statuses, all from the config and HTTP.
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        started = request[STARTED] = time.perf_counter()
-        self.in_flight.inc()
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        finally:
-            self.in_flight.dec()
-            route = request.get(ROUTE_NAME, "unmatched")
-            self.requests.labels(route, request.method, str(status)).inc()
-            self.duration.labels(route).observe(time.perf_counter() - started)
+    def record(self, request: web.Request, status: int, started: float) -> None:
+        """Count one answered request (label children are looked up once per combination)."""
+        route = request.get(ROUTE_NAME, "unmatched")
+        key = (route, request.method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(route, request.method, str(status)),
+                self.duration.labels(route),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(time.perf_counter() - started)
 
     async def handle(self, request: web.Request) -> web.Response:
         """GET /metrics in the Prometheus text format."""

@@ -174,7 +174,7 @@ export function createGatewayClient({
     if (first.sentToken === null || !replayable(init.body)) return first.response;
     if (!(await tokenRefused(first.response))) return first.response;
     const current = load();
-    if (!current) throw new LoginRequiredError("Logged out");
+    if (!current) throw new LoginRequiredError(); // the session ended while this was out
     if (current.access_token === first.sentToken) await refresh(first.sentToken);
     return (await send(input, { ...init, __replay: true })).response;
   }
@@ -205,7 +205,7 @@ export function createGatewayClient({
         if (!refused) throw error;
         config.__gatewayReplayed = true;
         const current = load();
-        if (!current) throw new LoginRequiredError("Logged out");
+        if (!current) throw new LoginRequiredError();
         if (current.access_token === config.__gatewaySentToken) {
           await refresh(config.__gatewaySentToken);
         }
