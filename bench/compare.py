@@ -396,10 +396,11 @@ def measure(args: argparse.Namespace) -> list[Row]:
         nginx_base = None
         if "nginx" not in missing:
             proxy_body = (
-                f"location / {{ proxy_pass http://127.0.0.1:{fast_port}; "
-                'proxy_http_version 1.1; proxy_set_header Connection ""; }'
+                "location / { proxy_pass http://fast; proxy_http_version 1.1; "
+                'proxy_set_header Connection ""; }'
             )
-            nginx_proc, nginx_port = stack.nginx("nginx-proxy", proxy_body)
+            pool = f"upstream fast {{ server 127.0.0.1:{fast_port}; keepalive 64; }}"
+            nginx_proc, nginx_port = stack.nginx("nginx-proxy", proxy_body, pool)
             nginx_base = f"http://127.0.0.1:{nginx_port}"
 
         plan: list[tuple[str, str, int | None, dict[str, str] | None]] = [

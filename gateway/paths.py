@@ -19,6 +19,8 @@ from .errors import BadRequest
 __all__ = ["MAX_PATH_LENGTH", "normalize_path"]
 
 MAX_PATH_LENGTH = 4096
+# Already canonical: segments of plain characters, none empty, none starting with a dot.
+_CANONICAL = re.compile(r"(?:/[A-Za-z0-9\-_~][A-Za-z0-9\-_~.]{0,255})+/?|/")
 _FORBIDDEN_ESCAPES = re.compile(r"%(?:2f|5c|00)", re.IGNORECASE)
 _VALID_ESCAPES = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
@@ -29,6 +31,8 @@ _SAFE = "-._~!$&'()*+,=:@"
 
 def normalize_path(raw_path: str) -> str:
     """Return the canonical, encoded form of a raw request path, or raise BadRequest."""
+    if len(raw_path) <= MAX_PATH_LENGTH and _CANONICAL.fullmatch(raw_path):
+        return raw_path  # the common case: nothing to decode, resolve or refuse
     if len(raw_path) > MAX_PATH_LENGTH:
         raise BadRequest(f"Request path is longer than {MAX_PATH_LENGTH} characters")
     if not raw_path.startswith("/"):
