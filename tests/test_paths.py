@@ -57,6 +57,7 @@ def test_normalized(raw: str, normalized: str) -> None:
         "relative",
         "*",
         "/" + "a" * MAX_PATH_LENGTH,
+        "/ab" * (MAX_PATH_LENGTH // 3 + 1),  # canonical-looking, but too long
     ],
 )
 def test_refused(raw: str) -> None:
