@@ -45,8 +45,12 @@ class EdgePolicy:
         here (returned), or return None to go on to the handler."""
         offered = request.headers.get(self._request_id_header, "")
         request[REQUEST_ID] = offered if _VALID_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
-        request[CLIENT] = client_address(
-            request.remote, request.headers.getall("X-Forwarded-For", []), self._trusted_proxies
+        request[CLIENT] = (
+            client_address(
+                request.remote, request.headers.getall("X-Forwarded-For", []), self._trusted_proxies
+            )
+            if self._trusted_proxies
+            else request.remote or ""
         )
         self._check_header_block(request)
         if self._cors.enabled and _is_preflight(request):

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 from .config import IpNetwork
 
 __all__ = ["address_in", "client_address"]
 
 
-def address_in(peer: str | None, networks: Iterable[IpNetwork]) -> bool:
+def address_in(peer: str | None, networks: Sequence[IpNetwork]) -> bool:
     """Whether `peer` (an IP address as text) lies in any of `networks`."""
-    if not peer:
-        return False
+    if not peer or not networks:
+        return False  # no parsing on every request when nothing is configured
     try:
         address = ipaddress.ip_address(peer)
     except ValueError:
@@ -21,10 +21,9 @@ def address_in(peer: str | None, networks: Iterable[IpNetwork]) -> bool:
     return any(address in network for network in networks)
 
 
-def client_address(peer: str | None, forwarded_for: list[str], trusted: Iterable[IpNetwork]) -> str:
+def client_address(peer: str | None, forwarded_for: list[str], trusted: Sequence[IpNetwork]) -> str:
     """The client's address: the peer, or behind trusted proxies the nearest address in
     X-Forwarded-For that is not itself a trusted proxy."""
-    trusted = tuple(trusted)
     address = peer or ""
     if not address_in(address, trusted):
         return address
