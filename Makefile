@@ -17,15 +17,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # axios from npm, for the classic-client browser test.
-tests/browser/node_modules/.package-lock.json: tests/browser/package-lock.json
+tests/system/browser/node_modules/.package-lock.json: tests/system/browser/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
-		npm ci --prefix tests/browser --no-audit --no-fund --silent; \
+		npm ci --prefix tests/system/browser --no-audit --no-fund --silent; \
 	else echo "npm not found: the classic-client browser test will be skipped"; fi
 
 demo: $(STAMP)
 	$(BIN)/gateway demo
 
-test: $(STAMP) tests/browser/node_modules/.package-lock.json
+test: $(STAMP) tests/system/browser/node_modules/.package-lock.json
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

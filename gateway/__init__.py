@@ -1,9 +1,9 @@
 """An authentication gateway: logs users in and guards unmodified backends."""
 
 from .app import create_app
+from .auth.tokens import Identity, TokenPair, TokenService
 from .config import GatewayConfig, load_config, parse_config
 from .errors import ConfigError, GatewayError
-from .tokens import Identity, TokenPair, TokenService
 
 __all__ = [
     "ConfigError",

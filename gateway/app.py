@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from . import forwarding, health, user_api
 from .appkeys import (
     BACKGROUND,
     CONFIG,
@@ -23,19 +22,22 @@ from .appkeys import (
     STORE,
     TOKENS,
 )
-from .client_module import CLIENT_MODULE_PATH, client_module_handler
+from .auth import endpoints
+from .auth.passwords import PasswordHasher
+from .auth.rate_limits import LoginLimiter, create_counters
+from .auth.revocation import RevocationView
+from .auth.sessions import SessionService, revocation_window
+from .auth.tokens import TokenService
 from .config import PARSER_FIELD_LIMIT, PARSER_MAX_HEADERS, GatewayConfig
 from .edge import EdgePolicy
-from .metrics import GatewayMetrics
 from .middleware import gateway_middleware
-from .openapi import openapi_handler
-from .passwords import PasswordHasher
-from .rate_limit import LoginLimiter, create_counters
-from .revocation import RevocationView
-from .runtime import Runtime, RuntimeHolder
-from .sessions import SessionService, revocation_window
+from .ops import health
+from .ops.browser_module import CLIENT_MODULE_PATH, client_module_handler
+from .ops.openapi import openapi_handler
+from .proxy import handler
+from .proxy.runtime import Runtime, RuntimeHolder
 from .storage import StorageUnavailable, create_store
-from .tokens import TokenService
+from .telemetry.metrics import GatewayMetrics
 
 __all__ = ["create_app", "create_metrics_app"]
 
@@ -82,10 +84,10 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     app[BACKGROUND] = []
     app.cleanup_ctx.extend([_store, _passwords, _runtime, _limiter, _background])
 
-    app.router.add_route("*", "/user/login", user_api.login)
-    app.router.add_route("*", "/user/refresh", user_api.refresh)
-    app.router.add_route("*", "/user/logout", user_api.logout)
-    app.router.add_get("/.well-known/jwks.json", user_api.jwks)
+    app.router.add_route("*", "/user/login", endpoints.login)
+    app.router.add_route("*", "/user/refresh", endpoints.refresh)
+    app.router.add_route("*", "/user/logout", endpoints.logout)
+    app.router.add_get("/.well-known/jwks.json", endpoints.jwks)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/openapi.json", openapi_handler)
@@ -93,7 +95,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     if config.metrics.enabled and not config.metrics.port:
         app.router.add_get("/metrics", metrics.handle)
     # [\s\S]: a decoded newline must reach normalize_path (400), not fall out of routing.
-    app.router.add_route("*", r"/{tail:[\s\S]*}", forwarding.forward)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", handler.forward)
     return app
 
 

@@ -6,15 +6,15 @@ import asyncio
 
 from aiohttp import web
 
+from .auth.passwords import PasswordHasher
+from .auth.rate_limits import LoginLimiter
+from .auth.revocation import RevocationView
+from .auth.sessions import SessionService
+from .auth.tokens import TokenService
 from .config import GatewayConfig
-from .metrics import GatewayMetrics
-from .passwords import PasswordHasher
-from .rate_limit import LoginLimiter
-from .revocation import RevocationView
-from .runtime import RuntimeHolder
-from .sessions import SessionService
+from .proxy.runtime import RuntimeHolder
 from .storage import Store
-from .tokens import TokenService
+from .telemetry.metrics import GatewayMetrics
 
 __all__ = [
     "BACKGROUND",

@@ -11,7 +11,7 @@ from aiohttp import web
 from .config import CorsConfig, ServerConfig
 from .errors import GatewayError
 from .networks import client_address
-from .request_info import CLIENT, REQUEST_ID
+from .request_keys import CLIENT, REQUEST_ID
 
 __all__ = ["EdgePolicy"]
 

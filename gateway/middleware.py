@@ -10,9 +10,9 @@ from aiohttp.typedefs import Handler, Middleware
 
 from .edge import EdgePolicy
 from .errors import GatewayError, error_body
-from .log_safety import loggable_path
-from .metrics import GatewayMetrics
-from .request_info import STARTED
+from .request_keys import STARTED
+from .telemetry.metrics import GatewayMetrics
+from .telemetry.redaction import loggable_path
 
 __all__ = ["error_response", "gateway_middleware", "json_error"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-from .config import IpNetwork
+__all__ = ["IpNetwork", "address_in", "client_address"]
 
-__all__ = ["address_in", "client_address"]
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def address_in(peer: str | None, networks: Sequence[IpNetwork]) -> bool:

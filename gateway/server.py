@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from .access_log import AccessLogger
+from .telemetry.access_log import AccessLogger
 
 __all__ = ["Site", "run", "serve_until_stopped", "supervise_workers"]
 

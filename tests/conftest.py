@@ -11,21 +11,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from gateway import create_app
+from tests.support.gateways import FakeClock, Gateway, GatewayFactory, make_config
+from tests.support.processes import REPO, Processes
+from tests.support.services import IN_CI, MYSQL_URL, MySqlDatabase, mysql_problem, redis_problem
 from upstream_demo import create_upstream_app
-
-from .support import (
-    IN_CI,
-    MYSQL_URL,
-    REPO,
-    FakeClock,
-    Gateway,
-    GatewayFactory,
-    MySqlDatabase,
-    Processes,
-    make_config,
-    mysql_problem,
-    redis_problem,
-)
 
 _MYSQL_PROBLEM = mysql_problem()
 _REDIS_PROBLEM = redis_problem()

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..config.names import USERNAME_RULE, is_valid_username
 from ..errors import ServiceUnavailable
-from ..names import USERNAME_RULE, is_valid_username
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -1,0 +1,199 @@
+"""Sessions (token families): login, refresh-token rotation with reuse detection, logout.
+
+A refresh token is accepted only while it is its session's head (`current_jti`); each refresh
+swaps the head atomically. The immediately previous head is accepted again within a short grace
+window and answered with the current head, so honest races keep one valid head. Any other old
+token is reuse: the session is revoked and the event logged (RFC 9700 §4.14).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+from ..config import GatewayConfig, SessionConfig, TokenConfig
+from ..errors import Unauthorized
+from ..storage import Session, Store, User
+from .revocation import RevocationView
+from .tokens import TokenPair, TokenService
+
+__all__ = [
+    "BAD_CREDENTIALS",
+    "Refreshed",
+    "SessionService",
+    "prune_sessions",
+    "revocation_window",
+]
+
+# One answer for an unknown user, a wrong password and a user disabled mid-login.
+BAD_CREDENTIALS = "Invalid username or password"
+
+log = logging.getLogger(__name__)
+security_log = logging.getLogger("gateway.security")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Refreshed:
+    pair: TokenPair
+    user_id: int
+    # "rotated": a new head; "grace": the previous head re-presented within the window.
+    outcome: str
+
+
+def revocation_window(tokens: TokenConfig, sessions: SessionConfig) -> float:
+    """How long a revoked session must stay known: until its last access token has expired."""
+    return tokens.access_ttl + tokens.leeway + sessions.revocation_poll
+
+
+async def prune_sessions(store: Store, config: GatewayConfig, now: float) -> int:
+    """Delete sessions no token can use any more."""
+    return await store.prune_sessions(
+        revoked_before=now - revocation_window(config.tokens, config.sessions),
+        expired_before=now - config.tokens.leeway,
+    )
+
+
+class SessionService:
+    """Starts, rotates and ends sessions; the only code that writes session rows."""
+
+    def __init__(
+        self,
+        store: Store,
+        tokens: TokenService,
+        revocations: RevocationView,
+        config: GatewayConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._tokens = tokens
+        self._revocations = revocations
+        self._refresh_ttl = config.tokens.refresh_ttl
+        self._max_lifetime = config.sessions.max_lifetime
+        self._grace = config.sessions.reuse_grace
+        self._config = config
+        self._clock = clock
+
+    async def prune(self) -> int:
+        return await prune_sessions(self._store, self._config, self._clock())
+
+    async def login(self, user: User) -> TokenPair:
+        now = self._clock()
+        expires_at = now + self._max_lifetime
+        session = Session(
+            id=uuid.uuid4().hex,
+            user_id=user.id,
+            created_at=now,
+            last_used_at=now,
+            expires_at=expires_at,
+            refresh_issued_at=int(now),
+            refresh_expires_at=int(min(now + self._refresh_ttl, expires_at)),
+            current_jti=uuid.uuid4().hex,
+        )
+        if not await self._store.create_session(session, password_hash=user.password_hash):
+            raise Unauthorized(BAD_CREDENTIALS, token_presented=False, reason="credentials")
+        log.info("login user_id=%d session_id=%s", user.id, session.id)
+        return self._pair(user, session)
+
+    async def refresh(self, refresh_token: str) -> Refreshed:
+        grant = self._tokens.verify_refresh(refresh_token)
+        # Two passes at most: a refresh that loses the race for the head re-reads once.
+        for _ in range(2):
+            session, user = await self._load(grant.session_id, grant.user_id)
+            now = self._clock()
+            if grant.token_id == session.current_jti:
+                new_jti = uuid.uuid4().hex
+                refresh_expires_at = int(min(now + self._refresh_ttl, session.expires_at))
+                if await self._store.rotate_session(
+                    session.id,
+                    user_id=user.id,
+                    presented_jti=grant.token_id,
+                    new_jti=new_jti,
+                    now=now,
+                    refresh_expires_at=refresh_expires_at,
+                ):
+                    rotated = dataclasses.replace(
+                        session,
+                        current_jti=new_jti,
+                        refresh_issued_at=int(now),
+                        refresh_expires_at=refresh_expires_at,
+                    )
+                    return Refreshed(self._pair(user, rotated), user.id, "rotated")
+                continue
+            if self._within_grace(session, grant.token_id, now):
+                return Refreshed(self._pair(user, session), user.id, "grace")
+            break
+        await self._revoke(session.id, "refresh token reuse")
+        security_log.warning(
+            "refresh token reuse detected: session revoked user_id=%d session_id=%s",
+            session.user_id,
+            session.id,
+        )
+        raise Unauthorized(
+            "Refresh token was already used; the session has been revoked",
+            token_presented=True,
+            reason="reuse_detected",
+        )
+
+    async def logout(self, session_id: str) -> None:
+        """End a session (idempotent: unknown and revoked sessions are fine)."""
+        if await self._revoke(session_id, "logout"):
+            log.info("logout session_id=%s", session_id)
+
+    async def _load(self, session_id: str, user_id: int) -> tuple[Session, User]:
+        found = await self._store.get_session_with_user(session_id)
+        if found is None or found[0].user_id != user_id:
+            raise Unauthorized(
+                "Unknown session; log in again", token_presented=True, reason="unknown_session"
+            )
+        session, user = found
+        if session.revoked_at is not None:
+            raise Unauthorized(
+                "Session has been revoked; log in again", token_presented=True, reason="revoked"
+            )
+        if session.expires_at <= self._clock():
+            raise Unauthorized(
+                "Session has expired; log in again", token_presented=True, reason="session_expired"
+            )
+        if user is None or user.disabled:
+            await self._revoke(session.id, "user disabled")
+            raise Unauthorized(
+                "User no longer exists or is disabled",
+                token_presented=True,
+                reason="user_disabled",
+            )
+        return session, user
+
+    def _within_grace(self, session: Session, jti: str, now: float) -> bool:
+        return (
+            self._grace > 0
+            and jti == session.previous_jti
+            and session.rotated_at is not None
+            and now - session.rotated_at <= self._grace
+        )
+
+    async def _revoke(self, session_id: str, reason: str) -> bool:
+        revoked = await self._store.revoke_session(session_id, reason=reason, now=self._clock())
+        self._revocations.add(session_id)
+        return revoked
+
+    def _pair(self, user: User, session: Session) -> TokenPair:
+        access, expires_in = self._tokens.access_token(
+            user_id=user.id,
+            username=user.username,
+            session_id=session.id,
+            not_after=session.expires_at,
+            roles=user.roles,
+        )
+        refresh = self._tokens.refresh_token(
+            user_id=user.id,
+            session_id=session.id,
+            jti=session.current_jti,
+            issued_at=session.refresh_issued_at,
+            expires_at=session.refresh_expires_at,
+        )
+        now = int(self._clock())
+        return TokenPair(access, refresh, expires_in, max(0, session.refresh_expires_at - now))

@@ -1,0 +1,273 @@
+"""The OpenAPI document for the gateway's own endpoints, served at /openapi.json.
+
+Proxied routes belong to their upstreams and are not described here. schemathesis checks the
+live gateway against this document in CI (tests/test_openapi.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..request_keys import ROUTE_NAME
+
+__all__ = ["OPENAPI", "openapi_handler"]
+
+
+def _error(description: str, *headers: str) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    if headers:
+        response["headers"] = {h: {"$ref": f"#/components/headers/{h}"} for h in headers}
+    return response
+
+
+_COMMON_ERRORS = {
+    "405": _error("Wrong method", "Allow"),
+    "431": _error("Request header block too large"),
+}
+_BODY_ERRORS = {
+    "400": _error("The body is not a JSON object with the required string fields"),
+    "415": _error("The body has a Content-Encoding"),
+}
+_TOKENS = {
+    "description": "A token pair",
+    "headers": {"Cache-Control": {"schema": {"type": "string", "enum": ["no-store"]}}},
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TokenPair"}}},
+}
+_UNAVAILABLE = _error("The database is unavailable; retry later", "Retry-After")
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "auth-gateway",
+        "version": "1",
+        "description": "The gateway's own endpoints. Every other path is a configured route.",
+    },
+    "paths": {
+        "/user/login": {
+            "post": {
+                "summary": "Log in with a user name and password",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Credentials"}}
+                    },
+                },
+                "responses": {
+                    "200": _TOKENS,
+                    **_BODY_ERRORS,
+                    "401": _error("Unknown user or wrong password", "WWW-Authenticate"),
+                    "429": _error("Too many failed logins", "Retry-After"),
+                    "503": _UNAVAILABLE,
+                    **_COMMON_ERRORS,
+                },
+            }
+        },
+        "/user/refresh": {
+            "get": {
+                "summary": "Trade a refresh token for a new pair (the classic clients' form)",
+                "parameters": [
+                    {
+                        "name": "refresh_token",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "string", "minLength": 1},
+                    }
+                ],
+                "responses": {
+                    "200": _TOKENS,
+                    "400": _error("No refresh_token, or more than one"),
+                    "401": _error("Invalid, expired, reused or revoked", "WWW-Authenticate"),
+                    "503": _UNAVAILABLE,
+                    **_COMMON_ERRORS,
+                },
+            },
+            "post": {
+                "summary": "Trade a refresh token for a new pair",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/RefreshRequest"}
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _TOKENS,
+                    **_BODY_ERRORS,
+                    "401": _error("Invalid, expired, reused or revoked", "WWW-Authenticate"),
+                    "503": _UNAVAILABLE,
+                    **_COMMON_ERRORS,
+                },
+            },
+        },
+        "/user/logout": {
+            "post": {
+                "summary": "End a session (success also for unknown or already ended tokens)",
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/RefreshRequest"}
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "The session is over",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Message"}}
+                        },
+                    },
+                    **_BODY_ERRORS,
+                    "503": _UNAVAILABLE,
+                    **_COMMON_ERRORS,
+                },
+            }
+        },
+        "/.well-known/jwks.json": {
+            "get": {
+                "summary": "Public signing keys (RS256/ES256/EdDSA deployments)",
+                "responses": {
+                    "200": {
+                        "description": "A JWK set",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Jwks"}}
+                        },
+                    },
+                    "404": _error("Tokens are signed with a shared secret: no public keys"),
+                    **_COMMON_ERRORS,
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "summary": "Liveness",
+                "responses": {
+                    "200": {
+                        "description": "The process is alive",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Status"}}
+                        },
+                    },
+                    **_COMMON_ERRORS,
+                },
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: config loaded and database reachable",
+                "responses": {
+                    "200": {
+                        "description": "Ready",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Ready"}}
+                        },
+                    },
+                    "503": {
+                        "description": "Not ready",
+                        "headers": {"Retry-After": {"$ref": "#/components/headers/Retry-After"}},
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Ready"}}
+                        },
+                    },
+                    **_COMMON_ERRORS,
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (when served on the gateway's port)",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "403": _error("Not from an allowed network"),
+                    "404": _error("Metrics are served on their own port"),
+                    **_COMMON_ERRORS,
+                },
+            }
+        },
+    },
+    "components": {
+        "headers": {
+            "Allow": {"schema": {"type": "string"}},
+            "Retry-After": {"schema": {"type": "string", "pattern": "^[0-9]+$"}},
+            "WWW-Authenticate": {"schema": {"type": "string", "pattern": "^Bearer "}},
+        },
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["statusCode", "message", "error"],
+                "properties": {
+                    "statusCode": {"type": "integer", "minimum": 400, "maximum": 599},
+                    "message": {"type": "string"},
+                    "error": {"type": "string"},
+                },
+            },
+            "Credentials": {
+                "type": "object",
+                "required": ["username", "password"],
+                "properties": {
+                    "username": {"type": "string", "minLength": 1, "maxLength": 256},
+                    "password": {"type": "string", "minLength": 1, "maxLength": 1024},
+                },
+            },
+            "RefreshRequest": {
+                "type": "object",
+                "required": ["refresh_token"],
+                "properties": {"refresh_token": {"type": "string", "minLength": 1}},
+            },
+            "TokenPair": {
+                "type": "object",
+                "required": [
+                    "access_token",
+                    "refresh_token",
+                    "token_type",
+                    "expires_in",
+                    "refresh_expires_in",
+                ],
+                "properties": {
+                    "access_token": {"type": "string"},
+                    "refresh_token": {"type": "string"},
+                    "token_type": {"type": "string", "enum": ["Bearer"]},
+                    "expires_in": {"type": "integer", "minimum": 0},
+                    "refresh_expires_in": {"type": "integer", "minimum": 0},
+                },
+            },
+            "Message": {
+                "type": "object",
+                "required": ["message"],
+                "properties": {"message": {"type": "string"}},
+            },
+            "Status": {
+                "type": "object",
+                "required": ["status"],
+                "properties": {"status": {"type": "string"}},
+            },
+            "Ready": {
+                "type": "object",
+                "required": ["status", "checks"],
+                "properties": {
+                    "status": {"type": "string", "enum": ["ready", "unavailable"]},
+                    "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+                },
+            },
+            "Jwks": {
+                "type": "object",
+                "required": ["keys"],
+                "properties": {"keys": {"type": "array", "items": {"type": "object"}}},
+            },
+        },
+    },
+}
+
+
+async def openapi_handler(request: web.Request) -> web.Response:
+    request[ROUTE_NAME] = "openapi"
+    return web.json_response(OPENAPI)

@@ -1,0 +1,119 @@
+"""The reloadable part of the gateway: route table and upstream pools for one config.
+
+On SIGHUP a new Runtime is built from the re-read config and swapped in: new requests use it at
+once; requests already running finish on the old one, whose upstream pools are closed when the
+last of them is done (or after the drain timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from ..config import GatewayConfig, load_config
+from ..errors import ConfigError
+from ..telemetry.metrics import GatewayMetrics
+from .headers import HeaderPolicy
+from .routes import RouteTable
+from .upstream import Proxy
+
+__all__ = ["Runtime", "RuntimeHolder"]
+
+log = logging.getLogger(__name__)
+# A reload applies `routes` and `upstreams`. A change to these needs a restart and is logged
+# (`tokens` too, but signing keys do not compare, so that one is only documented).
+NEEDS_RESTART = (
+    "server",
+    "database",
+    "sessions",
+    "passwords",
+    "cors",
+    "identity_headers",
+    "metrics",
+    "rate_limits",
+    "logging",
+)
+
+
+@dataclass(eq=False)
+class Runtime:
+    config: GatewayConfig
+    routes: RouteTable
+    proxy: Proxy
+    in_flight: int = 0
+    retired: bool = False
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    def build(cls, config: GatewayConfig, metrics: GatewayMetrics | None) -> Runtime:
+        headers = HeaderPolicy(
+            config.identity_headers,
+            config.server.trusted_proxies,
+            request_id_header=config.server.request_id_header,
+            gateway_owns_cors=config.cors.enabled,
+        )
+        return cls(
+            config=config,
+            routes=RouteTable(config.routes, case_sensitive=config.server.case_sensitive_paths),
+            proxy=Proxy(
+                config.upstreams,
+                headers,
+                metrics,
+                client_body_timeout=config.server.client_body_timeout,
+            ),
+        )
+
+
+class RuntimeHolder:
+    """Holds the current Runtime and counts the requests using each one."""
+
+    def __init__(self, runtime: Runtime, metrics: GatewayMetrics | None) -> None:
+        self.current = runtime
+        self._metrics = metrics
+
+    @contextlib.contextmanager
+    def use(self) -> Iterator[Runtime]:
+        runtime = self.current
+        runtime.in_flight += 1
+        try:
+            yield runtime
+        finally:
+            runtime.in_flight -= 1
+            if runtime.retired and runtime.in_flight == 0:
+                runtime.drained.set()
+
+    async def reload(self, path: str, *, drain_timeout: float) -> bool:
+        """Re-read the config file and swap in its routes and upstreams; keep the old ones
+        (and say why) when the file is invalid."""
+        old = self.current
+        try:
+            config = await asyncio.to_thread(load_config, path)
+        except ConfigError as exc:
+            log.error(
+                "config reload refused, keeping the running config: %s", "; ".join(exc.problems)
+            )
+            return False
+        for section in NEEDS_RESTART:
+            if getattr(config, section) != getattr(old.config, section):
+                log.warning("config reload: '%s' changed; restart the gateway to apply it", section)
+        new = Runtime.build(config, self._metrics)
+        await new.proxy.start()
+        self.current = new
+        log.info(
+            "config reloaded: %d routes, %d upstreams", len(config.routes), len(config.upstreams)
+        )
+        await self._retire(old, drain_timeout)
+        return True
+
+    async def close(self) -> None:
+        await self.current.proxy.close()
+
+    async def _retire(self, old: Runtime, drain_timeout: float) -> None:
+        old.retired = True
+        if old.in_flight:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(old.drained.wait(), drain_timeout)
+        await old.proxy.close()

@@ -1,0 +1,178 @@
+"""Brute-force protection: failed logins are limited per user and address, in process or in Redis,
+before any password hashing."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+import uuid
+from typing import Any
+
+import pytest
+
+from gateway.appkeys import PASSWORDS
+from tests.support.gateways import Gateway, GatewayFactory
+from tests.support.processes import free_port
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def limits(**overrides: Any) -> dict[str, Any]:
+    return {
+        "window": "15m",
+        "per_user_and_address": 3,
+        "per_user": 6,
+        "per_address": 8,
+        **overrides,
+    }
+
+
+async def attempt(gw: Gateway, username: str, password: str, address: str = "") -> tuple[int, Any]:
+    headers = {"X-Forwarded-For": address} if address else {}
+    resp = await gw.client.post(
+        "/user/login", json={"username": username, "password": password}, headers=headers
+    )
+    return resp.status, (resp.headers.get("Retry-After"), await resp.json())
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def limited(request: pytest.FixtureRequest, start_gateway: GatewayFactory) -> Gateway:
+    redis_url = REDIS_URL if request.param == "redis" else ""
+    gw: Gateway = await start_gateway(
+        rate_limits=limits(redis_url=redis_url),
+        server={"trusted_proxies": ["127.0.0.0/8"]},  # lets tests speak from several addresses
+    )
+    return gw
+
+
+def name() -> str:
+    return f"u{uuid.uuid4().hex[:12]}"  # fresh counters in a shared Redis
+
+
+def address() -> str:
+    """A fresh client address (sent as X-Forwarded-For by a trusted proxy): counters in Redis
+    outlive a test, so no two tests may share one."""
+    return str(ipaddress.IPv4Address("198.18.0.0") + random.randrange(2**17))
+
+
+async def test_failures_per_user_and_address_are_limited(limited: Gateway) -> None:
+    attacker = address()
+    owner = address()
+    user = name()
+    await limited.add_user(user, "right-password")
+    for _ in range(3):
+        assert (await attempt(limited, user, "wrong", attacker))[0] == 401
+    status, (retry_after, body) = await attempt(limited, user, "right-password", attacker)
+    assert status == 429
+    assert body == {
+        "statusCode": 429,
+        "error": "Too Many Requests",
+        "message": f"Too many failed logins; try again in {retry_after} seconds",
+    }
+    assert 800 < int(retry_after) <= 900
+    # The user's own address is not locked out by someone else's failures.
+    assert (await attempt(limited, user, "right-password", owner))[0] == 200
+
+
+async def test_limited_attempts_are_refused_before_hashing(limited: Gateway) -> None:
+    attacker = address()
+    user = name()
+    await limited.add_user(user, "right-password")
+    for _ in range(3):
+        await attempt(limited, user, "wrong", attacker)
+    passwords = limited.app[PASSWORDS]
+    hashed: list[str] = []
+    real_verify, real_dummy = passwords.verify, passwords.verify_dummy
+
+    async def counting_verify(password_hash: str, password: str) -> bool:
+        hashed.append(password)
+        return await real_verify(password_hash, password)
+
+    async def counting_dummy(password: str) -> None:
+        hashed.append(password)
+        await real_dummy(password)
+
+    passwords.verify = counting_verify  # type: ignore[method-assign]
+    passwords.verify_dummy = counting_dummy  # type: ignore[method-assign]
+    for _ in range(5):
+        assert (await attempt(limited, user, "guess", attacker))[0] == 429
+    assert hashed == []
+
+
+async def test_success_resets_the_user_counter(limited: Gateway) -> None:
+    client = address()
+    user = name()
+    await limited.add_user(user, "right-password")
+    for _ in range(2):
+        await attempt(limited, user, "wrong", client)
+    assert (await attempt(limited, user, "right-password", client))[0] == 200
+    for _ in range(2):  # two more failures are allowed again
+        assert (await attempt(limited, user, "wrong", client))[0] == 401
+
+
+async def test_guessing_one_user_from_many_addresses(limited: Gateway) -> None:
+    known = address()
+    stranger = address()
+    user = name()
+    await limited.add_user(user, "right-password")
+    assert (await attempt(limited, user, "right-password", known))[0] == 200  # known
+    for _ in range(6):
+        assert (await attempt(limited, user, "wrong", address()))[0] == 401
+    assert (await attempt(limited, user, "wrong", stranger))[0] == 429
+    # An address that logged in as this user recently is not locked out by the attack.
+    assert (await attempt(limited, user, "right-password", known))[0] == 200
+
+
+async def test_spraying_many_users_from_one_address(limited: Gateway) -> None:
+    sprayer = address()
+    other = address()
+    for _ in range(8):
+        assert (await attempt(limited, name(), "123456", other))[0] == 401
+    assert (await attempt(limited, name(), "123456", other))[0] == 429
+    assert (await attempt(limited, name(), "123456", sprayer))[0] == 401
+
+
+async def test_counters_expire_after_the_window(start_gateway: GatewayFactory) -> None:
+    gw: Gateway = await start_gateway(rate_limits=limits(window="1s"))
+    user = name()
+    await gw.add_user(user, "right-password")
+    for _ in range(3):
+        await attempt(gw, user, "wrong")
+    assert (await attempt(gw, user, "right-password"))[0] == 429
+    await asyncio.sleep(1.2)
+    assert (await attempt(gw, user, "right-password"))[0] == 200
+
+
+@pytest.mark.redis
+async def test_replicas_share_counters_through_redis(start_gateway: GatewayFactory) -> None:
+    trusted = {"trusted_proxies": ["127.0.0.0/8"]}
+    first: Gateway = await start_gateway(rate_limits=limits(redis_url=REDIS_URL), server=trusted)
+    second: Gateway = await start_gateway(rate_limits=limits(redis_url=REDIS_URL), server=trusted)
+    user, client = name(), address()
+    await first.add_user(user, "right-password")
+    assert (await attempt(first, user, "wrong", client))[0] == 401
+    assert (await attempt(second, user, "wrong", client))[0] == 401
+    assert (await attempt(first, user, "wrong", client))[0] == 401
+    assert (await attempt(second, user, "right-password", client))[0] == 429
+
+
+async def test_redis_outage_fails_open(start_gateway: GatewayFactory) -> None:
+    gw: Gateway = await start_gateway(
+        rate_limits=limits(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    )
+    user = name()
+    await gw.add_user(user, "right-password")
+    for _ in range(5):
+        assert (await attempt(gw, user, "wrong"))[0] == 401
+    assert (await attempt(gw, user, "right-password"))[0] == 200
+
+
+async def test_limits_can_be_switched_off(start_gateway: GatewayFactory) -> None:
+    gw: Gateway = await start_gateway(
+        rate_limits=limits(per_user_and_address=0, per_user=0, per_address=0)
+    )
+    user = name()
+    await gw.add_user(user, "right-password")
+    for _ in range(12):
+        assert (await attempt(gw, user, "wrong"))[0] == 401

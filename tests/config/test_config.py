@@ -1,0 +1,267 @@
+"""Configuration: interpolation, durations, typed parsing, and every problem reported at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import AuthPolicy, load_config, parse_config, parse_duration
+from gateway.errors import ConfigError
+from tests.support.gateways import TEST_SECRET
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def minimal(**overrides: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "tokens": {"secret": TEST_SECRET},
+        "upstreams": {"demo": {"url": "http://127.0.0.1:3000"}},
+        "routes": [{"path": "/aaa", "upstream": "demo", "auth": "public"}],
+    }
+    raw.update(overrides)
+    return raw
+
+
+def problems_of(raw: Any, environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, environ=environ or {}, source="c.yaml")
+    return info.value.problems
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("30m", 1800),
+        ("7d", 604800),
+        ("15s", 15),
+        ("1h30m", 5400),
+        ("500ms", 0.5),
+        ("45", 45),
+        (12, 12),
+        ("2.5s", 2.5),
+    ],
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "5 minutes", "-1s", "1w", True, [1]])
+def test_bad_durations(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_shipped_config_reads_the_documented_environment() -> None:
+    env = {
+        "GATEWAY_HOST": "0.0.0.0",
+        "GATEWAY_PORT": "9000",
+        "DATABASE_URL": "mysql://gw:pw@db:3306/gateway",
+        "JWT_SECRET": TEST_SECRET,
+        "UPSTREAM_URL": "http://upstream:3000",
+        "ACCESS_TOKEN_TTL": "15m",
+        "REFRESH_TOKEN_TTL": "1d",
+    }
+    config = load_config(REPO / "config.yaml", environ=env)
+    assert (config.server.host, config.server.port) == ("0.0.0.0", 9000)
+    assert config.database.url == "mysql://gw:pw@db:3306/gateway"
+    assert str(config.upstreams["demo"].url) == "http://upstream:3000"
+    assert (config.tokens.access_ttl, config.tokens.refresh_ttl) == (900, 86400)
+    assert config.tokens.key.algorithm == "HS256"
+    policies = {r.pattern.text: r.auth for r in config.routes}
+    assert policies == {
+        "/aaa": AuthPolicy.PUBLIC,
+        "/demo": AuthPolicy.PUBLIC,
+        "/echo/**": AuthPolicy.PUBLIC,
+        "/bbb": AuthPolicy.REQUIRED,
+        "/whoami": AuthPolicy.REQUIRED,
+        "/ws": AuthPolicy.REQUIRED,
+    }
+
+
+def test_shipped_config_defaults() -> None:
+    config = load_config(REPO / "config.yaml", environ={"JWT_SECRET": TEST_SECRET})
+    assert (config.server.host, config.server.port) == ("127.0.0.1", 8080)
+    assert config.database.url.startswith("sqlite:///")
+    assert (config.tokens.access_ttl, config.tokens.refresh_ttl) == (1800, 7 * 86400)
+    assert config.tokens.leeway == 30
+
+
+def test_shipped_config_without_a_secret_is_refused_unless_demo() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(REPO / "config.yaml", environ={})
+    assert any("tokens.secret: no signing key: set JWT_SECRET" in p for p in info.value.problems)
+    demo = load_config(REPO / "config.yaml", environ={}, ephemeral_key_ok=True)
+    assert demo.tokens.ephemeral
+
+
+def test_environment_values_cannot_inject_yaml_structure() -> None:
+    env = {"VALUE": "x\nroutes: []", "JWT": TEST_SECRET}
+    config = parse_config(minimal(tokens={"secret": "${JWT}", "issuer": "${VALUE}"}), environ=env)
+    assert config.tokens.issuer == "x\nroutes: []"
+    assert len(config.routes) == 1
+
+
+def test_unset_variable_without_default_is_named() -> None:
+    problems = problems_of(minimal(tokens={"secret": "${NOPE}"}))
+    assert "c.yaml: tokens.secret: environment variable NOPE is not set" in problems[0]
+
+
+def test_short_secret_is_refused() -> None:
+    problems = problems_of(minimal(tokens={"secret": "short"}))
+    expected = (
+        "c.yaml: tokens.secret: is 5 bytes; use at least 32 random bytes "
+        "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+    )
+    assert problems == [expected]
+
+
+def test_every_problem_is_reported_at_once_with_its_path() -> None:
+    raw = minimal(
+        server={"port": "eighty", "colour": "blue"},
+        database={"url": "postgres://x"},
+        tokens={"secret": TEST_SECRET, "access_ttl": "soon"},
+        upstreams={"demo": {"url": "ftp://x"}},
+        routes=[
+            {"path": "aaa", "upstream": "demo", "auth": "public"},
+            {"path": "/b", "upstream": "nope", "auth": "public"},
+            {"path": "/c", "upstream": "demo", "auth": "maybe"},
+            {"path": "/d", "upstream": "demo", "auth": "public", "methods": ["FETCH"]},
+            {"path": "/e", "upstream": "demo"},
+            "not a mapping",
+        ],
+    )
+    problems = problems_of(raw)
+    expected = [
+        "server.port: expected a whole number, got 'eighty'",
+        "server.colour: unknown key",
+        "database.url: must start with mysql:// or sqlite:///",
+        "tokens.access_ttl: 'soon' is not a duration",
+        "upstreams.demo.url: 'ftp://x' is not an http:// or https:// URL",
+        "routes[0].path: 'aaa': must start with '/'",
+        "routes[1].upstream: unknown upstream 'nope' (known: demo)",
+        "routes[2].auth: 'maybe' must be one of: public, required",
+        "routes[3].methods[0]: 'FETCH' is not one of",
+        "routes[4].auth: is required",
+        "routes[5]: each route must be a mapping",
+    ]
+    for fragment in expected:
+        assert any(fragment in p for p in problems), (fragment, problems)
+    assert all(p.startswith("c.yaml: ") for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("routes", "fragment"),
+    [
+        (
+            [
+                {"path": "/a", "upstream": "demo", "auth": "public"},
+                {"path": "/a", "upstream": "demo", "auth": "required"},
+            ],
+            "routes[1].path: /a duplicates routes[0] for the same methods",
+        ),
+        (
+            [
+                {"path": "/a/*", "upstream": "demo", "auth": "public"},
+                {"path": "/*/b", "upstream": "demo", "auth": "required"},
+            ],
+            None,  # different specificity: /a/* wins on the first segment, not ambiguous
+        ),
+        (
+            [
+                {"path": "/x/a*", "upstream": "demo", "auth": "public", "methods": ["GET"]},
+                {"path": "/x/*a", "upstream": "demo", "auth": "required", "methods": ["POST"]},
+            ],
+            "can match the same path with equal specificity",
+        ),
+        (
+            [
+                {"path": "/a/*.js", "upstream": "demo", "auth": "public"},
+                {"path": "/a/abc*", "upstream": "demo", "auth": "required"},
+            ],
+            "can match the same path with equal specificity",
+        ),
+        (
+            [
+                {"path": "/a", "upstream": "demo", "auth": "public", "name": "n"},
+                {"path": "/b", "upstream": "demo", "auth": "public", "name": "n"},
+            ],
+            "routes[1].name: 'n' is already used by routes[0]",
+        ),
+        (
+            [{"path": "/user/login", "upstream": "demo", "auth": "public"}],
+            "is the gateway's own endpoint",
+        ),
+        ([{"path": "/a/**/b", "upstream": "demo", "auth": "public"}], "only as the last segment"),
+        ([{"path": "/a//b", "upstream": "demo", "auth": "public"}], "empty segment"),
+        ([{"path": "/a/../b", "upstream": "demo", "auth": "public"}], "dot segments"),
+        ([{"path": "/a%2fb", "upstream": "demo", "auth": "public"}], "has characters outside"),
+    ],
+)
+def test_route_conflicts_and_bad_patterns(routes: list[Any], fragment: str | None) -> None:
+    raw = minimal(routes=routes)
+    if fragment is None:
+        assert len(parse_config(raw, environ={}).routes) == 2
+        return
+    problems = problems_of(raw)
+    assert any(fragment in p for p in problems), problems
+
+
+def test_same_path_with_disjoint_methods_is_allowed() -> None:
+    config = parse_config(
+        minimal(
+            routes=[
+                {"path": "/a", "upstream": "demo", "auth": "public", "methods": ["GET"]},
+                {"path": "/a", "upstream": "demo", "auth": "required", "methods": ["POST"]},
+            ]
+        ),
+        environ={},
+    )
+    assert [r.methods for r in config.routes] == [frozenset({"GET", "HEAD"}), frozenset({"POST"})]
+
+
+@pytest.mark.parametrize(
+    ("headers", "fragment"),
+    [
+        ({"user_id": "Authorization"}, "a header the gateway must not overwrite"),
+        ({"user_id": "X Bad"}, "is not a valid header name"),
+        ({"user_id": "X-Same", "username": "x_same"}, "must be different headers"),
+    ],
+)
+def test_bad_identity_header_names(headers: dict[str, str], fragment: str) -> None:
+    problems = problems_of(minimal(identity_headers=headers))
+    assert any(fragment in p for p in problems), problems
+
+
+def test_two_key_sources_are_refused(tmp_path: Path) -> None:
+    problems = problems_of(
+        minimal(tokens={"secret": TEST_SECRET, "private_key_file": str(tmp_path / "k.pem")})
+    )
+    assert any("set only one of secret, secret_file, private_key_file" in p for p in problems)
+
+
+def test_secret_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text(TEST_SECRET + "\n")
+    config = parse_config(minimal(tokens={"secret_file": "secret"}), environ={}, base_dir=tmp_path)
+    assert config.tokens.key.signing_key == TEST_SECRET.encode()
+
+
+def test_unreadable_and_invalid_files_are_reported(tmp_path: Path) -> None:
+    assert "cannot read" in problems_of(minimal(tokens={"secret_file": str(tmp_path / "no")}))[0]
+    (tmp_path / "bad.yaml").write_text("routes: [unclosed")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "bad.yaml")
+    assert "not valid YAML" in info.value.problems[0]
+    with pytest.raises(ConfigError) as missing:
+        load_config(tmp_path / "missing.yaml")
+    assert "cannot read the config file" in missing.value.problems[0]
+
+
+def test_top_level_must_be_a_mapping() -> None:
+    assert problems_of(["a"]) == ["c.yaml: the top level must be a mapping of sections"]
+
+
+def test_no_upstreams_is_an_error() -> None:
+    problems = problems_of(minimal(upstreams={}, routes=[]))
+    assert any("define at least one upstream" in p for p in problems)

@@ -1,0 +1,468 @@
+"""What reaches the upstream, and what comes back: headers, bodies, paths, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import io
+import os
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import jwt
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory, random_secret
+from tests.support.upstreams import RecordingUpstream
+from tests.support.wire import raw_http
+
+Headers = list[list[str]]
+
+
+def header_values(echoed: dict[str, Any], name: str) -> list[str]:
+    return [v for k, v in echoed["headers"] if k.lower() == name.lower()]
+
+
+async def bearer(gateway: Gateway) -> dict[str, str]:
+    pair = await gateway.login()
+    return {"Authorization": f"Bearer {pair['access_token']}"}
+
+
+@pytest.fixture
+async def recording(aiohttp_server: Callable[..., Any]) -> tuple[RecordingUpstream, TestServer]:
+    upstream = RecordingUpstream()
+    server: TestServer = await aiohttp_server(upstream.app)
+    return upstream, server
+
+
+@pytest.fixture
+async def guarded(
+    start_gateway: GatewayFactory, recording: tuple[RecordingUpstream, TestServer]
+) -> tuple[Gateway, RecordingUpstream]:
+    """A gateway in front of a recording upstream, to prove what never reaches it."""
+    upstream, server = recording
+    gw: Gateway = await start_gateway(
+        upstream_url=str(server.make_url("/")),
+        routes=[
+            {"path": "/open/**", "upstream": "demo", "auth": "public"},
+            {"path": "/bbb", "upstream": "demo", "auth": "required", "methods": ["GET"]},
+            {"path": "/private/**", "upstream": "demo", "auth": "required"},
+        ],
+    )
+    await gw.add_user()
+    return gw, upstream
+
+
+FORGED_SPELLINGS = [
+    ("X-User-Id", "666"),
+    ("x-user-id", "666"),
+    ("X-USER-ID", "666"),
+    ("X_User_Id", "666"),
+    ("x_user_name", "mallory"),
+    ("X-User-Name", "mallory"),
+]
+
+
+async def test_forged_identity_headers_never_reach_a_public_route(gateway: Gateway) -> None:
+    resp = await gateway.client.get("/echo/x", headers=FORGED_SPELLINGS)
+    echoed = await resp.json()
+    names = {k.lower().replace("_", "-") for k, _ in echoed["headers"]}
+    assert "x-user-id" not in names and "x-user-name" not in names
+
+
+async def test_protected_route_sees_exactly_the_gateways_identity(gateway: Gateway) -> None:
+    headers = [*FORGED_SPELLINGS, *(await bearer(gateway)).items()]
+    resp = await gateway.client.get("/whoami", headers=headers)
+    body = await resp.json()
+    assert body["identity_headers"] == {
+        "x-user-id": ["1"],
+        "x-user-name": ["guang"],
+        "x-user-roles": [""],
+    }
+
+
+async def test_configured_identity_header_names_are_used_and_stripped(
+    start_gateway: GatewayFactory,
+) -> None:
+    gw: Gateway = await start_gateway(
+        identity_headers={"user_id": "X-Auth-Sub", "username": "X-Auth-Login"},
+        routes=[
+            {"path": "/echo/open/**", "upstream": "demo", "auth": "public"},
+            {"path": "/echo/closed/**", "upstream": "demo", "auth": "required"},
+        ],
+    )
+    await gw.add_user()
+    forged = [("x-auth-sub", "666"), ("X_AUTH_LOGIN", "mallory"), ("X-Auth-Sub", "7")]
+    public = await (await gw.client.get("/echo/open/x", headers=forged)).json()
+    assert not any(k.lower().replace("_", "-").startswith("x-auth-") for k, _ in public["headers"])
+    auth = await bearer(gw)
+    closed = await (await gw.client.get("/echo/closed/x", headers=[*forged, *auth.items()])).json()
+    assert header_values(closed, "X-Auth-Sub") == ["1"]
+    assert header_values(closed, "X-Auth-Login") == ["guang"]
+    assert header_values(closed, "X_AUTH_LOGIN") == []
+
+
+async def test_authorization_is_not_forwarded_unless_the_route_asks(
+    start_gateway: GatewayFactory,
+) -> None:
+    gw: Gateway = await start_gateway(
+        routes=[
+            {"path": "/echo/plain/**", "upstream": "demo", "auth": "required"},
+            {
+                "path": "/echo/keep/**",
+                "upstream": "demo",
+                "auth": "required",
+                "forward_authorization": True,
+            },
+        ]
+    )
+    await gw.add_user()
+    auth = await bearer(gw)
+    plain = await (await gw.client.get("/echo/plain/x", headers=auth)).json()
+    kept = await (await gw.client.get("/echo/keep/x", headers=auth)).json()
+    assert header_values(plain, "Authorization") == []
+    assert header_values(kept, "Authorization") == [auth["Authorization"]]
+    assert header_values(plain, "X-User-Id") == ["1"]
+
+
+async def test_method_query_and_body_arrive_unchanged(gateway: Gateway) -> None:
+    body = os.urandom(3 * 1024 * 1024 + 17)
+    resp = await gateway.client.put(
+        "/echo/upload?b=2&a=1&a=%20x",
+        data=io.BytesIO(body),
+        headers={"Content-Type": "application/x-thing", "Content-Length": str(len(body))},
+    )
+    echoed = await resp.json()
+    assert echoed["method"] == "PUT"
+    assert echoed["path"] == "/echo/upload"
+    assert echoed["query"] == "b=2&a=1&a=%20x"
+    assert echoed["body_length"] == len(body)
+    assert echoed["body_sha256"] == hashlib.sha256(body).hexdigest()
+    assert header_values(echoed, "Content-Type") == ["application/x-thing"]
+    assert header_values(echoed, "Content-Length") == [str(len(body))]
+
+
+async def test_chunked_request_body_streams_through(gateway: Gateway) -> None:
+    chunks = [os.urandom(100_000) for _ in range(20)]
+
+    async def produce() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+
+    resp = await gateway.client.post("/echo/stream", data=produce())
+    echoed = await resp.json()
+    assert echoed["body_length"] == sum(map(len, chunks))
+    assert echoed["body_sha256"] == hashlib.sha256(b"".join(chunks)).hexdigest()
+
+
+async def test_hop_by_hop_and_proxy_headers_are_dropped(gateway: Gateway) -> None:
+    resp = await gateway.client.get(
+        "/echo/x",
+        headers={
+            "Connection": "keep-alive, X-Secret-Hop",
+            "X-Secret-Hop": "1",
+            "Keep-Alive": "timeout=5",
+            "Proxy-Authorization": "Basic Zm9vOmJhcg==",
+            "Proxy-Foo": "1",
+            "TE": "trailers",
+            "Upgrade": "h2c",
+            "Forwarded": "for=6.6.6.6",
+            "X-Real-IP": "6.6.6.6",
+            "X-Kept": "yes",
+        },
+    )
+    echoed = await resp.json()
+    names = {k.lower() for k, _ in echoed["headers"]}
+    for dropped in (
+        "x-secret-hop",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-foo",
+        "te",
+        "upgrade",
+        "forwarded",
+        "x-real-ip",
+    ):
+        assert dropped not in names
+    assert header_values(echoed, "X-Kept") == ["yes"]
+
+
+async def test_connection_header_cannot_drop_gateway_headers(gateway: Gateway) -> None:
+    headers = {
+        "Connection": "X-User-Id, X-Forwarded-For, X-User-Name, Content-Length",
+        **(await bearer(gateway)),
+    }
+    echoed = await (await gateway.client.post("/echo/x", data=b"abc", headers=headers)).json()
+    assert echoed["body_length"] == 3
+    assert header_values(echoed, "X-Forwarded-For") == ["127.0.0.1"]
+    who = await (await gateway.client.get("/whoami", headers=headers)).json()
+    assert who["user_id"] == "1"
+
+
+async def test_forwarded_headers_replace_an_untrusted_clients_values(gateway: Gateway) -> None:
+    echoed = await (
+        await gateway.client.get(
+            "/echo/x",
+            headers={
+                "X-Forwarded-For": "6.6.6.6",
+                "X-Forwarded-Proto": "https",
+                "X-Forwarded-Host": "evil.example",
+            },
+        )
+    ).json()
+    assert header_values(echoed, "X-Forwarded-For") == ["127.0.0.1"]
+    assert header_values(echoed, "X-Forwarded-Proto") == ["http"]
+    host = header_values(echoed, "X-Forwarded-Host")
+    assert len(host) == 1 and host[0].startswith("127.0.0.1:")
+
+
+async def test_forwarded_headers_extend_a_trusted_proxys_values(
+    start_gateway: GatewayFactory,
+) -> None:
+    gw: Gateway = await start_gateway(server={"trusted_proxies": ["127.0.0.0/8"]})
+    echoed = await (
+        await gw.client.get(
+            "/echo/x",
+            headers={
+                "X-Forwarded-For": "203.0.113.9",
+                "X-Forwarded-Proto": "https",
+                "X-Forwarded-Host": "app.example",
+            },
+        )
+    ).json()
+    assert header_values(echoed, "X-Forwarded-For") == ["203.0.113.9, 127.0.0.1"]
+    assert header_values(echoed, "X-Forwarded-Proto") == ["https"]
+    assert header_values(echoed, "X-Forwarded-Host") == ["app.example"]
+
+
+async def test_host_is_the_upstreams_own(gateway: Gateway, upstream: TestServer) -> None:
+    echoed = await (await gateway.client.get("/echo/x", headers={"Host": "evil.example"})).json()
+    assert header_values(echoed, "Host") == [f"{upstream.host}:{upstream.port}"]
+
+
+@pytest.mark.parametrize(
+    ("authorization", "message"),
+    [
+        ("Basic Z3Vhbmc6MTIzNDU2", "Authorization must use the Bearer scheme"),
+        ("Bearer", "Authorization must be 'Bearer <token>'"),
+        ("Bearer ", "Authorization must be 'Bearer <token>'"),
+        ("Bearer a b", "Authorization must be 'Bearer <token>'"),
+        ("Token abc", "Authorization must use the Bearer scheme"),
+        ("Bearer not-a-jwt", "Invalid access token"),
+    ],
+)
+async def test_bad_authorization_headers_are_401(
+    guarded: tuple[Gateway, RecordingUpstream], authorization: str, message: str
+) -> None:
+    gw, upstream = guarded
+    resp = await gw.client.get("/bbb", headers={"Authorization": authorization})
+    assert resp.status == 401
+    assert (await resp.json())["message"] == message
+    assert upstream.seen == []
+
+
+async def test_two_authorization_headers_are_refused(
+    guarded: tuple[Gateway, RecordingUpstream],
+) -> None:
+    gw, upstream = guarded
+    good = (await bearer(gw))["Authorization"]
+    resp = await gw.client.get("/bbb", headers=[("Authorization", good), ("Authorization", good)])
+    assert resp.status == 401
+    assert upstream.seen == []
+
+
+@pytest.mark.parametrize("forge", ["other-secret", "alg-none", "no-type", "wrong-audience"])
+async def test_forged_tokens_are_refused(
+    guarded: tuple[Gateway, RecordingUpstream], forge: str
+) -> None:
+    gw, upstream = guarded
+    now = int(gw.clock())
+    claims = {
+        "sub": "1",
+        "username": "guang",
+        "token_use": "access",
+        "iss": "auth-gateway",
+        "aud": "auth-gateway",
+        "iat": now,
+        "exp": now + 600,
+        "jti": "x",
+    }
+    if forge == "other-secret":
+        token = jwt.encode(claims, random_secret(), algorithm="HS256")
+    elif forge == "alg-none":
+        token = jwt.encode(claims, "", algorithm="none")
+    elif forge == "no-type":
+        del claims["token_use"]
+        token = jwt.encode(claims, TEST_SECRET, algorithm="HS256")
+    else:
+        token = jwt.encode({**claims, "aud": "someone-else"}, TEST_SECRET, algorithm="HS256")
+    resp = await gw.client.get("/bbb", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status == 401
+    assert 'error="invalid_token"' in resp.headers["WWW-Authenticate"]
+    assert upstream.seen == []
+
+
+async def test_nothing_unauthenticated_reaches_a_protected_upstream(
+    guarded: tuple[Gateway, RecordingUpstream],
+) -> None:
+    gw, upstream = guarded
+    for path in ("/bbb", "/private", "/private/", "/private/deep/x?y=1"):
+        assert (await gw.client.get(path)).status == 401
+    assert (await gw.client.get("/nowhere")).status == 404
+    assert (await gw.client.post("/bbb")).status == 405
+    assert upstream.seen == []
+    assert (await gw.client.get("/open/ok")).status == 200
+    assert upstream.paths() == ["/open/ok"]
+
+
+async def test_unmatched_route_is_404_json(gateway: Gateway) -> None:
+    resp = await gateway.client.get("/nope")
+    assert resp.status == 404
+    assert await resp.json() == {
+        "statusCode": 404,
+        "message": "No route for /nope",
+        "error": "Not Found",
+    }
+
+
+async def test_wrong_method_is_405_with_allow(gateway: Gateway) -> None:
+    resp = await gateway.client.delete("/aaa")
+    assert resp.status == 405
+    assert resp.headers["Allow"] == "GET, HEAD"
+    assert (await resp.json())["statusCode"] == 405
+
+
+@pytest.mark.parametrize(
+    ("target", "status", "reached"),
+    [
+        ("/open/a/../b", 200, "/open/b"),
+        ("//open//a", 200, "/open/a"),
+        ("/open/./a/.", 200, "/open/a/"),
+        ("/open/%61%62", 200, "/open/ab"),
+        ("/open/a%20b", 200, "/open/a%20b"),
+        ("/open/../bbb", 401, None),
+        ("/open/%2e%2e/bbb", 401, None),
+        ("/open/%2E%2e/private/x", 401, None),
+        ("/open%2fbbb", 400, None),
+        ("/open/a%5c..%5cbbb", 400, None),
+        ("/open/a%00", 400, None),
+        ("/open/a;jsessionid=1", 400, None),
+        ("/open/..;/bbb", 400, None),
+        ("/../bbb", 400, None),
+        ("/open/%zz", 400, None),
+        ("/open/%ff", 400, None),
+        ("/BBB", 404, None),
+        ("/bbb/", 404, None),
+    ],
+)
+async def test_path_spellings_route_on_what_is_forwarded(
+    guarded: tuple[Gateway, RecordingUpstream], target: str, status: int, reached: str | None
+) -> None:
+    gw, upstream = guarded
+    server = gw.client.server
+    got, body = await raw_http(str(server.host), int(server.port or 0), target)
+    assert got == status, body
+    assert upstream.paths() == ([reached] if reached else [])
+
+
+async def test_upstream_status_headers_and_redirects_pass_through(
+    start_gateway: GatewayFactory, aiohttp_server: Callable[..., Any]
+) -> None:
+    payload = gzip.compress(b"hello " * 1000)
+
+    async def created(request: web.Request) -> web.Response:
+        resp = web.Response(status=201, body=b"made", headers={"X-Custom": "1", "Location": "/x"})
+        resp.set_cookie("a", "1")
+        resp.set_cookie("b", "2")
+        return resp
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/elsewhere")
+
+    async def compressed(request: web.Request) -> web.Response:
+        return web.Response(
+            body=payload, headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"}
+        )
+
+    app = web.Application()
+    app.router.add_post("/up/created", created)
+    app.router.add_get("/up/redirect", redirect)
+    app.router.add_get("/up/gz", compressed)
+    server = await aiohttp_server(app)
+    gw: Gateway = await start_gateway(
+        upstream_url=str(server.make_url("/")),
+        routes=[{"path": "/up/**", "upstream": "demo", "auth": "public"}],
+    )
+    made = await gw.client.post("/up/created")
+    assert made.status == 201
+    assert made.headers["X-Custom"] == "1"
+    assert len(made.headers.getall("Set-Cookie")) == 2
+    assert await made.read() == b"made"
+
+    moved = await gw.client.get("/up/redirect", allow_redirects=False)
+    assert moved.status == 302
+    assert moved.headers["Location"] == "/elsewhere"
+
+    gz = await gw.client.get("/up/gz", auto_decompress=False)
+    assert gz.headers["Content-Encoding"] == "gzip"
+    assert gz.headers["Content-Length"] == str(len(payload))
+    assert await gz.read() == payload
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def test_upstream_down_is_502(start_gateway: GatewayFactory) -> None:
+    gw: Gateway = await start_gateway(upstream_url=f"http://127.0.0.1:{closed_port()}")
+    resp = await gw.client.get("/aaa")
+    assert resp.status == 502
+    assert await resp.json() == {
+        "statusCode": 502,
+        "message": "Upstream 'demo' is unreachable",
+        "error": "Bad Gateway",
+    }
+
+
+async def test_slow_upstream_is_504(
+    start_gateway: GatewayFactory, aiohttp_server: Callable[..., Any]
+) -> None:
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.Response(text="late")
+
+    app = web.Application()
+    app.router.add_get("/aaa", slow)
+    server = await aiohttp_server(app)
+    gw: Gateway = await start_gateway(
+        upstream_url=str(server.make_url("/")), upstream={"timeout": "200ms"}
+    )
+    resp = await gw.client.get("/aaa")
+    assert resp.status == 504
+    body = await resp.json()
+    assert body == {
+        "statusCode": 504,
+        "message": "Upstream 'demo' did not answer within 0.2s",
+        "error": "Gateway Timeout",
+    }
+
+
+async def test_one_upstream_down_leaves_others_working(
+    start_gateway: GatewayFactory,
+) -> None:
+    gw: Gateway = await start_gateway(
+        extra_upstreams={"dead": {"url": f"http://127.0.0.1:{closed_port()}"}},
+        routes=[
+            {"path": "/aaa", "upstream": "demo", "auth": "public"},
+            {"path": "/dead/**", "upstream": "dead", "auth": "public"},
+        ],
+    )
+    assert (await gw.client.get("/dead/x")).status == 502
+    assert (await gw.client.get("/aaa")).status == 200

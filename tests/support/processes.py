@@ -1,0 +1,92 @@
+"""Real processes: free ports, waiting for a listener, the `gateway` command, logs to files."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited early with code {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listened on {port} within {timeout}s")
+
+
+class Processes:
+    """Background processes whose output goes to files; all stopped at the end of the test."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.running: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def start(
+        self, name: str, args: list[str], cwd: Path, env: dict[str, str]
+    ) -> subprocess.Popen[bytes]:
+        log = self.directory / f"{name}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, *args], cwd=cwd, env=env, stdout=out, stderr=out
+            )
+        self.running.append((proc, log))
+        return proc
+
+    def output(self, proc: subprocess.Popen[bytes]) -> str:
+        return next(log for p, log in self.running if p is proc).read_text()
+
+    def stop_all(self) -> None:
+        for proc, _ in self.running:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def env_for(database_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "GATEWAY_"))}
+    env.update({"DATABASE_URL": database_url, **extra})
+    return env
+
+
+def run_gateway(
+    workdir: Path, env: dict[str, str], *args: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        cwd=workdir,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def start_gateway_process(
+    processes: Processes, workdir: Path, env: dict[str, str], *args: str, name: str = "gateway"
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`gateway serve` as a real process on env's GATEWAY_PORT; returns it and its base URL."""
+    proc = processes.start(name, ["-m", "gateway", "serve", *args], workdir, env)
+    port = int(env["GATEWAY_PORT"])
+    wait_for_port(port, proc, timeout=30)
+    return proc, f"http://127.0.0.1:{port}"

@@ -1,0 +1,56 @@
+"""Talking HTTP at the byte level or without a client library's help."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+
+async def raw_http(
+    host: str, port: int, request_target: str, *, method: str = "GET", headers: str = ""
+) -> tuple[int, bytes]:
+    """Send a request line as written (no client-side normalization); return status and body."""
+
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(
+            f"{method} {request_target} HTTP/1.1\r\nHost: {host}:{port}\r\n{headers}"
+            "Connection: close\r\n\r\n".encode("latin-1")
+        )
+        await writer.drain()
+        response = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def http(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - http to localhost
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+            raw = resp.read()
+            status = resp.status
+    except urllib.error.HTTPError as err:
+        raw, status = err.read(), err.code
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode()
+
+
+def raw_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """A GET that returns status, headers and body without raising on 4xx/5xx."""
+    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - localhost
+    try:
+        with urllib.request.urlopen(request, timeout=15) as resp:  # noqa: S310
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()

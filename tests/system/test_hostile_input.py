@@ -1,0 +1,308 @@
+"""Inputs meant to break things: each gets a clear 4xx, nothing reaches where it should not."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jwt
+import pytest
+
+from gateway.appkeys import PASSWORDS, STORE
+from gateway.storage import Session
+from gateway.telemetry.redaction import ParseErrorRedactor
+from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory
+from tests.support.upstreams import RecordingUpstream
+from tests.support.wire import raw_http
+
+
+@pytest.fixture
+async def recorded(
+    start_gateway: GatewayFactory, aiohttp_server: Callable[..., Any]
+) -> tuple[Gateway, RecordingUpstream]:
+    upstream = RecordingUpstream()
+    server = await aiohttp_server(upstream.app)
+    gw: Gateway = await start_gateway(
+        upstream_url=str(server.make_url("/")),
+        routes=[
+            {"path": "/**", "upstream": "demo", "auth": "public"},
+            {"path": "/bbb", "upstream": "demo", "auth": "required"},
+        ],
+    )
+    await gw.add_user()
+    return gw, upstream
+
+
+async def test_compressed_request_bodies_are_forwarded_as_sent(gateway: Gateway) -> None:
+    compressed = gzip.compress(b'{"amount": 100}' * 50)
+    resp = await gateway.client.post(
+        "/echo/upload", data=compressed, headers={"Content-Encoding": "gzip"}
+    )
+    echoed = await resp.json()
+    assert echoed["body_length"] == len(compressed)
+    encodings = [v for k, v in echoed["headers"] if k.lower() == "content-encoding"]
+    assert encodings == ["gzip"]
+
+
+async def test_json_endpoints_refuse_encoded_bodies(gateway: Gateway) -> None:
+    for body in (gzip.compress(b'{"username": "guang", "password": "123456"}'), b"abc"):
+        resp = await gateway.client.post(
+            "/user/login", data=body, headers={"Content-Encoding": "gzip"}
+        )
+        assert resp.status == 415
+        assert (await resp.json())["message"].startswith("Content-Encoding gzip is not accepted")
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (
+            b'{"username": "guang", "password": "\\ud800"}',
+            400,
+            "'password' is not valid Unicode text",
+        ),
+        (b"[" * 5000, 400, "Request body is nested too deeply"),
+        (b'{"refresh_token": "\\ud800"}', 400, "'refresh_token' is not valid Unicode text"),
+    ],
+)
+async def test_bodies_that_used_to_crash(
+    gateway: Gateway, body: bytes, status: int, message: str
+) -> None:
+    path = "/user/refresh" if b"refresh_token" in body else "/user/login"
+    resp = await gateway.client.post(path, data=body, headers={"Content-Type": "application/json"})
+    assert (resp.status, (await resp.json())["message"]) == (status, message)
+
+
+async def test_non_ascii_tokens_are_401(recorded: tuple[Gateway, RecordingUpstream]) -> None:
+    gw, upstream = recorded
+    server = gw.client.server
+    host, port = str(server.host), int(server.port or 0)
+    status, _ = await raw_http(host, port, "/bbb", headers="Authorization: Bearer abc\xff\r\n")
+    assert status == 401
+    status, _ = await raw_http(
+        host,
+        port,
+        "/user/logout",
+        method="POST",
+        headers="Authorization: Bearer abc\xff\r\nContent-Length: 0\r\n",
+    )
+    assert status == 200
+    assert upstream.seen == []
+
+
+async def test_tokens_with_infinite_expiry_are_refused(
+    recorded: tuple[Gateway, RecordingUpstream],
+) -> None:
+    gw, upstream = recorded
+    claims = {
+        "sub": "1",
+        "username": "guang",
+        "sid": "0" * 32,
+        "token_use": "access",
+        "iss": "auth-gateway",
+        "aud": "auth-gateway",
+        "iat": 0,
+        "exp": float("inf"),
+        "jti": "x",
+    }
+    token = jwt.encode(claims, TEST_SECRET, algorithm="HS256")
+    resp = await gw.client.get("/bbb", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status == 401
+    assert upstream.seen == []
+
+
+async def test_control_characters_in_the_path_are_400(
+    recorded: tuple[Gateway, RecordingUpstream],
+) -> None:
+    gw, upstream = recorded
+    server = gw.client.server
+    forged = "/x%0a2026-11-27 WARNING gateway.security: forged".replace(" ", "%20")
+    status, body = await raw_http(str(server.host), int(server.port or 0), forged)
+    assert status == 400
+    assert b'"statusCode": 400' in body
+    assert upstream.seen == []
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["//user/refresh?refresh_token=secret", "/user/./login", "/user/x/../logout", "/user//refresh"],
+)
+async def test_odd_spellings_of_own_endpoints_are_not_forwarded(
+    recorded: tuple[Gateway, RecordingUpstream], target: str
+) -> None:
+    gw, upstream = recorded
+    server = gw.client.server
+    status, _ = await raw_http(
+        str(server.host),
+        int(server.port or 0),
+        target,
+        method="POST",
+        headers="Content-Length: 0\r\n",
+    )
+    assert status == 404
+    assert upstream.seen == []
+
+
+async def test_routing_and_method_override_headers_never_reach_upstreams(gateway: Gateway) -> None:
+    sent = {
+        "X-Original-URL": "/bbb",
+        "X-Rewrite-URL": "/bbb",
+        "X-HTTP-Method-Override": "DELETE",
+        "X-Forwarded-Port": "443",
+        "X-Forwarded-Prefix": "/admin",
+        "X-Forwarded-Ssl": "on",
+    }
+    echoed = await (await gateway.client.get("/echo/x", headers=sent)).json()
+    names = {k.lower() for k, _ in echoed["headers"]}
+    assert names.isdisjoint(k.lower() for k in sent)
+
+
+async def test_upstream_cannot_strip_content_length_through_connection(
+    start_gateway: GatewayFactory,
+) -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 5\r\n"
+            b"Content-Type: text/plain\r\n\r\nhello"
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        gw: Gateway = await start_gateway(
+            upstream_url=f"http://127.0.0.1:{port}",
+            routes=[{"path": "/raw", "upstream": "demo", "auth": "public"}],
+        )
+        resp = await gw.client.get("/raw")
+        assert resp.headers["Content-Length"] == "5"
+        assert await resp.read() == b"hello"
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def unresponsive_port() -> Iterator[int]:
+    """A port whose accept queue is full: connecting hangs until the connect timeout."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(8):
+        filler = socket.socket()
+        filler.setblocking(False)
+        try:
+            filler.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(filler)
+    yield port
+    for sock in (*fillers, listener):
+        sock.close()
+
+
+async def test_connect_timeout_is_502(
+    start_gateway: GatewayFactory, unresponsive_port: int
+) -> None:
+    gw: Gateway = await start_gateway(
+        upstream_url=f"http://127.0.0.1:{unresponsive_port}",
+        upstream={"connect_timeout": "300ms"},
+    )
+    resp = await gw.client.get("/aaa")
+    assert resp.status == 502
+    assert (await resp.json())["message"] == "Upstream 'demo' is unreachable"
+
+
+async def test_logout_with_an_expired_access_token_ends_the_session(gateway: Gateway) -> None:
+    pair = await gateway.login()
+    gateway.clock.advance(3600)  # the access token expired long ago; the session lives on
+    resp = await gateway.client.post(
+        "/user/logout", headers={"Authorization": f"Bearer {pair['access_token']}"}
+    )
+    assert resp.status == 200
+    refresh = await gateway.client.post(
+        "/user/refresh", json={"refresh_token": pair["refresh_token"]}
+    )
+    assert refresh.status == 401
+
+
+async def test_session_is_not_created_for_a_password_changed_during_login(
+    gateway: Gateway,
+) -> None:
+    store = gateway.app[STORE]
+    user = await store.get_user_by_name("guang")
+    assert user is not None
+    session = Session(
+        id="a" * 32,
+        user_id=user.id,
+        created_at=0,
+        last_used_at=0,
+        expires_at=9e9,
+        refresh_issued_at=0,
+        refresh_expires_at=2**31,
+        current_jti="b" * 32,
+    )
+    new_hash = await gateway.app[PASSWORDS].hash("changed-by-admin")
+    await store.set_password_hash(user.id, new_hash)
+    assert not await store.create_session(session, password_hash=user.password_hash)
+    assert await store.create_session(session, password_hash=new_hash)
+    await store.set_disabled("guang", True)
+    second = Session(**{**{f: getattr(session, f) for f in Session.__slots__}, "id": "c" * 32})
+    assert not await store.create_session(second, password_hash=new_hash)
+
+
+async def test_login_racing_a_password_change_is_refused(gateway: Gateway) -> None:
+    # Hold the login between verifying the old password and creating its session, change the
+    # password there (as `gateway user passwd` would), then let the login finish.
+    passwords = gateway.app[PASSWORDS]
+    verified, proceed = asyncio.Event(), asyncio.Event()
+    real_verify = passwords.verify
+
+    async def verify_then_wait(password_hash: str, password: str) -> bool:
+        result = await real_verify(password_hash, password)
+        verified.set()
+        await proceed.wait()
+        return result
+
+    passwords.verify = verify_then_wait  # type: ignore[method-assign]
+    login = asyncio.create_task(
+        gateway.client.post("/user/login", json={"username": "guang", "password": "123456"})
+    )
+    await asyncio.wait_for(verified.wait(), 10)
+    store = gateway.app[STORE]
+    user = await store.get_user_by_name("guang")
+    assert user is not None
+    await store.set_password_hash(user.id, await passwords.hash("new-password-1"))
+    proceed.set()
+    resp = await login
+    assert resp.status == 401
+    assert await store.list_sessions(user.id) == []
+
+
+def test_parse_error_logs_lose_the_offending_line() -> None:
+    import logging
+
+    try:
+        raise ValueError("Authorization : Bearer SECRET-TOKEN")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord(
+            "aiohttp.server",
+            logging.ERROR,
+            __file__,
+            1,
+            "Error handling request from %s",
+            ("10.0.0.1",),
+            sys.exc_info(),
+        )
+    assert ParseErrorRedactor().filter(record)
+    text = logging.Formatter().format(record)
+    assert "SECRET-TOKEN" not in text
+    assert text == "refused a malformed request from 10.0.0.1 (ValueError)"

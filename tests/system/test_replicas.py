@@ -1,0 +1,112 @@
+"""Two gateway processes on one MariaDB database and one Redis behave as one gateway."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import (
+    REPO,
+    Processes,
+    free_port,
+    run_gateway,
+    start_gateway_process,
+    wait_for_port,
+)
+from tests.support.services import MySqlDatabase
+from tests.support.wire import http, raw_get
+
+pytestmark = [pytest.mark.mysql, pytest.mark.redis]
+
+
+@pytest.fixture
+def mysql_database() -> Iterator[MySqlDatabase]:
+    db = MySqlDatabase()
+    db.create()
+    yield db
+    db.drop()
+
+
+def test_two_replicas_share_sessions_and_limits(
+    tmp_path: Path, processes: Processes, mysql_database: MySqlDatabase
+) -> None:
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    upstream_port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": mysql_database.url,
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "JWT_SECRET": secrets.token_urlsafe(48),
+        "UPSTREAM_URL": f"http://127.0.0.1:{upstream_port}",
+        "REFRESH_REUSE_GRACE": "1s",
+        "LOGIN_MAX_FAILURES": "3",
+    }
+    user = f"r{uuid.uuid4().hex[:10]}"  # fresh rate-limit counters in the shared Redis
+    assert (
+        run_gateway(
+            tmp_path, env, "user", "add", user, "--password-stdin", stdin="replica-pass\n"
+        ).returncode
+        == 0
+    )
+    upstream = processes.start(
+        "upstream", ["-m", "upstream_demo", "--port", str(upstream_port)], tmp_path, env
+    )
+    wait_for_port(upstream_port, upstream)
+    a = start_gateway_process(
+        processes, tmp_path, {**env, "GATEWAY_PORT": str(free_port())}, name="a"
+    )[1]
+    b = start_gateway_process(
+        processes, tmp_path, {**env, "GATEWAY_PORT": str(free_port())}, name="b"
+    )[1]
+
+    def login(base: str, password: str = "replica-pass") -> tuple[int, dict[str, str]]:
+        return http("POST", f"{base}/user/login", {"username": user, "password": password})
+
+    def refresh(base: str, token: str) -> tuple[int, dict[str, str]]:
+        return http("POST", f"{base}/user/refresh", {"refresh_token": token})
+
+    def bbb(base: str, access: str) -> int:
+        return raw_get(f"{base}/bbb", {"Authorization": f"Bearer {access}"})[0]
+
+    # Login on one, use and rotate on the other.
+    status, first = login(a)
+    assert status == 200
+    assert bbb(b, first["access_token"]) == 200
+    status, second = refresh(b, first["refresh_token"])
+    assert status == 200
+    status, third = refresh(a, second["refresh_token"])
+    assert status == 200
+
+    # Reuse of a retired token on either replica revokes the session everywhere.
+    time.sleep(1.2)  # past the grace window
+    status, body = refresh(a, first["refresh_token"])
+    assert (status, body["message"]) == (
+        401,
+        "Refresh token was already used; the session has been revoked",
+    )
+    assert refresh(b, third["refresh_token"])[0] == 401
+
+    # Logout on one: the other rejects the access token within the revocation poll.
+    status, pair = login(b)
+    assert status == 200
+    assert bbb(a, pair["access_token"]) == 200
+    assert http("POST", f"{a}/user/logout", {"refresh_token": pair["refresh_token"]})[0] == 200
+    assert refresh(b, pair["refresh_token"])[0] == 401
+    deadline = time.monotonic() + 10
+    while bbb(b, pair["access_token"]) == 200:
+        assert time.monotonic() < deadline, "replica b never saw the logout"
+        time.sleep(0.1)
+
+    # Failed logins count across replicas.
+    assert login(a, "wrong")[0] == 401
+    assert login(b, "wrong")[0] == 401
+    assert login(a, "wrong")[0] == 401
+    assert login(b)[0] == 429
+    assert login(a)[0] == 429
