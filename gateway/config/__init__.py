@@ -23,6 +23,7 @@ from yarl import URL
 
 from ..errors import ConfigError
 from ..networks import IpNetwork
+from .endpoints import is_own_path
 from .keys import KeyError_, SigningKey, hmac_key, load_private_key
 from .names import ROLE_RULE, is_valid_role
 from .patterns import PathPattern, PatternError, patterns_overlap
@@ -31,8 +32,6 @@ __all__ = [
     "ALL_METHODS",
     "PARSER_FIELD_LIMIT",
     "PARSER_MAX_HEADERS",
-    "RESERVED_PATHS",
-    "RESERVED_PREFIX",
     "AuthPolicy",
     "CorsConfig",
     "DatabaseConfig",
@@ -54,21 +53,6 @@ __all__ = [
 ]
 
 ALL_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-# The gateway's own endpoints; a route may not claim them.
-RESERVED_PATHS = frozenset(
-    {
-        "/user/login",
-        "/user/refresh",
-        "/user/logout",
-        "/.well-known/jwks.json",
-        "/healthz",
-        "/readyz",
-        "/metrics",
-        "/openapi.json",
-    }
-)
-# Everything under this prefix is the gateway's own too (the browser module).
-RESERVED_PREFIX = "/_gateway/"
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -728,7 +712,7 @@ def _routes(
             if path:
                 node.problem("path", f"{path!r}: {exc}")
             continue
-        if path in RESERVED_PATHS or (path + "/").startswith(RESERVED_PREFIX):
+        if is_own_path(path):
             node.problem("path", f"{path} is the gateway's own endpoint and cannot be routed")
         if upstream and upstream not in upstreams:
             known = ", ".join(sorted(upstreams)) or "none defined"

@@ -9,7 +9,8 @@ from aiohttp import web
 from ..appkeys import METRICS, REVOCATIONS, RUNTIME, TOKENS
 from ..auth.bearer import authenticate, bearer_token, websocket_credentials
 from ..auth.tokens import Identity
-from ..config import RESERVED_PATHS, RESERVED_PREFIX, AuthPolicy, RouteConfig
+from ..config import AuthPolicy, RouteConfig
+from ..config.endpoints import is_own_path
 from ..errors import Forbidden, NotFound, Unauthorized
 from ..request_keys import REQUEST_ID, ROUTE_NAME, UPSTREAM_NAME, USER_ID
 from .paths import normalize_path
@@ -22,7 +23,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
     # lets this request finish on the config it started with.
     with request.app[RUNTIME].use() as runtime:
         path = normalize_path(request.raw_path.partition("?")[0])
-        if path in RESERVED_PATHS or path.startswith(RESERVED_PREFIX):
+        if is_own_path(path):
             # Only a non-canonical spelling (//user/refresh, /user/./login) gets here; it must
             # not be forwarded by a broad route with the token or password it carries.
             raise NotFound(f"The gateway answers {path} only when it is spelled exactly so")

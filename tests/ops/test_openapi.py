@@ -27,9 +27,7 @@ CHECKS = ",".join(
 def test_schemathesis_finds_nothing(
     tmp_path: Path, database_url: str, processes: Processes
 ) -> None:
-    (tmp_path / "config.yaml").write_text(
-        (Path(__file__).parents[2] / "config.yaml").read_text()
-    )
+    (tmp_path / "config.yaml").write_text((Path(__file__).parents[2] / "config.yaml").read_text())
     port = free_port()
     env = {
         **os.environ,

@@ -36,7 +36,8 @@ if not (os.path.exists(CHROMIUM) and AXIOS.exists()):
     if IN_CI:
         raise RuntimeError(f"CI needs {CHROMIUM} and {AXIOS} (.ci/run installs them)")
     pytest.skip(
-        "needs Debian's chromium (apt-get install chromium) and `npm ci --prefix tests/system/browser`",
+        "needs Debian's chromium (apt-get install chromium) and "
+        "`npm ci --prefix tests/system/browser`",
         allow_module_level=True,
     )
 
