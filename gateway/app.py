@@ -30,13 +30,14 @@ from .auth.sessions import SessionService, revocation_window
 from .auth.tokens import TokenService
 from .config import PARSER_FIELD_LIMIT, PARSER_MAX_HEADERS, GatewayConfig
 from .edge import EdgePolicy
+from .errors import StorageUnavailable
 from .middleware import gateway_middleware
 from .ops import health
 from .ops.browser_module import CLIENT_MODULE_PATH, client_module_handler
 from .ops.openapi import openapi_handler
 from .proxy import handler
 from .proxy.runtime import Runtime, RuntimeHolder
-from .storage import StorageUnavailable, create_store
+from .storage import create_store
 from .telemetry.metrics import GatewayMetrics
 
 __all__ = ["create_app", "create_metrics_app"]

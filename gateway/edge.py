@@ -9,21 +9,13 @@ import uuid
 from aiohttp import web
 
 from .config import CorsConfig, ServerConfig
-from .errors import GatewayError
+from .errors import HeaderBlockTooLarge, OriginRefused
 from .networks import client_address
 from .request_keys import CLIENT, REQUEST_ID
 
 __all__ = ["EdgePolicy"]
 
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
-
-
-class HeaderBlockTooLarge(GatewayError):
-    status = 431
-
-
-class CorsOriginRefused(GatewayError):
-    status = 403
 
 
 class EdgePolicy:
@@ -81,10 +73,10 @@ class EdgePolicy:
     def _preflight(self, request: web.Request) -> web.Response:
         origin = request.headers["Origin"]
         if not self._cors.allows(origin):
-            raise CorsOriginRefused(f"Origin {origin} is not allowed")
+            raise OriginRefused(f"Origin {origin} is not allowed")
         method = request.headers["Access-Control-Request-Method"].strip().upper()
         if method not in self._cors.allowed_methods:
-            raise CorsOriginRefused(f"Method {method} is not allowed for cross-origin requests")
+            raise OriginRefused(f"Method {method} is not allowed for cross-origin requests")
         asked = {
             h.strip().lower()
             for h in request.headers.get("Access-Control-Request-Headers", "").split(",")
@@ -92,7 +84,7 @@ class EdgePolicy:
         }
         refused = sorted(asked - self._allowed_header_names)
         if refused:
-            raise CorsOriginRefused(
+            raise OriginRefused(
                 f"Header(s) {', '.join(refused)} are not allowed for cross-origin requests"
             )
         # The Allow-Origin etc. headers are added by on_prepare like on any response.

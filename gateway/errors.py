@@ -1,7 +1,32 @@
-"""Domain errors that carry their HTTP status; one middleware turns them into JSON."""
+"""Every error that carries an HTTP status, in one place; one middleware turns them into JSON.
+
+    GatewayError                      the status, a message safe to show, extra headers
+    ├── BadRequest              400   a malformed request, body or path
+    ├── Unauthorized            401   no token, a bad one, wrong credentials (RFC 6750 challenge)
+    ├── Forbidden               403   authenticated but not allowed; clients must not refresh
+    │   └── OriginRefused       403   a CORS preflight from an origin, method or header not allowed
+    ├── NotFound                404   no route, or a gateway path spelled non-canonically
+    ├── MethodNotAllowed        405   the route does not take the method (with Allow)
+    ├── RequestTimeout          408   a request body that stalled (closes the connection)
+    ├── PayloadTooLarge         413   a body over the route's limit (closes the connection)
+    ├── UnsupportedMediaType    415   a login/refresh/logout body with a Content-Encoding
+    ├── TooManyRequests         429   failed-login limits (with Retry-After)
+    ├── HeaderBlockTooLarge     431   too many or too large request headers
+    ├── ServiceUnavailable      503
+    │   └── StorageUnavailable  503   the database is unreachable or failed (with Retry-After)
+    └── UpstreamFailure               an upstream gave no usable answer; `kind` says how
+        ├── BadGateway          502   refused, broken off, malformed, handshake refused
+        └── GatewayTimeout      504   no answer within the upstream's timeout
+    ConfigError                       not HTTP: every problem in a configuration file
+
+Errors from libraries are translated where they are caught (the database drivers raise
+StorageUnavailable, `proxy.upstream.upstream_errors` translates the upstream client's), so no
+other exception type carries a status.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from http import HTTPStatus
 
@@ -12,11 +37,18 @@ __all__ = [
     "Forbidden",
     "GatewayError",
     "GatewayTimeout",
+    "HeaderBlockTooLarge",
     "MethodNotAllowed",
     "NotFound",
+    "OriginRefused",
+    "PayloadTooLarge",
+    "RequestTimeout",
     "ServiceUnavailable",
+    "StorageUnavailable",
+    "TooManyRequests",
     "Unauthorized",
     "UnsupportedMediaType",
+    "UpstreamFailure",
     "error_body",
 ]
 
@@ -65,6 +97,10 @@ class Forbidden(GatewayError):
     status = 403
 
 
+class OriginRefused(Forbidden):
+    """A CORS preflight the configured policy does not allow."""
+
+
 class NotFound(GatewayError):
     status = 404
 
@@ -76,19 +112,61 @@ class MethodNotAllowed(GatewayError):
         super().__init__(message, headers={"Allow": ", ".join(sorted(allowed))})
 
 
+class RequestTimeout(GatewayError):
+    status = 408
+    closes_connection = True
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    closes_connection = True
+
+
 class UnsupportedMediaType(GatewayError):
     status = 415
 
 
-class BadGateway(GatewayError):
-    status = 502
+class TooManyRequests(GatewayError):
+    status = 429
+
+    def __init__(self, retry_after: float) -> None:
+        seconds = max(1, math.ceil(retry_after))
+        super().__init__(
+            f"Too many failed logins; try again in {seconds} seconds",
+            headers={"Retry-After": str(seconds)},
+        )
+
+
+class HeaderBlockTooLarge(GatewayError):
+    status = 431
 
 
 class ServiceUnavailable(GatewayError):
     status = 503
 
 
-class GatewayTimeout(GatewayError):
+class StorageUnavailable(ServiceUnavailable):
+    """The database could not be reached or failed; the request may be retried."""
+
+    def __init__(self, message: str = "Database unavailable, try again shortly") -> None:
+        super().__init__(message, headers={"Retry-After": "5"})
+
+
+class UpstreamFailure(GatewayError):
+    """An upstream gave no usable answer. `kind` names how (connect, timeout, protocol,
+    handshake, broken_body): the label of gateway_upstream_errors."""
+
+    def __init__(self, upstream: str, kind: str, what: str) -> None:
+        super().__init__(f"Upstream '{upstream}' {what}")
+        self.upstream = upstream
+        self.kind = kind
+
+
+class BadGateway(UpstreamFailure):
+    status = 502
+
+
+class GatewayTimeout(UpstreamFailure):
     status = 504
 
 

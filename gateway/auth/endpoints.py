@@ -8,12 +8,18 @@ import logging
 from aiohttp import web
 
 from ..appkeys import LIMITER, METRICS, PASSWORDS, SESSIONS, STORE, TOKENS
-from ..errors import BadRequest, GatewayError, MethodNotAllowed, NotFound, Unauthorized
+from ..config.names import is_valid_username
+from ..errors import (
+    BadRequest,
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+)
 from ..request_keys import CLIENT, ROUTE_NAME, USER_ID
-from ..storage import is_valid_username
 from .bearer import bearer_token
 from .json_body import read_json_object, require_string
-from .rate_limits import TooManyRequests
 from .sessions import BAD_CREDENTIALS
 from .tokens import ACCESS, REFRESH, TokenPair
 

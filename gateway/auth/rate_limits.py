@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -21,22 +20,11 @@ import redis.asyncio as redis_asyncio
 from redis.exceptions import RedisError
 
 from ..config import RateLimitConfig
-from ..errors import GatewayError
+from ..errors import TooManyRequests
 
-__all__ = ["LoginLimiter", "MemoryCounters", "RedisCounters", "TooManyRequests", "create_counters"]
+__all__ = ["LoginLimiter", "MemoryCounters", "RedisCounters", "create_counters"]
 
 log = logging.getLogger(__name__)
-
-
-class TooManyRequests(GatewayError):
-    status = 429
-
-    def __init__(self, retry_after: float) -> None:
-        seconds = max(1, math.ceil(retry_after))
-        super().__init__(
-            f"Too many failed logins; try again in {seconds} seconds",
-            headers={"Retry-After": str(seconds)},
-        )
 
 
 class Counters(Protocol):

@@ -8,7 +8,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from ..storage import SessionStore, StorageUnavailable
+from ..errors import StorageUnavailable
+from ..storage import SessionStore
 
 __all__ = ["RevocationView"]
 

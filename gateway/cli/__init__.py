@@ -16,17 +16,15 @@ from ..app import create_app, create_metrics_app, reload_config
 from ..auth.passwords import PasswordHasher
 from ..auth.sessions import prune_sessions
 from ..config import GatewayConfig, load_config
-from ..config.names import ROLE_RULE, is_valid_role
+from ..config.names import ROLE_RULE, USERNAME_RULE, is_valid_role, is_valid_username
 from ..errors import ConfigError, GatewayError
 from ..server import run, serve_until_stopped, supervise_workers, worker_argv
 from ..storage import (
-    USERNAME_RULE,
     Store,
     User,
     UserExists,
     create_database,
     create_store,
-    is_valid_username,
 )
 from ..telemetry.logs import configure_logging
 

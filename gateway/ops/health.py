@@ -7,8 +7,8 @@ import asyncio
 from aiohttp import web
 
 from ..appkeys import RUNTIME, STORE
+from ..errors import StorageUnavailable
 from ..request_keys import ROUTE_NAME
-from ..storage import StorageUnavailable
 
 __all__ = ["healthz", "readyz"]
 

@@ -6,9 +6,10 @@ What is sent and returned is decided by `HeaderPolicy` (see gateway.forward_head
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -17,26 +18,23 @@ from yarl import URL
 from ..auth.bearer import WebSocketCredentials
 from ..auth.tokens import Identity
 from ..config import RouteConfig, UpstreamConfig
-from ..errors import BadGateway, GatewayError, GatewayTimeout
+from ..errors import (
+    BadGateway,
+    GatewayError,
+    GatewayTimeout,
+    PayloadTooLarge,
+    RequestTimeout,
+    UpstreamFailure,
+)
 from ..request_keys import STARTED
 from ..telemetry.metrics import GatewayMetrics
 from .headers import HeaderPolicy
 from .websocket import relay
 
-__all__ = ["PayloadTooLarge", "Proxy", "RequestTimeout"]
+__all__ = ["Proxy", "upstream_errors"]
 
 log = logging.getLogger(__name__)
 _CHUNK = 64 * 1024
-
-
-class PayloadTooLarge(GatewayError):
-    status = 413
-    closes_connection = True
-
-
-class RequestTimeout(GatewayError):
-    status = 408
-    closes_connection = True
 
 
 class _ClientBody:
@@ -147,35 +145,27 @@ class Proxy:
         if self._metrics is not None and STARTED in request:
             self._metrics.own_work.observe(sent - request[STARTED])
         try:
-            async with self._sessions[route.upstream].request(
-                request.method,
-                url,
-                headers=headers,
-                data=data,
-                allow_redirects=False,
-                auto_decompress=False,
-            ) as upstream_response:
-                if self._metrics is not None:
-                    self._metrics.upstream_latency.labels(upstream.name).observe(
-                        time.perf_counter() - sent
-                    )
-                return await self._relay(request, upstream_response, upstream)
-        except (PayloadTooLarge, RequestTimeout):
-            raise
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
-            raise self._failure(upstream, "connect", BadGateway, "is unreachable") from None
-        except TimeoutError:
-            raise self._failure(
-                upstream,
-                "timeout",
-                GatewayTimeout,
-                f"did not answer within {upstream.read_timeout:g}s",
-            ) from None
-        except aiohttp.ClientError as exc:
+            with upstream_errors(upstream):
+                async with self._sessions[route.upstream].request(
+                    request.method,
+                    url,
+                    headers=headers,
+                    data=data,
+                    allow_redirects=False,
+                    auto_decompress=False,
+                ) as upstream_response:
+                    if self._metrics is not None:
+                        self._metrics.upstream_latency.labels(upstream.name).observe(
+                            time.perf_counter() - sent
+                        )
+                    return await self._relay(request, upstream_response, upstream)
+        except UpstreamFailure as failure:
+            # A body the client stalled or overfilled surfaces as a client error: it is the
+            # client's failure, not the upstream's.
             if body.failure is not None:
                 raise body.failure from None
-            log.warning("upstream %s failed: %s", upstream.name, type(exc).__name__)
-            raise self._failure(upstream, "protocol", BadGateway, "failed to answer") from None
+            self._record(failure)
+            raise
 
     async def forward_websocket(
         self,
@@ -193,26 +183,17 @@ class Proxy:
             request, route, identity, request_id, websocket=True
         )
         try:
-            upstream_ws = await self._sessions[route.upstream].ws_connect(
-                url,
-                headers=headers,
-                protocols=credentials.protocols,
-                autoclose=False,
-                autoping=True,
-            )
-        except aiohttp.WSServerHandshakeError as exc:
-            raise self._failure(
-                upstream,
-                "handshake",
-                BadGateway,
-                f"refused the WebSocket handshake ({exc.status})",
-            ) from None
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
-            raise self._failure(upstream, "connect", BadGateway, "is unreachable") from None
-        except TimeoutError:
-            raise self._failure(upstream, "timeout", GatewayTimeout, "did not answer") from None
-        except aiohttp.ClientError:
-            raise self._failure(upstream, "protocol", BadGateway, "failed to answer") from None
+            with upstream_errors(upstream):
+                upstream_ws = await self._sessions[route.upstream].ws_connect(
+                    url,
+                    headers=headers,
+                    protocols=credentials.protocols,
+                    autoclose=False,
+                    autoping=True,
+                )
+        except UpstreamFailure as failure:
+            self._record(failure)
+            raise
         async with upstream_ws:
             chosen = upstream_ws.protocol or credentials.auth_protocol
             client_ws = web.WebSocketResponse(
@@ -222,12 +203,11 @@ class Proxy:
             await relay(client_ws, upstream_ws)
             return client_ws
 
-    def _failure(
-        self, upstream: UpstreamConfig, kind: str, error: type[GatewayError], what: str
-    ) -> GatewayError:
+    def _record(self, failure: UpstreamFailure) -> None:
+        if failure.kind == "protocol":
+            log.warning("upstream %s failed to answer: %s", failure.upstream, failure.__cause__)
         if self._metrics is not None:
-            self._metrics.upstream_errors.labels(upstream.name, kind).inc()
-        return error(f"Upstream '{upstream.name}' {what}")
+            self._metrics.upstream_errors.labels(failure.upstream, failure.kind).inc()
 
     async def _relay(
         self,
@@ -251,7 +231,7 @@ class Proxy:
             log.warning(
                 "upstream %s broke off its response body: %s", upstream.name, type(exc).__name__
             )
-            self._failure(upstream, "broken_body", BadGateway, "broke off")
+            self._record(BadGateway(upstream.name, "broken_body", "broke off"))
             if request.transport is not None:
                 request.transport.close()
             return response
@@ -260,6 +240,27 @@ class Proxy:
             return response
         await response.write_eof()
         return response
+
+
+@contextlib.contextmanager
+def upstream_errors(upstream: UpstreamConfig) -> Iterator[None]:
+    """Translate the upstream client's failures into the gateway's errors: the one ladder for
+    HTTP and WebSocket forwarding. Errors of the gateway's own (a client body too large or
+    stalled) pass through untouched."""
+    try:
+        yield
+    except aiohttp.WSServerHandshakeError as exc:
+        raise BadGateway(
+            upstream.name, "handshake", f"refused the WebSocket handshake ({exc.status})"
+        ) from exc
+    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+        raise BadGateway(upstream.name, "connect", "is unreachable") from exc
+    except TimeoutError as exc:
+        raise GatewayTimeout(
+            upstream.name, "timeout", f"did not answer within {upstream.read_timeout:g}s"
+        ) from exc
+    except aiohttp.ClientError as exc:
+        raise BadGateway(upstream.name, "protocol", "failed to answer") from exc
 
 
 def _upstream_url(base: URL, path: str, raw_query: str) -> URL:

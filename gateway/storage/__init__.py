@@ -6,32 +6,26 @@ from yarl import URL
 
 from .base import (
     SCHEMA_VERSION,
-    USERNAME_RULE,
     Session,
     SessionStore,
-    StorageUnavailable,
     Store,
     User,
     UserExists,
     UserStore,
-    is_valid_username,
 )
 from .mysql import MySqlStore, create_mysql_database
 from .sqlite import SqliteStore
 
 __all__ = [
     "SCHEMA_VERSION",
-    "USERNAME_RULE",
     "Session",
     "SessionStore",
-    "StorageUnavailable",
     "Store",
     "User",
     "UserExists",
     "UserStore",
     "create_database",
     "create_store",
-    "is_valid_username",
 ]
 
 

@@ -1,34 +1,21 @@
-"""The user store interface every backend implements, and the rules for user names."""
+"""The user and session store interfaces every backend implements, and their records."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..config.names import USERNAME_RULE, is_valid_username
-from ..errors import ServiceUnavailable
-
 __all__ = [
     "SCHEMA_VERSION",
-    "USERNAME_RULE",
     "Session",
     "SessionStore",
-    "StorageUnavailable",
     "Store",
     "User",
     "UserExists",
     "UserStore",
-    "is_valid_username",
 ]
 
 SCHEMA_VERSION = 3
-
-
-class StorageUnavailable(ServiceUnavailable):
-    """The database could not be reached or failed; the request may be retried."""
-
-    def __init__(self, message: str = "Database unavailable, try again shortly") -> None:
-        super().__init__(message, headers={"Retry-After": "5"})
 
 
 class UserExists(Exception):

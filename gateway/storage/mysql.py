@@ -13,7 +13,7 @@ import aiomysql
 import pymysql
 from yarl import URL
 
-from .base import StorageUnavailable
+from ..errors import StorageUnavailable
 from .sql import Row, SqlStore
 
 __all__ = ["MySqlStore", "create_mysql_database"]

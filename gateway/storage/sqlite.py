@@ -14,7 +14,7 @@ from typing import Any
 import aiosqlite
 from yarl import URL
 
-from .base import StorageUnavailable
+from ..errors import StorageUnavailable
 from .sql import Row, SqlStore
 
 __all__ = ["SqliteStore", "sqlite_path"]

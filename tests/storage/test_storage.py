@@ -7,13 +7,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from gateway.config.names import is_valid_username
+from gateway.errors import StorageUnavailable
 from gateway.storage import (
     SCHEMA_VERSION,
-    StorageUnavailable,
     UserExists,
     UserStore,
     create_store,
-    is_valid_username,
 )
 
 
