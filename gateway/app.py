@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from .appkeys import (
     BACKGROUND,
@@ -22,20 +23,22 @@ from .appkeys import (
     STORE,
     TOKENS,
 )
-from .auth import endpoints
+from .auth.authenticator import Authenticator
+from .auth.endpoints import UserEndpoints
 from .auth.passwords import PasswordHasher
 from .auth.rate_limits import LoginLimiter, create_counters
 from .auth.revocation import RevocationView
 from .auth.sessions import SessionService, revocation_window
 from .auth.tokens import TokenService
 from .config import PARSER_FIELD_LIMIT, PARSER_MAX_HEADERS, GatewayConfig
+from .config.endpoints import OWN_ENDPOINTS
 from .edge import EdgePolicy
 from .errors import StorageUnavailable
 from .middleware import gateway_middleware
-from .ops import health
-from .ops.browser_module import CLIENT_MODULE_PATH, client_module_handler
+from .ops.browser_module import client_module_handler
+from .ops.health import Health
 from .ops.openapi import openapi_handler
-from .proxy import handler
+from .proxy.handler import ProxyHandler
 from .proxy.runtime import Runtime, RuntimeHolder
 from .storage import create_store
 from .telemetry.metrics import GatewayMetrics
@@ -73,30 +76,49 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         poll_interval=config.sessions.revocation_poll,
         clock=clock,
     )
+    sessions = SessionService(store, tokens, revocations, config, clock=clock)
+    passwords = PasswordHasher(config.passwords)
+    limiter = LoginLimiter(config.rate_limits, create_counters(config.rate_limits))
+    runtime = RuntimeHolder(Runtime.build(config, metrics), metrics)
     app[CONFIG] = config
     app[METRICS] = metrics
-    app[RUNTIME] = RuntimeHolder(Runtime.build(config, metrics), metrics)
+    app[RUNTIME] = runtime
     app[STORE] = store
     app[TOKENS] = tokens
     app[REVOCATIONS] = revocations
-    app[SESSIONS] = SessionService(store, tokens, revocations, config, clock=clock)
-    app[PASSWORDS] = PasswordHasher(config.passwords)
-    app[LIMITER] = LoginLimiter(config.rate_limits, create_counters(config.rate_limits))
+    app[SESSIONS] = sessions
+    app[PASSWORDS] = passwords
+    app[LIMITER] = limiter
     app[BACKGROUND] = []
     app.cleanup_ctx.extend([_store, _passwords, _runtime, _limiter, _background])
 
-    app.router.add_route("*", "/user/login", endpoints.login)
-    app.router.add_route("*", "/user/refresh", endpoints.refresh)
-    app.router.add_route("*", "/user/logout", endpoints.logout)
-    app.router.add_get("/.well-known/jwks.json", endpoints.jwks)
-    app.router.add_get("/healthz", health.healthz)
-    app.router.add_get("/readyz", health.readyz)
-    app.router.add_get("/openapi.json", openapi_handler)
-    app.router.add_get(CLIENT_MODULE_PATH, client_module_handler)
-    if config.metrics.enabled and not config.metrics.port:
-        app.router.add_get("/metrics", metrics.handle)
+    users = UserEndpoints(
+        sessions=sessions,
+        passwords=passwords,
+        store=store,
+        limiter=limiter,
+        tokens=tokens,
+        metrics=metrics,
+    )
+    health = Health(runtime, store)
+    handlers: dict[str, Handler] = {
+        "login": users.login,
+        "refresh": users.refresh,
+        "logout": users.logout,
+        "jwks": users.jwks,
+        "healthz": health.healthz,
+        "readyz": health.readyz,
+        "metrics": metrics.handle,
+        "openapi": openapi_handler,
+        "client_module": client_module_handler,
+    }
+    for endpoint in OWN_ENDPOINTS:
+        if endpoint.name == "metrics" and not (config.metrics.enabled and not config.metrics.port):
+            continue  # served on its own port, or not at all
+        app.router.add_route(endpoint.method, endpoint.path, handlers[endpoint.name])
+    proxy = ProxyHandler(runtime, Authenticator(tokens, revocations, metrics))
     # [\s\S]: a decoded newline must reach normalize_path (400), not fall out of routing.
-    app.router.add_route("*", r"/{tail:[\s\S]*}", handler.forward)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", proxy.forward)
     return app
 
 

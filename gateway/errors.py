@@ -43,7 +43,6 @@ __all__ = [
     "OriginRefused",
     "PayloadTooLarge",
     "RequestTimeout",
-    "ServiceUnavailable",
     "StorageUnavailable",
     "TooManyRequests",
     "Unauthorized",

@@ -14,7 +14,7 @@ from .request_keys import STARTED
 from .telemetry.metrics import GatewayMetrics
 from .telemetry.redaction import loggable_path
 
-__all__ = ["error_response", "gateway_middleware", "json_error"]
+__all__ = ["gateway_middleware"]
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from .telemetry.access_log import AccessLogger
 
-__all__ = ["Site", "run", "serve_until_stopped", "supervise_workers"]
+__all__ = ["run", "serve_until_stopped", "supervise_workers"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")

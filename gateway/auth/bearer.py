@@ -13,13 +13,7 @@ from ..errors import Unauthorized
 from .revocation import RevocationView
 from .tokens import Identity, TokenService
 
-__all__ = [
-    "WEBSOCKET_AUTH_PROTOCOL",
-    "WebSocketCredentials",
-    "authenticate",
-    "bearer_token",
-    "websocket_credentials",
-]
+__all__ = ["WebSocketCredentials", "authenticate", "bearer_token", "websocket_credentials"]
 
 # `new WebSocket(url, ["bearer", token, ...app protocols])`: the marker, then the token.
 WEBSOCKET_AUTH_PROTOCOL = "bearer"

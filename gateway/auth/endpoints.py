@@ -1,4 +1,4 @@
-"""The gateway's own endpoints: login, refresh, logout and the JWKS document."""
+"""The gateway's own user endpoints: login, refresh, logout and the JWKS document."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import logging
 
 from aiohttp import web
 
-from ..appkeys import LIMITER, METRICS, PASSWORDS, SESSIONS, STORE, TOKENS
 from ..config.names import is_valid_username
 from ..errors import (
     BadRequest,
@@ -18,126 +17,150 @@ from ..errors import (
     Unauthorized,
 )
 from ..request_keys import CLIENT, ROUTE_NAME, USER_ID
+from ..storage import UserStore
+from ..telemetry.metrics import GatewayMetrics
 from .bearer import bearer_token
 from .json_body import read_json_object, require_string
-from .sessions import BAD_CREDENTIALS
-from .tokens import ACCESS, REFRESH, TokenPair
+from .passwords import PasswordHasher
+from .rate_limits import LoginLimiter
+from .sessions import BAD_CREDENTIALS, SessionService
+from .tokens import ACCESS, REFRESH, TokenPair, TokenService
 
-__all__ = ["jwks", "login", "logout", "refresh"]
+__all__ = ["UserEndpoints"]
 
 log = logging.getLogger(__name__)
 # RFC 6749 §5.1: token responses must not be cached.
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-async def login(request: web.Request) -> web.Response:
-    """POST {username, password} -> a token pair. Unknown user and wrong password look alike."""
-    if request.method != "POST":
-        raise MethodNotAllowed("Use POST to log in", allowed=frozenset({"POST"}))
-    request[ROUTE_NAME] = "login"
-    outcomes = request.app[METRICS].logins
-    try:
-        body = await read_json_object(request)
-        username = require_string(body, "username", max_length=256)
-        password = require_string(body, "password", max_length=1024)
-    except GatewayError:
-        outcomes.labels("bad_request").inc()
-        raise
-    limiter, address = request.app[LIMITER], request[CLIENT]
-    try:
-        await limiter.check(username, address)  # before any hashing
-    except TooManyRequests:
-        outcomes.labels("rate_limited").inc()
-        raise
-    try:
-        pair = await _authenticate_and_start_session(request, username, password)
-    except Unauthorized:
-        outcomes.labels("invalid_credentials").inc()
-        await limiter.failed(username, address)
-        raise
-    outcomes.labels("success").inc()
-    await limiter.succeeded(username, address)
-    return _token_response(pair)
+class UserEndpoints:
+    """The handlers of /user/login, /user/refresh, /user/logout and the JWKS document, with the
+    services they use passed in."""
 
+    def __init__(
+        self,
+        *,
+        sessions: SessionService,
+        passwords: PasswordHasher,
+        store: UserStore,
+        limiter: LoginLimiter,
+        tokens: TokenService,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self._sessions = sessions
+        self._passwords = passwords
+        self._store = store
+        self._limiter = limiter
+        self._tokens = tokens
+        self._metrics = metrics
 
-async def _authenticate_and_start_session(
-    request: web.Request, username: str, password: str
-) -> TokenPair:
-    passwords, store = request.app[PASSWORDS], request.app[STORE]
-    user = await store.get_user_by_name(username) if is_valid_username(username) else None
-    if user is None:
-        await passwords.verify_dummy(password)
-        raise Unauthorized(BAD_CREDENTIALS, token_presented=False, reason="credentials")
-    if not await passwords.verify(user.password_hash, password) or user.disabled:
-        raise Unauthorized(BAD_CREDENTIALS, token_presented=False, reason="credentials")
-    if passwords.needs_rehash(user.password_hash):
-        rehashed = await passwords.hash(password)
-        if await store.set_password_hash(user.id, rehashed, replacing=user.password_hash):
-            user = dataclasses.replace(user, password_hash=rehashed)
-    request[USER_ID] = str(user.id)
-    return await request.app[SESSIONS].login(user)
-
-
-async def refresh(request: web.Request) -> web.Response:
-    """GET ?refresh_token=... or POST {refresh_token} -> a new pair (the old token retires)."""
-    request[ROUTE_NAME] = "refresh"
-    if request.method == "GET":
-        values = request.query.getall("refresh_token", [])
-        if len(values) != 1 or not values[0]:
-            raise BadRequest("Give exactly one non-empty 'refresh_token' query parameter")
-        token = values[0]
-    elif request.method == "POST":
-        token = require_string(await read_json_object(request), "refresh_token")
-    else:
-        raise MethodNotAllowed("Use GET or POST to refresh", allowed=frozenset({"GET", "POST"}))
-    outcomes = request.app[METRICS].refreshes
-    try:
-        refreshed = await request.app[SESSIONS].refresh(token)
-    except Unauthorized as exc:
-        outcomes.labels(exc.reason).inc()
-        raise
-    outcomes.labels(refreshed.outcome).inc()
-    request[USER_ID] = str(refreshed.user_id)
-    return _token_response(refreshed.pair)
-
-
-async def logout(request: web.Request) -> web.Response:
-    """POST {refresh_token}, or an access token in Authorization: end that session.
-
-    As in RFC 7009, an unknown, expired or already revoked token is answered with success too:
-    the caller's goal (that token no longer works) holds either way.
-    """
-    request[ROUTE_NAME] = "logout"
-    if request.method != "POST":
-        raise MethodNotAllowed("Use POST to log out", allowed=frozenset({"POST"}))
-    tokens = request.app[TOKENS]
-    session_id: str | None = None
-    # Expired tokens still end their session: a user coming back after a while to log out
-    # holds an expired access token, and the session must not outlive the click.
-    if request.body_exists:
-        token = require_string(await read_json_object(request), "refresh_token")
-        session_id = tokens.session_of(token, use=REFRESH)
-    elif "Authorization" in request.headers:
+    async def login(self, request: web.Request) -> web.Response:
+        """POST {username, password} -> a token pair. Unknown user and wrong password look alike."""
+        if request.method != "POST":
+            raise MethodNotAllowed("Use POST to log in", allowed=frozenset({"POST"}))
+        request[ROUTE_NAME] = "login"
+        outcomes = self._metrics.logins
         try:
-            access = bearer_token(request.headers)
+            body = await read_json_object(request)
+            username = require_string(body, "username", max_length=256)
+            password = require_string(body, "password", max_length=1024)
         except GatewayError:
-            access = None
-        session_id = tokens.session_of(access, use=ACCESS) if access else None
-    else:
-        raise BadRequest(
-            "Send {\"refresh_token\": ...} as JSON, or the access token as 'Authorization: Bearer'"
-        )
-    if session_id is not None:
-        await request.app[SESSIONS].logout(session_id)
-    return web.json_response({"message": "Logged out"}, headers=_NO_STORE)
+            outcomes.labels("bad_request").inc()
+            raise
+        limiter, address = self._limiter, request[CLIENT]
+        try:
+            await limiter.check(username, address)  # before any hashing
+        except TooManyRequests:
+            outcomes.labels("rate_limited").inc()
+            raise
+        try:
+            pair = await self._authenticate_and_start_session(request, username, password)
+        except Unauthorized:
+            outcomes.labels("invalid_credentials").inc()
+            await limiter.failed(username, address)
+            raise
+        outcomes.labels("success").inc()
+        await limiter.succeeded(username, address)
+        return _token_response(pair)
 
+    async def _authenticate_and_start_session(
+        self, request: web.Request, username: str, password: str
+    ) -> TokenPair:
+        passwords, store = self._passwords, self._store
+        user = await store.get_user_by_name(username) if is_valid_username(username) else None
+        if user is None:
+            await passwords.verify_dummy(password)
+            raise Unauthorized(BAD_CREDENTIALS, token_presented=False, reason="credentials")
+        if not await passwords.verify(user.password_hash, password) or user.disabled:
+            raise Unauthorized(BAD_CREDENTIALS, token_presented=False, reason="credentials")
+        if passwords.needs_rehash(user.password_hash):
+            rehashed = await passwords.hash(password)
+            if await store.set_password_hash(user.id, rehashed, replacing=user.password_hash):
+                user = dataclasses.replace(user, password_hash=rehashed)
+        request[USER_ID] = str(user.id)
+        return await self._sessions.login(user)
 
-async def jwks(request: web.Request) -> web.Response:
-    request[ROUTE_NAME] = "jwks"
-    document = request.app[TOKENS].jwks
-    if document is None:
-        raise NotFound("Tokens are signed with a shared secret (HS256): there are no public keys")
-    return web.json_response(document, headers={"Cache-Control": "public, max-age=300"})
+    async def refresh(self, request: web.Request) -> web.Response:
+        """GET ?refresh_token=... or POST {refresh_token} -> a new pair (the old token retires)."""
+        request[ROUTE_NAME] = "refresh"
+        if request.method == "GET":
+            values = request.query.getall("refresh_token", [])
+            if len(values) != 1 or not values[0]:
+                raise BadRequest("Give exactly one non-empty 'refresh_token' query parameter")
+            token = values[0]
+        elif request.method == "POST":
+            token = require_string(await read_json_object(request), "refresh_token")
+        else:
+            raise MethodNotAllowed("Use GET or POST to refresh", allowed=frozenset({"GET", "POST"}))
+        outcomes = self._metrics.refreshes
+        try:
+            refreshed = await self._sessions.refresh(token)
+        except Unauthorized as exc:
+            outcomes.labels(exc.reason).inc()
+            raise
+        outcomes.labels(refreshed.outcome).inc()
+        request[USER_ID] = str(refreshed.user_id)
+        return _token_response(refreshed.pair)
+
+    async def logout(self, request: web.Request) -> web.Response:
+        """POST {refresh_token}, or an access token in Authorization: end that session.
+
+        As in RFC 7009, an unknown, expired or already revoked token is answered with success too:
+        the caller's goal (that token no longer works) holds either way.
+        """
+        request[ROUTE_NAME] = "logout"
+        if request.method != "POST":
+            raise MethodNotAllowed("Use POST to log out", allowed=frozenset({"POST"}))
+        tokens = self._tokens
+        session_id: str | None = None
+        # Expired tokens still end their session: a user coming back after a while to log out
+        # holds an expired access token, and the session must not outlive the click.
+        if request.body_exists:
+            token = require_string(await read_json_object(request), "refresh_token")
+            session_id = tokens.session_of(token, use=REFRESH)
+        elif "Authorization" in request.headers:
+            try:
+                access = bearer_token(request.headers)
+            except GatewayError:
+                access = None
+            session_id = tokens.session_of(access, use=ACCESS) if access else None
+        else:
+            raise BadRequest(
+                'Send {"refresh_token": ...} as JSON, '
+                "or the access token as 'Authorization: Bearer'"
+            )
+        if session_id is not None:
+            await self._sessions.logout(session_id)
+        return web.json_response({"message": "Logged out"}, headers=_NO_STORE)
+
+    async def jwks(self, request: web.Request) -> web.Response:
+        request[ROUTE_NAME] = "jwks"
+        document = self._tokens.jwks
+        if document is None:
+            raise NotFound(
+                "Tokens are signed with a shared secret (HS256): there are no public keys"
+            )
+        return web.json_response(document, headers={"Cache-Control": "public, max-age=300"})
 
 
 def _token_response(pair: TokenPair) -> web.Response:

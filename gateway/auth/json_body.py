@@ -9,7 +9,7 @@ from aiohttp import web
 
 from ..errors import BadRequest, UnsupportedMediaType
 
-__all__ = ["MAX_JSON_BYTES", "read_json_object", "require_string"]
+__all__ = ["read_json_object", "require_string"]
 
 MAX_JSON_BYTES = 16 * 1024
 

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from ..config import RateLimitConfig
 from ..errors import TooManyRequests
 
-__all__ = ["LoginLimiter", "MemoryCounters", "RedisCounters", "create_counters"]
+__all__ = ["LoginLimiter", "create_counters"]
 
 log = logging.getLogger(__name__)
 

@@ -20,13 +20,7 @@ from ..storage import Session, Store, User
 from .revocation import RevocationView
 from .tokens import TokenPair, TokenService
 
-__all__ = [
-    "BAD_CREDENTIALS",
-    "Refreshed",
-    "SessionService",
-    "prune_sessions",
-    "revocation_window",
-]
+__all__ = ["BAD_CREDENTIALS", "SessionService", "prune_sessions", "revocation_window"]
 
 # One answer for an unknown user, a wrong password and a user disabled mid-login.
 BAD_CREDENTIALS = "Invalid username or password"

@@ -15,15 +15,7 @@ import jwt
 from ..config import TokenConfig
 from ..errors import Unauthorized
 
-__all__ = [
-    "ACCESS",
-    "MAX_TOKEN_BYTES",
-    "REFRESH",
-    "Identity",
-    "RefreshGrant",
-    "TokenPair",
-    "TokenService",
-]
+__all__ = ["ACCESS", "REFRESH", "Identity", "TokenPair", "TokenService"]
 
 MAX_TOKEN_BYTES: Final = 8192
 VERIFIED_CACHE_SIZE: Final = 10_000

@@ -29,15 +29,12 @@ from .names import ROLE_RULE, is_valid_role
 from .patterns import PathPattern, PatternError, patterns_overlap
 
 __all__ = [
-    "ALL_METHODS",
     "PARSER_FIELD_LIMIT",
     "PARSER_MAX_HEADERS",
     "AuthPolicy",
     "CorsConfig",
-    "DatabaseConfig",
     "GatewayConfig",
     "IdentityHeaders",
-    "LoggingConfig",
     "MetricsConfig",
     "PasswordConfig",
     "RateLimitConfig",
@@ -49,7 +46,6 @@ __all__ = [
     "load_config",
     "parse_config",
     "parse_duration",
-    "parse_size",
 ]
 
 ALL_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["OWN_ENDPOINTS", "OWN_PREFIX", "OwnEndpoint", "is_own_path"]
+__all__ = ["OWN_ENDPOINTS", "is_own_path"]
 
 
 @dataclass(frozen=True, slots=True)

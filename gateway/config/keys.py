@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from jwt.utils import base64url_encode
 
-__all__ = ["MIN_SECRET_BYTES", "KeyError_", "SigningKey", "hmac_key", "load_private_key"]
+__all__ = ["KeyError_", "SigningKey", "hmac_key", "load_private_key"]
 
 MIN_SECRET_BYTES = 32
 _ASYMMETRIC = {

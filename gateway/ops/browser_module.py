@@ -9,9 +9,8 @@ from aiohttp import web
 
 from ..request_keys import ROUTE_NAME
 
-__all__ = ["CLIENT_MODULE_PATH", "client_module_handler"]
+__all__ = ["client_module_handler"]
 
-CLIENT_MODULE_PATH = "/_gateway/client.js"
 _SOURCE = resources.files("gateway.ops").joinpath("static/gateway-client.js").read_bytes()
 _ETAG = '"' + hashlib.sha256(_SOURCE).hexdigest()[:16] + '"'
 

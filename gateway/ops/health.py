@@ -6,34 +6,41 @@ import asyncio
 
 from aiohttp import web
 
-from ..appkeys import RUNTIME, STORE
 from ..errors import StorageUnavailable
+from ..proxy.runtime import RuntimeHolder
 from ..request_keys import ROUTE_NAME
+from ..storage import Store
 
-__all__ = ["healthz", "readyz"]
+__all__ = ["Health"]
 
 _READY_CHECK_TIMEOUT = 2.0
 
 
-async def healthz(request: web.Request) -> web.Response:
-    """The process is alive and its event loop answers."""
-    request[ROUTE_NAME] = "healthz"
-    return web.json_response({"status": "ok"})
+class Health:
+    """/healthz and /readyz for one app."""
 
+    def __init__(self, runtime: RuntimeHolder, store: Store) -> None:
+        self._runtime = runtime
+        self._store = store
 
-async def readyz(request: web.Request) -> web.Response:
-    """The config is loaded and the database answers: safe to send traffic here."""
-    request[ROUTE_NAME] = "readyz"
-    checks = {"config": f"{len(request.app[RUNTIME].current.config.routes)} routes"}
-    try:
-        await asyncio.wait_for(request.app[STORE].ping(), _READY_CHECK_TIMEOUT)
-        checks["database"] = "ok"
-        ready = True
-    except (StorageUnavailable, TimeoutError):
-        checks["database"] = "unavailable"
-        ready = False
-    return web.json_response(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
-        status=200 if ready else 503,
-        headers=None if ready else {"Retry-After": "5"},
-    )
+    async def healthz(self, request: web.Request) -> web.Response:
+        """The process is alive and its event loop answers."""
+        request[ROUTE_NAME] = "healthz"
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """The config is loaded and the database answers: safe to send traffic here."""
+        request[ROUTE_NAME] = "readyz"
+        checks = {"config": f"{len(self._runtime.current.config.routes)} routes"}
+        try:
+            await asyncio.wait_for(self._store.ping(), _READY_CHECK_TIMEOUT)
+            checks["database"] = "ok"
+            ready = True
+        except (StorageUnavailable, TimeoutError):
+            checks["database"] = "unavailable"
+            ready = False
+        return web.json_response(
+            {"status": "ready" if ready else "unavailable", "checks": checks},
+            status=200 if ready else 503,
+            headers=None if ready else {"Retry-After": "5"},
+        )

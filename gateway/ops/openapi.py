@@ -12,7 +12,7 @@ from aiohttp import web
 
 from ..request_keys import ROUTE_NAME
 
-__all__ = ["OPENAPI", "openapi_handler"]
+__all__ = ["openapi_handler"]
 
 
 def _error(description: str, *headers: str) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from ..telemetry.metrics import GatewayMetrics
 from .headers import HeaderPolicy
 from .websocket import relay
 
-__all__ = ["Proxy", "upstream_errors"]
+__all__ = ["Proxy"]
 
 log = logging.getLogger(__name__)
 _CHUNK = 64 * 1024

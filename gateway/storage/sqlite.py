@@ -17,7 +17,7 @@ from yarl import URL
 from ..errors import StorageUnavailable
 from .sql import Row, SqlStore
 
-__all__ = ["SqliteStore", "sqlite_path"]
+__all__ = ["SqliteStore"]
 
 log = logging.getLogger(__name__)
 _BUSY_RETRY_SECONDS = 5.0

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from .redaction import install_log_redaction
 
-__all__ = ["ACCESS_FIELDS", "JsonFormatter", "configure_logging"]
+__all__ = ["configure_logging"]
 
 # Extra fields an access-log record carries (see access_log.AccessLogger).
 ACCESS_FIELDS = (
