@@ -26,7 +26,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,67 +39,10 @@ from pathlib import Path
 import aiohttp
 import pymysql
 import yaml
+from harness import cpu_seconds, free_port, peak_rss_mib, rss_mib, wait_for
 
-REPO = Path(__file__).resolve().parent.parent
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SECRET = secrets.token_urlsafe(48)
 PASSWORD = "bench-password"  # noqa: S105 - a throwaway bench user's
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(port: int) -> None:
-    for _ in range(300):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"nothing listened on {port}")
-
-
-def tree(pid: int) -> list[int]:
-    """pid and its descendants (workers)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo.extend(children.get(current, []))
-    return found
-
-
-def cpu_seconds(pid: int) -> float:
-    total = 0.0
-    for member in tree(pid):
-        try:
-            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    return total
-
-
-def peak_rss_mib(pid: int) -> float:
-    total = 0.0
-    for member in tree(pid):
-        try:
-            status = Path(f"/proc/{member}/status").read_text()
-        except OSError:
-            continue
-        match = re.search(r"VmHWM:\s+(\d+) kB", status)
-        total += int(match.group(1)) / 1024 if match else 0.0
-    return total
 
 
 @dataclass
@@ -521,19 +463,14 @@ backend upstream
 def _rss_over(base: str, pid: int, bearer: dict[str, str], args: argparse.Namespace) -> Row:
     """RSS before and after many proxied requests (wrk in slices until the count is reached)."""
     row = Row(f"gateway RSS over {args.rss_requests:,} proxied requests")
-    start_rss = _rss_now(pid)
+    start_rss = rss_mib(pid)
     done = 0
     while done < args.rss_requests:
         sample = run_wrk(f"{base}/bbb", 10, args.connections, pid, bearer)
         done += int(sample.rps * 10)
         row.samples.append(sample)
-    row.note = f"RSS {start_rss:.1f} -> {_rss_now(pid):.1f} MiB after {done:,} requests"
+    row.note = f"RSS {start_rss:.1f} -> {rss_mib(pid):.1f} MiB after {done:,} requests"
     return row
-
-
-def _rss_now(pid: int) -> float:
-    match = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
-    return int(match.group(1)) / 1024 if match else 0.0
 
 
 def render(rows: list[Row]) -> str:

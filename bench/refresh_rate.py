@@ -17,7 +17,6 @@ import asyncio
 import os
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,21 +26,8 @@ from pathlib import Path
 
 import aiohttp
 import pymysql
+from harness import REPO, cpu_seconds, free_port
 from yarl import URL
-
-REPO = Path(__file__).resolve().parent.parent
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def reset_mysql_database(url: str) -> None:

@@ -19,7 +19,6 @@ import os
 import random
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+from harness import REPO, free_port, open_fds, rss_mib, wait_for
 
-REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "soak-password"  # noqa: S105 - a throwaway test user's
 
 
@@ -88,17 +87,6 @@ class Report:
                 else "gateway fds       (not sampled)",
             ]
         )
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def _random_address() -> str:
@@ -199,8 +187,8 @@ async def soak(
 
         async def sample() -> None:
             while time.monotonic() < stop_at:
-                report.rss_mib.append(_rss_mib(gateway_pid))
-                report.fds.append(_fds(gateway_pid))
+                report.rss_mib.append(rss_mib(gateway_pid))
+                report.fds.append(open_fds(gateway_pid))
                 await asyncio.sleep(1.0)
 
         started = time.monotonic()
@@ -216,22 +204,6 @@ async def soak(
     return report
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for(port: int) -> None:
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"nothing listened on {port}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--seconds", type=float, default=600)
@@ -240,7 +212,7 @@ def main() -> None:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="gw-soak-"))
     shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
-    upstream_port, gateway_port = _free_port(), _free_port()
+    upstream_port, gateway_port = free_port(), free_port()
     env = {
         **os.environ,
         "DATABASE_URL": args.database_url or f"sqlite:///{workdir / 'soak.db'}",
@@ -268,8 +240,8 @@ def main() -> None:
     )
     server = subprocess.Popen([*gateway, "serve"], cwd=workdir, env=env)
     try:
-        _wait_for(upstream_port)
-        _wait_for(gateway_port)
+        wait_for(upstream_port)
+        wait_for(gateway_port)
         report = asyncio.run(
             soak(
                 f"http://127.0.0.1:{gateway_port}",

@@ -29,6 +29,9 @@ SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "45"))
 
 
 def load_soak() -> ModuleType:
+    # bench/ scripts import their shared helpers (bench/harness.py) as a sibling module.
+    if str(REPO / "bench") not in sys.path:
+        sys.path.append(str(REPO / "bench"))
     spec = importlib.util.spec_from_file_location("soak", REPO / "bench" / "soak.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

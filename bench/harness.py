@@ -1,0 +1,96 @@
+"""What the benchmark scripts share: free ports, waiting for a listener, and reading a process
+tree's CPU time, memory and open files from /proc."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from pathlib import Path
+
+__all__ = [
+    "REPO",
+    "cpu_seconds",
+    "free_port",
+    "open_fds",
+    "peak_rss_mib",
+    "process_tree",
+    "rss_mib",
+    "wait_for",
+]
+
+REPO = Path(__file__).resolve().parent.parent
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(port: int, *, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing listened on {port} within {timeout:g}s")
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and its descendants (workers)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process and its descendants."""
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return total
+
+
+def _status_mib(pid: int, field: str) -> float:
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            continue
+        match = re.search(rf"{field}:\s+(\d+) kB", status)
+        total += int(match.group(1)) / 1024 if match else 0.0
+    return total
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process tree's peak resident memory (VmHWM, summed)."""
+    return _status_mib(pid, "VmHWM")
+
+
+def rss_mib(pid: int) -> float:
+    """The process tree's resident memory now (VmRSS, summed)."""
+    return _status_mib(pid, "VmRSS")
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
