@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 
 from ..auth.tokens import Identity
 from ..config import IdentityHeaders, RouteConfig
@@ -77,19 +77,38 @@ _WEBSOCKET_HANDSHAKE = frozenset(
 _NEVER_DROPPED_BY_CONNECTION = frozenset({"content-length", "content-type"})
 
 
-def connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
-    """Header names listed in Connection: hop-by-hop for this one message."""
-    values = headers.getall("Connection", ())
-    return {token.strip().lower() for value in values for token in value.split(",")}
-
-
 def fold(name: str) -> str:
     """The spelling a backend might fold a header name to (case, '_' for '-', spaces)."""
     return name.strip().lower().replace("_", "-")
 
 
+RawHeaders = list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...]
+# Distinct header names whose static verdict is remembered (bounded: names come from clients).
+_VERDICTS_KEPT = 4096
+
+
+def _connection_tokens(raw: RawHeaders) -> frozenset[bytes]:
+    """Header names listed in Connection: hop-by-hop for this one message."""
+    tokens: set[bytes] = set()
+    for name, value in raw:
+        if name.lower() == b"connection":
+            tokens.update(token.strip().lower() for token in value.split(b","))
+    return frozenset(tokens) - _NEVER_DROPPED_BY_CONNECTION_RAW
+
+
+def _decode(value: bytes) -> str:
+    # The same decoding aiohttp's parser uses, so values pass through byte for byte.
+    return value.decode("utf-8", "surrogateescape")
+
+
+_NEVER_DROPPED_BY_CONNECTION_RAW = frozenset(n.encode() for n in _NEVER_DROPPED_BY_CONNECTION)
+_HOP_BY_HOP_RAW = frozenset(n.encode() for n in HOP_BY_HOP)
+_WEBSOCKET_HANDSHAKE_RAW = frozenset(n.encode() for n in _WEBSOCKET_HANDSHAKE)
+
+
 class HeaderPolicy:
-    """Built once from config; applied to every forwarded request and response."""
+    """Built once from config; applied to every forwarded request and response. Works on the
+    raw header bytes, so nothing is decoded or re-encoded on the way through."""
 
     def __init__(
         self,
@@ -106,6 +125,30 @@ class HeaderPolicy:
         self._request_id_header = request_id_header
         self._trusted = tuple(trusted_proxies)
         self._gateway_owns_cors = gateway_owns_cors
+        # name as sent -> dropped whatever the request (the static part of the policy).
+        self._verdicts: dict[bytes, bool] = {}
+
+    def upstream_head(
+        self,
+        request: web.Request,
+        route: RouteConfig,
+        identity: Identity | None,
+        request_id: str,
+        *,
+        request_line: bytes,
+        host: str,
+        extra: bytes = b"",
+    ) -> bytes:
+        """The request head to send upstream: the request line, the client's headers the policy
+        keeps, the gateway's own (Host, X-Forwarded-*, the request id, the identity), `extra`
+        (framing the proxy adds), and the blank line."""
+        parts = [request_line]
+        for name, value in self._kept(request, route, websocket=False):
+            parts += (name, b": ", value, b"\r\n")
+        for name_text, value_text in self._added(request, route, identity, request_id, host):
+            parts.append(f"{name_text}: {value_text}\r\n".encode("utf-8", "surrogateescape"))
+        parts += (extra, b"\r\n")
+        return b"".join(parts)
 
     def upstream_request(
         self,
@@ -116,56 +159,97 @@ class HeaderPolicy:
         *,
         websocket: bool = False,
     ) -> CIMultiDict[str]:
-        """The headers to send upstream for this request."""
-        named_in_connection = connection_tokens(request.headers) - _NEVER_DROPPED_BY_CONNECTION
-        headers: CIMultiDict[str] = CIMultiDict()
-        for name, value in request.headers.items():
-            lower = name.lower()
-            if (
-                lower in HOP_BY_HOP
-                or lower in _REQUEST_DROPPED
-                or lower in named_in_connection
-                or lower.startswith("proxy-")
-                or fold(lower) in self._dropped_folded
-                or (lower == "authorization" and not route.forward_authorization)
-                or (websocket and lower in _WEBSOCKET_HANDSHAKE)
-            ):
-                continue
-            headers.add(name, value)
-        if route.preserve_host:
-            headers["Host"] = request.host
-        self._set_forwarded(request, headers)
-        headers[self._request_id_header] = request_id
-        if identity is not None:
-            headers[self._identity.user_id] = identity.user_id
-            headers[self._identity.username] = identity.username
-            headers[self._identity.roles] = ",".join(identity.roles)
+        """The same headers as a multidict, for the WebSocket client (which sets Host itself)."""
+        headers: CIMultiDict[str] = CIMultiDict(
+            (_decode(name), _decode(value))
+            for name, value in self._kept(request, route, websocket=websocket)
+        )
+        headers.extend(self._added(request, route, identity, request_id, None))
         return headers
 
-    def client_response(
-        self, upstream_headers: CIMultiDictProxy[str], response: web.StreamResponse
-    ) -> None:
-        """Copy the upstream's response headers that may reach the client."""
-        named_in_connection = connection_tokens(upstream_headers) - _NEVER_DROPPED_BY_CONNECTION
-        for name, value in upstream_headers.items():
+    def client_headers(self, raw: RawHeaders) -> CIMultiDict[str]:
+        """The upstream's response headers that may reach the client."""
+        named_in_connection = _connection_tokens(raw)
+        return CIMultiDict(
+            (_decode(name), _decode(value))
+            for name, value in raw
+            if not (
+                (lower := name.lower()) in _HOP_BY_HOP_RAW
+                or lower in named_in_connection
+                or (self._gateway_owns_cors and lower.startswith(b"access-control-"))
+            )
+        )
+
+    def _kept(
+        self, request: web.Request, route: RouteConfig, *, websocket: bool
+    ) -> list[tuple[bytes, bytes]]:
+        raw = request.raw_headers
+        named_in_connection = _connection_tokens(raw)
+        verdicts = self._verdicts
+        kept = []
+        for name, value in raw:
+            dropped = verdicts.get(name)
+            if dropped is None:
+                dropped = self._always_dropped(name)
+            if dropped:
+                continue
             lower = name.lower()
             if (
-                lower in HOP_BY_HOP
-                or lower in named_in_connection
-                or (self._gateway_owns_cors and lower.startswith("access-control-"))
+                lower in named_in_connection
+                or (lower == b"authorization" and not route.forward_authorization)
+                or (websocket and lower in _WEBSOCKET_HANDSHAKE_RAW)
             ):
                 continue
-            response.headers.add(name, value)
+            kept.append((name, value))
+        return kept
 
-    def _set_forwarded(self, request: web.Request, headers: CIMultiDict[str]) -> None:
+    def _always_dropped(self, name: bytes) -> bool:
+        lower = name.decode("latin-1").lower()
+        dropped = (
+            lower in HOP_BY_HOP
+            or lower in _REQUEST_DROPPED
+            or lower.startswith("proxy-")
+            or fold(lower) in self._dropped_folded
+        )
+        if len(self._verdicts) < _VERDICTS_KEPT:
+            self._verdicts[name] = dropped
+        return dropped
+
+    def _added(
+        self,
+        request: web.Request,
+        route: RouteConfig,
+        identity: Identity | None,
+        request_id: str,
+        host: str | None,
+    ) -> list[tuple[str, str]]:
+        added = []
+        if route.preserve_host:
+            added.append(("Host", request.host))
+        elif host is not None:
+            added.append(("Host", host))
+        added += self._forwarded(request)
+        added.append((self._request_id_header, request_id))
+        if identity is not None:
+            added += (
+                (self._identity.user_id, identity.user_id),
+                (self._identity.username, identity.username),
+                (self._identity.roles, ",".join(identity.roles)),
+            )
+        return added
+
+    def _forwarded(self, request: web.Request) -> list[tuple[str, str]]:
         peer = request.remote or ""
+        if not address_in(peer, self._trusted):
+            return [
+                ("X-Forwarded-For", peer),
+                ("X-Forwarded-Proto", request.scheme),
+                ("X-Forwarded-Host", request.host),
+            ]
         client = request.headers
-        if address_in(peer, self._trusted):
-            prior = ", ".join(client.getall("X-Forwarded-For", ()))
-            headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
-            headers["X-Forwarded-Proto"] = client.get("X-Forwarded-Proto", request.scheme)
-            headers["X-Forwarded-Host"] = client.get("X-Forwarded-Host", request.host)
-        else:
-            headers["X-Forwarded-For"] = peer
-            headers["X-Forwarded-Proto"] = request.scheme
-            headers["X-Forwarded-Host"] = request.host
+        prior = ", ".join(client.getall("X-Forwarded-For", ()))
+        return [
+            ("X-Forwarded-For", f"{prior}, {peer}" if prior else peer),
+            ("X-Forwarded-Proto", client.get("X-Forwarded-Proto", request.scheme)),
+            ("X-Forwarded-Host", client.get("X-Forwarded-Host", request.host)),
+        ]

@@ -29,12 +29,19 @@ from ..errors import (
 from ..request_keys import STARTED
 from ..telemetry.metrics import GatewayMetrics
 from .headers import HeaderPolicy
+from .http1 import (
+    ConnectionLost,
+    ResponseHead,
+    UpstreamConnection,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
+from .pool import ConnectFailed, ConnectionPool
 from .websocket import relay
 
 __all__ = ["Proxy"]
 
 log = logging.getLogger(__name__)
-_CHUNK = 64 * 1024
 
 
 class _ClientBody:
@@ -69,18 +76,29 @@ class _ClientBody:
             yield chunk
 
 
-class _RelayedResponse(web.StreamResponse):
-    """A response that sends the upstream's headers as they were: aiohttp would add a
-    Content-Type to a body that has none, which changes what the client sees."""
+class _RelayedHeaders:
+    """Sends the upstream's headers as they were: aiohttp would add a Content-Type to a body
+    that has none, which changes what the client sees."""
 
-    def __init__(self, *, status: int, reason: str | None, upstream_typed: bool) -> None:
-        super().__init__(status=status, reason=reason)
-        self._upstream_typed = upstream_typed
+    _upstream_typed = True
 
     async def _prepare_headers(self) -> None:
-        await super()._prepare_headers()
+        await super()._prepare_headers()  # type: ignore[misc]
         if not self._upstream_typed:
-            self.headers.popall("Content-Type", None)
+            self.headers.popall("Content-Type", None)  # type: ignore[attr-defined]
+
+
+class _RelayedResponse(_RelayedHeaders, web.StreamResponse):
+    """A streamed relay of an upstream response."""
+
+
+class _RelayedBody(_RelayedHeaders, web.Response):
+    """A small upstream response, answered with its head and body in one write."""
+
+
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+_LAST_CHUNK = b"0\r\n\r\n"
+_CHUNKED = b"Transfer-Encoding: chunked\r\n"
 
 
 class Proxy:
@@ -98,29 +116,31 @@ class Proxy:
         self._headers = headers
         self._metrics = metrics
         self._client_body_timeout = client_body_timeout
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._pools: dict[str, ConnectionPool] = {}
+        # The WebSocket handshake and relay keep using aiohttp's client.
+        self._websocket_sessions: dict[str, aiohttp.ClientSession] = {}
+        # Per upstream: the path prefix of its URL, and the Host it is sent.
+        self._prefixes = {n: u.url.raw_path.rstrip("/") for n, u in self._upstreams.items()}
+        self._hosts = {n: _host_header(u.url) for n, u in self._upstreams.items()}
 
     async def start(self) -> None:
         for name, upstream in self._upstreams.items():
-            connector = aiohttp.TCPConnector(
-                limit=upstream.max_connections, enable_cleanup_closed=True
-            )
-            self._sessions[name] = aiohttp.ClientSession(
-                connector=connector,
-                # Bodies pass through untouched: no decompression, no cookie jar shared
-                # between users, no client headers the caller did not send.
-                auto_decompress=False,
+            self._pools[name] = ConnectionPool(upstream)
+            self._websocket_sessions[name] = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=upstream.max_connections),
+                # No cookie jar shared between users, no headers the caller did not send.
                 cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
                 timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    connect=upstream.connect_timeout,
-                    sock_read=upstream.read_timeout,
+                    total=None, connect=upstream.connect_timeout, sock_read=upstream.read_timeout
                 ),
             )
 
     async def close(self) -> None:
-        sessions, self._sessions = self._sessions, {}
+        pools, self._pools = self._pools, {}
+        for pool in pools.values():
+            pool.close()
+        sessions, self._websocket_sessions = self._websocket_sessions, {}
         for session in sessions.values():
             await session.close()
 
@@ -136,36 +156,72 @@ class Proxy:
         body = _ClientBody(route.max_body_bytes, self._client_body_timeout)
         if route.max_body_bytes and (request.content_length or 0) > route.max_body_bytes:
             raise body.too_large()
-        data = body.stream(request) if request.body_exists else None
-        url = _upstream_url(
-            upstream.url, route.upstream_path(path), request.rel_url.raw_query_string
+        has_body = request.body_exists
+        # A chunked client body is sent on chunked; one with a length keeps its Content-Length.
+        chunked = has_body and request.content_length is None
+        query = request.rel_url.raw_query_string
+        target = self._prefixes[route.upstream] + route.upstream_path(path)
+        request_line = f"{request.method} {target}{'?' if query else ''}{query} HTTP/1.1\r\n"
+        head = self._headers.upstream_head(
+            request,
+            route,
+            identity,
+            request_id,
+            request_line=request_line.encode("utf-8", "surrogateescape"),
+            host=self._hosts[route.upstream],
+            extra=_CHUNKED if chunked else b"",
         )
-        headers = self._headers.upstream_request(request, route, identity, request_id)
         sent = time.perf_counter()
         if self._metrics is not None and STARTED in request:
             self._metrics.own_work.observe(sent - request[STARTED])
         try:
             with upstream_errors(upstream):
-                async with self._sessions[route.upstream].request(
-                    request.method,
-                    url,
-                    headers=headers,
-                    data=data,
-                    allow_redirects=False,
-                    auto_decompress=False,
-                ) as upstream_response:
-                    if self._metrics is not None:
-                        self._metrics.upstream_latency.labels(upstream.name).observe(
-                            time.perf_counter() - sent
-                        )
-                    return await self._relay(request, upstream_response, upstream)
+                return await self._exchange(
+                    request, upstream, head, body if has_body else None, chunked, sent
+                )
         except UpstreamFailure as failure:
-            # A body the client stalled or overfilled surfaces as a client error: it is the
-            # client's failure, not the upstream's.
-            if body.failure is not None:
-                raise body.failure from None
             self._record(failure)
             raise
+
+    async def _exchange(
+        self,
+        request: web.Request,
+        upstream: UpstreamConfig,
+        head: bytes,
+        body: _ClientBody | None,
+        chunked: bool,
+        sent: float,
+    ) -> web.StreamResponse:
+        pool = self._pools[upstream.name]
+        # A kept-alive connection the upstream closed just as it was reused is retried once
+        # on a fresh one, when that cannot run the request twice (see _may_retry).
+        for attempt in (0, 1):
+            connection, reused = await pool.acquire()
+            sender: asyncio.Task[None] | None = None
+            try:
+                connection.send(head, method=request.method)
+                if body is None:
+                    connection.body_sent()
+                else:
+                    sender = asyncio.create_task(
+                        _send_body(connection, request, body, chunked), name="request-body"
+                    )
+                try:
+                    response_head = await connection.read_head()
+                except ConnectionLost as lost:
+                    if attempt == 0 and _may_retry(request, body, reused, lost):
+                        continue
+                    raise
+                if self._metrics is not None:
+                    self._metrics.upstream_latency.labels(upstream.name).observe(
+                        time.perf_counter() - sent
+                    )
+                return await self._relay(request, connection, response_head, upstream)
+            finally:
+                if sender is not None and not sender.done():
+                    sender.cancel()
+                pool.release(connection)
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     async def forward_websocket(
         self,
@@ -184,7 +240,7 @@ class Proxy:
         )
         try:
             with upstream_errors(upstream):
-                upstream_ws = await self._sessions[route.upstream].ws_connect(
+                upstream_ws = await self._websocket_sessions[route.upstream].ws_connect(
                     url,
                     headers=headers,
                     protocols=credentials.protocols,
@@ -204,42 +260,82 @@ class Proxy:
             return client_ws
 
     def _record(self, failure: UpstreamFailure) -> None:
-        if failure.kind == "protocol":
-            log.warning("upstream %s failed to answer: %s", failure.upstream, failure.__cause__)
+        if failure.kind in ("protocol", "broken_body"):
+            log.warning("%s: %s", failure.message, failure.__cause__)
         if self._metrics is not None:
             self._metrics.upstream_errors.labels(failure.upstream, failure.kind).inc()
 
     async def _relay(
         self,
         request: web.Request,
-        upstream_response: aiohttp.ClientResponse,
+        connection: UpstreamConnection,
+        head: ResponseHead,
         upstream: UpstreamConfig,
     ) -> web.StreamResponse:
-        response = _RelayedResponse(
-            status=upstream_response.status,
-            reason=upstream_response.reason,
-            upstream_typed="Content-Type" in upstream_response.headers,
-        )
-        self._headers.client_response(upstream_response.headers, response)
+        headers = self._headers.client_headers(head.headers)
+        typed = "Content-Type" in headers
+        if connection.complete:
+            # Small, or bodiless: the whole answer in one write.
+            small = _RelayedBody(
+                status=head.status, reason=head.reason, headers=headers, body=connection.take_body()
+            )
+            small._upstream_typed = typed
+            return small
+        response = _RelayedResponse(status=head.status, reason=head.reason, headers=headers)
+        response._upstream_typed = typed
         await response.prepare(request)
         try:
-            async for chunk in upstream_response.content.iter_chunked(_CHUNK):
-                await response.write(chunk)
-        except (TimeoutError, aiohttp.ClientError) as exc:
+            while piece := await connection.read_body():
+                await response.write(piece)
+        except (UpstreamTimeout, ConnectionLost, UpstreamProtocolError) as exc:
             # The status line is already sent: all we can do is cut the stream so the client
             # sees an incomplete body instead of a silently truncated one.
-            log.warning(
-                "upstream %s broke off its response body: %s", upstream.name, type(exc).__name__
-            )
-            self._record(BadGateway(upstream.name, "broken_body", "broke off"))
+            failure = BadGateway(upstream.name, "broken_body", "broke off its response body")
+            failure.__cause__ = exc
+            self._record(failure)
             if request.transport is not None:
                 request.transport.close()
             return response
         except ConnectionResetError:
-            # The client went away; leaving the block releases the upstream connection.
+            # The client went away; the unfinished upstream connection is closed on release.
             return response
         await response.write_eof()
         return response
+
+
+async def _send_body(
+    connection: UpstreamConnection, request: web.Request, body: _ClientBody, chunked: bool
+) -> None:
+    """Stream the client's body upstream with back-pressure; a client-side failure (too large,
+    stalled) ends the exchange with that error."""
+    try:
+        async for piece in body.stream(request):
+            connection.write_body(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
+            await connection.drain()
+        if chunked:
+            connection.write_body(_LAST_CHUNK)
+        connection.body_sent()
+    except GatewayError as failure:
+        connection.abort(failure)
+    except (ConnectionLost, UpstreamTimeout, UpstreamProtocolError, ConnectionError):
+        pass  # the upstream side failed: the exchange reports it
+
+
+def _may_retry(
+    request: web.Request, body: _ClientBody | None, reused: bool, lost: ConnectionLost
+) -> bool:
+    """Whether an exchange that lost its connection before any response byte can run again:
+    only on a reused connection (a stale keep-alive, not a dead upstream), and only for a
+    request without a body whose method is idempotent, so running it twice is harmless."""
+    return reused and not lost.response_started and body is None and (request.method in _IDEMPOTENT)
+
+
+def _host_header(url: URL) -> str:
+    default = 443 if url.scheme == "https" else 80
+    host = url.raw_host or ""
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    return host if url.port in (None, default) else f"{host}:{url.port}"
 
 
 @contextlib.contextmanager
@@ -249,6 +345,14 @@ def upstream_errors(upstream: UpstreamConfig) -> Iterator[None]:
     stalled) pass through untouched."""
     try:
         yield
+    except ConnectFailed as exc:
+        raise BadGateway(upstream.name, "connect", "is unreachable") from exc
+    except UpstreamTimeout as exc:
+        raise GatewayTimeout(
+            upstream.name, "timeout", f"did not answer within {upstream.read_timeout:g}s"
+        ) from exc
+    except (UpstreamProtocolError, ConnectionLost) as exc:
+        raise BadGateway(upstream.name, "protocol", "failed to answer") from exc
     except aiohttp.WSServerHandshakeError as exc:
         raise BadGateway(
             upstream.name, "handshake", f"refused the WebSocket handshake ({exc.status})"
