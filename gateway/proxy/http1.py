@@ -272,6 +272,9 @@ class UpstreamConnection(asyncio.Protocol):
     # --- httptools callbacks -------------------------------------------------------------------
 
     def on_status(self, status: bytes) -> None:
+        if self._complete:  # a second response after ours, in the same read
+            self.close()
+            return
         self._reason = status.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -280,6 +283,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         assert self._parser is not None  # noqa: S101
+        if self._complete:
+            self.close()
+            return
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self._headers, self._reason = [], ""  # informational: wait for the final one
