@@ -87,6 +87,39 @@ def test_dockerfile_runs_commands_that_exist() -> None:
         assert result.returncode == 0, result.stderr
 
 
+def make_dry_run(tmp_path: Path, target: str) -> str:
+    """What `make TARGET` would run in a fresh clone (no venv yet)."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    result = subprocess.run(
+        [make, "--dry-run", "--always-make", f"VENV={tmp_path / 'venv'}", target],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_make_demo_installs_the_runtime_only(tmp_path: Path) -> None:
+    commands = make_dry_run(tmp_path, "demo")
+    assert "pip install --quiet -e .\n" in commands
+    assert "[dev]" not in commands
+    assert "httpbin" not in commands
+    assert commands.rstrip().endswith("gateway demo")
+
+
+@pytest.mark.parametrize("target", ["test", "lint"])
+def test_make_test_and_lint_add_the_development_tools(tmp_path: Path, target: str) -> None:
+    commands = make_dry_run(tmp_path, target)
+    # From a fresh clone each target creates the venv itself (`.ci/run` runs lint, then test).
+    assert "-m venv" in commands
+    assert "pip install --quiet -e '.[dev]'" in commands
+    assert ("pytest" if target == "test" else "mypy") in commands
+
+
 def test_compose_file_matches_the_compose_specification() -> None:
     result = subprocess.run(
         [
