@@ -87,6 +87,17 @@ def test_dockerfile_runs_commands_that_exist() -> None:
         assert result.returncode == 0, result.stderr
 
 
+def test_dockerfile_gives_sqlite_a_directory_the_gateway_user_can_write() -> None:
+    # /app belongs to root: a `docker run` with the default sqlite:///gateway.db (relative to
+    # /app) could not create its file as uid 10001.
+    text = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^ENV DATABASE_URL=sqlite:////data/gateway\.db$", text, re.M), text
+    made = re.search(r"^RUN mkdir /data && chown 10001:10001 /data$", text, re.M)
+    assert made, "the Dockerfile must create /data owned by uid 10001"
+    assert made.start() < text.index("USER 10001:10001")  # as root, before dropping privileges
+    assert 'VOLUME ["/data"]' in text
+
+
 def make_dry_run(tmp_path: Path, target: str) -> str:
     """What `make TARGET` would run in a fresh clone (no venv yet)."""
     make = shutil.which("make")
