@@ -153,6 +153,18 @@ def test_only_the_gateway_publishes_a_port() -> None:
     assert COMPOSE["services"]["gateway"]["depends_on"]["mysql"]["condition"] == "service_healthy"
 
 
+def test_upstream_service_has_its_own_healthcheck() -> None:
+    # It runs the gateway's image, whose HEALTHCHECK asks a gateway that is not there: left
+    # inherited, the upstream would never turn healthy.
+    upstream = COMPOSE["services"]["upstream"]
+    check = upstream["healthcheck"]
+    assert not check.get("disable")
+    assert "gateway" not in check["test"]
+    assert check["test"][0] == "CMD"
+    gateway = COMPOSE["services"]["gateway"]
+    assert gateway["depends_on"]["upstream"]["condition"] == "service_healthy"
+
+
 def test_env_example_names_what_compose_requires() -> None:
     required = set(re.findall(r"\$\{([A-Z_]+):\?", (REPO / "docker-compose.yml").read_text()))
     listed = set(re.findall(r"^#?\s*([A-Z_]+)=", (REPO / ".env.example").read_text(), re.M))
@@ -211,6 +223,12 @@ def test_compose_services_run_natively(
         argv, cwd=tmp_path, env=base, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
+        wait_for_port(int(compose_env["UPSTREAM_PORT"]), upstream_proc)
+        check = upstream["healthcheck"]["test"][1:]
+        check[0] = sys.executable if check[0] == "python" else check[0]
+        probe = subprocess.run(check, capture_output=True, text=True, timeout=10, check=False)
+        assert probe.returncode == 0, probe.stderr  # the upstream's healthcheck passes
+
         gateway = interpolate(services["gateway"], compose_env)
         gateway_env = {**base, **native_env(gateway["environment"])}
         command = gateway["entrypoint"]
@@ -224,7 +242,6 @@ def test_compose_services_run_natively(
             gateway_env,
         )
         port = int(compose_env["GATEWAY_PORT"])
-        wait_for_port(int(compose_env["UPSTREAM_PORT"]), upstream_proc)
         wait_for_port(port, proc, timeout=60)
 
         add = subprocess.run(
