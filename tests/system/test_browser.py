@@ -75,15 +75,22 @@ async def open_demo(page: Page, gw: Gateway) -> None:
 
 
 async def results(page: Page, count: int) -> list[str]:
+    """The result lines without their timestamps."""
     await page.wait_for_function(
-        f"document.querySelectorAll('#results div').length >= {count}", timeout=15000
+        f"document.querySelectorAll('#results li').length >= {count}", timeout=15000
     )
-    return await page.locator("#results div").all_inner_texts()
+    return await page.locator("#results li .text").all_inner_texts()
+
+
+async def log_lines(page: Page) -> list[str]:
+    return await page.locator("#log div .text").all_inner_texts()
 
 
 async def log_in(page: Page) -> None:
     await page.click("#login")
-    await page.wait_for_function("document.querySelector('#who').textContent.length > 0")
+    await page.wait_for_function(
+        "document.querySelector('#who').textContent.startsWith('logged in as')"
+    )
 
 
 async def test_demo_page_refreshes_once_for_three_requests(browser: Browser, demo: Gateway) -> None:
@@ -98,9 +105,16 @@ async def test_demo_page_refreshes_once_for_three_requests(browser: Browser, dem
     lines = await results(page, 5)
     assert lines[2:] == ["/bbb → 200 bbb"] * 3
     assert refreshes(demo) == 1  # counted at the gateway
-    log = await page.locator("#log").inner_text()
+    log = await log_lines(page)
     assert log.count("refreshed the tokens") == 1
     assert log.count("replay /bbb") == 3
+    # The 401s that started the refresh are in the log, before the one refresh request.
+    refused = [i for i, line in enumerate(log) if line == "← 401 GET /bbb: access token refused"]
+    assert len(refused) == 3, log
+    refreshing = log.index("refreshing: POST /user/refresh")
+    assert refused[0] < refreshing < log.index("refreshed the tokens")
+    assert log.count("refreshing: POST /user/refresh") == 1
+    assert await page.locator("#who").inner_text() == "logged in as guang"
 
 
 async def test_expired_session_says_login_required_once(browser: Browser, demo: Gateway) -> None:
@@ -115,11 +129,53 @@ async def test_expired_session_says_login_required_once(browser: Browser, demo: 
     assert "/bbb → LoginRequiredError: Invalid refresh token" in lines
     assert await page.locator("#login-required").get_attribute("data-count") == "1"
     assert await page.locator("#login-required").is_visible()
+    assert await page.locator("#who").inner_text() == "not logged in"
     # Nothing hangs or loops: a little later, nothing more has been sent.
     sent = (await page.locator("#log").inner_text()).count("send ")
     await asyncio.sleep(1.0)
     assert (await page.locator("#log").inner_text()).count("send ") == sent
     assert await page.evaluate("window.gatewayClient.tokens") is None
+
+
+async def test_logout_shows_its_result_and_clears_the_user(browser: Browser, demo: Gateway) -> None:
+    page = await browser.new_page()
+    await open_demo(page, demo)
+    await log_in(page)
+    await page.click("#logout")
+    status = page.locator("#status")
+    await status.wait_for(state="visible")
+    assert (await status.inner_text()).startswith("Logged out: the gateway ended the session")
+    assert "{" not in await status.inner_text()  # words, not the raw JSON body
+    assert await page.locator("#who").inner_text() == "not logged in"
+    sessions = await demo.app[STORE].list_sessions(1)
+    assert [s.revoked_at is not None for s in sessions] == [True]
+    await page.click("#get-bbb")
+    assert await results(page, 1) == ["/bbb → 401 Unauthorized: Missing bearer token"]
+    assert (await status.inner_text()).startswith("Not logged in: /bbb needs a token")
+
+
+async def test_demo_page_is_self_contained_and_labelled(browser: Browser, demo: Gateway) -> None:
+    page = await browser.new_page()
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    await open_demo(page, demo)
+    await log_in(page)
+    await page.click("#get-aaa")
+    await results(page, 1)
+    origin = str(demo.client.make_url("/")).rstrip("/")
+    assert all(url.startswith((origin, "data:")) for url in requested), requested
+    assert not any(url.endswith("/favicon.ico") for url in requested)  # the icon is inline
+    assert await page.locator("link[rel=icon][href^='data:']").count() == 1
+    assert await page.locator("meta[name=viewport]").count() == 1
+    for field in ("username", "password"):
+        assert await page.locator(f"label[for={field}]").count() == 1
+    assert await page.locator("ol.steps li").count() >= 4  # what to try, in order
+    # Each log line and result carries its time; the clear button empties both.
+    assert await page.locator("#log div time").count() == len(await log_lines(page))
+    assert await page.locator("#results li time").count() == 1
+    await page.click("#clear")
+    assert await page.locator("#log div").count() == 0
+    assert await page.locator("#results li").count() == 0
 
 
 async def test_two_tabs_refreshing_at_once_keep_the_session(
