@@ -214,15 +214,32 @@ async def classic_origin(aiohttp_server: Callable[..., Any]) -> str:
     return f"http://127.0.0.1:{server.port}"
 
 
-async def test_classic_axios_client_on_another_origin(
+async def open_classic(
     browser: Browser, start_gateway: GatewayFactory, classic_origin: str
-) -> None:
+) -> tuple[Gateway, Page]:
     gw: Gateway = await start_gateway(cors={"allowed_origins": [classic_origin]})
     await gw.add_user()
     api = str(gw.client.make_url("")).rstrip("/").replace("localhost", "127.0.0.1")
     page = await browser.new_page()
     await page.goto(f"{classic_origin}/?api={api}")
     await page.wait_for_selector("body[data-ready=true]", state="attached")
+    return gw, page
+
+
+def refresh_attempts(gw: Gateway) -> float:
+    """Refreshes the gateway answered, whatever the outcome."""
+    return sum(
+        sample.value
+        for metric in gw.app[METRICS].refreshes.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
+
+
+async def test_classic_axios_client_on_another_origin(
+    browser: Browser, start_gateway: GatewayFactory, classic_origin: str
+) -> None:
+    gw, page = await open_classic(browser, start_gateway, classic_origin)
     assert await page.evaluate("classic.login('guang', '123456')") == 200
     assert await page.evaluate("classic.get('/bbb')") == [200, "bbb"]
     await page.evaluate("classic.spoil()")
@@ -231,3 +248,45 @@ async def test_classic_axios_client_on_another_origin(
     assert refreshes(gw) == 1
     await page.evaluate("classic.spoil()")
     assert await page.evaluate("classic.login('guang', '123456')") == 200  # stale token ignored
+
+
+async def test_classic_client_queues_concurrent_failures_behind_one_refresh(
+    browser: Browser, start_gateway: GatewayFactory, classic_origin: str
+) -> None:
+    gw, page = await open_classic(browser, start_gateway, classic_origin)
+    assert await page.evaluate("classic.login('guang', '123456')") == 200
+    await page.evaluate("classic.spoil()")
+    assert await page.evaluate("classic.getMany('/bbb', 3)") == [[200, "bbb"]] * 3
+    assert refreshes(gw) == 1  # the `refreshing` flag held the other two in the queue
+    assert await page.evaluate("classic.queued") == 2
+    sent: list[str] = await page.evaluate("classic.sent")
+    assert sent.count("GET /user/refresh") == 1
+    # Its queue is never emptied: the next refresh replays the earlier round's requests again.
+    before = len(sent)
+    await page.evaluate("classic.spoil()")
+    assert await page.evaluate("classic.get('/bbb')") == [200, "bbb"]
+    assert refreshes(gw) == 2
+    later: list[str] = (await page.evaluate("classic.sent"))[before:]
+    # The request, the refresh, two stale replays from the first round, and its own replay.
+    assert later.count("GET /bbb") == 1 + 2 + 1, later
+
+
+async def test_classic_client_hangs_on_a_refused_refresh_where_install_axios_settles(
+    browser: Browser, start_gateway: GatewayFactory, classic_origin: str
+) -> None:
+    gw, page = await open_classic(browser, start_gateway, classic_origin)
+    assert await page.evaluate("classic.login('guang', '123456')") == 200
+    await page.evaluate("classic.spoilBoth()")
+    # The refresh's own 401 arrives while `refreshing` is set and is queued behind itself.
+    assert await page.evaluate("classic.settles('/bbb', 3000)") == "pending"
+    assert refresh_attempts(gw) == 1 and refreshes(gw) == 0  # the gateway did refuse it
+    assert await page.evaluate("classic.queued") == 1
+    assert "login expired" not in await page.locator("#out").inner_text()  # never said
+
+    # The same app on /_gateway/client.js's installAxios: settles with "login required".
+    assert await page.evaluate("fixed.login('guang', '123456')") == 200
+    await page.evaluate("fixed.spoilBoth()")
+    assert await page.evaluate("fixed.settles('/bbb', 3000)") == "rejected: LoginRequiredError"
+    assert await page.evaluate("fixed.loginRequired") == 1
+    assert await page.evaluate("fixed.tokens") is None
+    assert refresh_attempts(gw) == 2
