@@ -24,6 +24,9 @@ COPY config.yaml ./
 RUN mkdir /data && chown 10001:10001 /data
 ENV DATABASE_URL=sqlite:////data/gateway.db
 VOLUME ["/data"]
+# All of the container's interfaces (the config's default, 127.0.0.1, is unreachable through -p);
+# what is exposed outside is up to -p / ports.
+ENV GATEWAY_HOST=0.0.0.0
 
 USER 10001:10001
 EXPOSE 8080

@@ -98,6 +98,12 @@ def test_dockerfile_gives_sqlite_a_directory_the_gateway_user_can_write() -> Non
     assert 'VOLUME ["/data"]' in text
 
 
+def test_docker_image_listens_on_the_containers_interfaces() -> None:
+    # The config's default host, 127.0.0.1, would be unreachable through `docker run -p`.
+    text = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^ENV GATEWAY_HOST=0\.0\.0\.0$", text, re.M), text
+
+
 def make_dry_run(tmp_path: Path, target: str) -> str:
     """What `make TARGET` would run in a fresh clone (no venv yet)."""
     make = shutil.which("make")
