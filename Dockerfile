@@ -18,6 +18,16 @@ COPY upstream_demo ./upstream_demo
 RUN pip install --no-cache-dir .
 COPY config.yaml ./
 
+# /app is root's and read-only to the gateway user, so the default SQLite file lives in /data,
+# the one directory uid 10001 may write (mount a volume there to keep users across containers).
+# DATABASE_URL=mysql://... overrides it, as the compose file does.
+RUN mkdir /data && chown 10001:10001 /data
+ENV DATABASE_URL=sqlite:////data/gateway.db
+VOLUME ["/data"]
+# All of the container's interfaces (the config's default, 127.0.0.1, is unreachable through -p);
+# what is exposed outside is up to -p / ports.
+ENV GATEWAY_HOST=0.0.0.0
+
 USER 10001:10001
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \

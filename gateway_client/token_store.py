@@ -53,7 +53,8 @@ class FileTokenStore:
     """Tokens in a file readable only by this user, for command-line tools that run again."""
 
     def __init__(self, path: str | Path) -> None:
-        self._path = Path(path)
+        # "~/.cache/app/tokens.json" means the home directory, not a folder named "~" here.
+        self._path = Path(path).expanduser()
 
     def load(self) -> Tokens | None:
         try:

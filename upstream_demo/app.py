@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from importlib import resources
 
 from aiohttp import web
@@ -76,14 +77,29 @@ async def websocket_echo(request: web.Request) -> web.WebSocketResponse:
 _DEMO_PAGE = resources.files("upstream_demo").joinpath("static/demo.html").read_bytes()
 
 
+async def home(request: web.Request) -> web.Response:
+    """`/` is where a newcomer looks first: send them to the demo page (relative, so through
+    the gateway it stays on the gateway)."""
+    raise web.HTTPFound("/demo")
+
+
 async def demo_page(request: web.Request) -> web.Response:
     """The demo screen: log in, call /aaa and /bbb, spoil tokens, watch silent refreshes."""
     return web.Response(body=_DEMO_PAGE, content_type="text/html", charset="utf-8")
 
 
-def create_upstream_app() -> web.Application:
-    # /echo reports the body as it arrived on the wire, compressed or not.
-    app = web.Application(handler_args={"auto_decompress": False})
+# Its own logger name, so that in `gateway demo` (one process, two servers) the upstream's access
+# lines are told apart from the gateway's `aiohttp.access` lines.
+ACCESS_LOGGER = "upstream_demo.access"
+_ACCESS_LOG = logging.getLogger(ACCESS_LOGGER)
+
+
+def create_upstream_app(*, access_log: logging.Logger | None = _ACCESS_LOG) -> web.Application:
+    """The demo upstream; `access_log=None` silences its access log."""
+    # /echo reports the body as it arrived on the wire, compressed or not. handler_args win
+    # over the runner's arguments, so the access logger holds wherever the app is served.
+    app = web.Application(handler_args={"auto_decompress": False, "access_log": access_log})
+    app.router.add_get("/", home)
     app.router.add_get("/aaa", aaa)
     app.router.add_get("/bbb", bbb)
     app.router.add_get("/whoami", whoami)

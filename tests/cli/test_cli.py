@@ -17,7 +17,7 @@ from tests.support.wire import http
 def test_check_config(workdir: Path, database_url: str) -> None:
     ok = run_gateway(workdir, env_for(database_url, JWT_SECRET=TEST_SECRET), "check-config")
     assert ok.returncode == 0, ok.stderr
-    assert "config.yaml: OK (6 routes, 1 upstreams, HS256 tokens)" in ok.stdout
+    assert "config.yaml: OK (7 routes, 1 upstreams, HS256 tokens)" in ok.stdout
 
     (workdir / "bad.yaml").write_text("routes:\n  - path: nope\n    upstream: x\n    auth: maybe\n")
     bad = run_gateway(workdir, env_for(database_url), "check-config", "--config", "bad.yaml")

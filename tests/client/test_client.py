@@ -187,3 +187,15 @@ def test_file_token_store(tmp_path: Path) -> None:
     assert mode == 0o600
     store.clear()
     assert store.load() is None
+
+
+def test_file_token_store_expands_the_home_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    store = FileTokenStore("~/.cache/me/tokens.json")
+    store.save(Tokens("a", "r"))
+    assert (tmp_path / "home" / ".cache" / "me" / "tokens.json").is_file()
+    assert not (tmp_path / "~").exists()  # no literal "~" folder in the working directory
+    assert FileTokenStore("~/.cache/me/tokens.json").load() == Tokens("a", "r")

@@ -71,6 +71,7 @@ def test_shipped_config_reads_the_documented_environment() -> None:
     assert config.tokens.key.algorithm == "HS256"
     policies = {r.pattern.text: r.auth for r in config.routes}
     assert policies == {
+        "/": AuthPolicy.PUBLIC,
         "/aaa": AuthPolicy.PUBLIC,
         "/demo": AuthPolicy.PUBLIC,
         "/echo/**": AuthPolicy.PUBLIC,

@@ -87,6 +87,56 @@ def test_dockerfile_runs_commands_that_exist() -> None:
         assert result.returncode == 0, result.stderr
 
 
+def test_dockerfile_gives_sqlite_a_directory_the_gateway_user_can_write() -> None:
+    # /app belongs to root: a `docker run` with the default sqlite:///gateway.db (relative to
+    # /app) could not create its file as uid 10001.
+    text = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^ENV DATABASE_URL=sqlite:////data/gateway\.db$", text, re.M), text
+    made = re.search(r"^RUN mkdir /data && chown 10001:10001 /data$", text, re.M)
+    assert made, "the Dockerfile must create /data owned by uid 10001"
+    assert made.start() < text.index("USER 10001:10001")  # as root, before dropping privileges
+    assert 'VOLUME ["/data"]' in text
+
+
+def test_docker_image_listens_on_the_containers_interfaces() -> None:
+    # The config's default host, 127.0.0.1, would be unreachable through `docker run -p`.
+    text = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^ENV GATEWAY_HOST=0\.0\.0\.0$", text, re.M), text
+
+
+def make_dry_run(tmp_path: Path, target: str) -> str:
+    """What `make TARGET` would run in a fresh clone (no venv yet)."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    result = subprocess.run(
+        [make, "--dry-run", "--always-make", f"VENV={tmp_path / 'venv'}", target],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_make_demo_installs_the_runtime_only(tmp_path: Path) -> None:
+    commands = make_dry_run(tmp_path, "demo")
+    assert "pip install --quiet -e .\n" in commands
+    assert "[dev]" not in commands
+    assert "httpbin" not in commands
+    assert commands.rstrip().endswith("gateway demo")
+
+
+@pytest.mark.parametrize("target", ["test", "lint"])
+def test_make_test_and_lint_add_the_development_tools(tmp_path: Path, target: str) -> None:
+    commands = make_dry_run(tmp_path, target)
+    # From a fresh clone each target creates the venv itself (`.ci/run` runs lint, then test).
+    assert "-m venv" in commands
+    assert "pip install --quiet -e '.[dev]'" in commands
+    assert ("pytest" if target == "test" else "mypy") in commands
+
+
 def test_compose_file_matches_the_compose_specification() -> None:
     result = subprocess.run(
         [
@@ -107,6 +157,18 @@ def test_only_the_gateway_publishes_a_port() -> None:
     assert published == ["gateway"]
     assert "mysql-data" in COMPOSE["volumes"]
     assert COMPOSE["services"]["gateway"]["depends_on"]["mysql"]["condition"] == "service_healthy"
+
+
+def test_upstream_service_has_its_own_healthcheck() -> None:
+    # It runs the gateway's image, whose HEALTHCHECK asks a gateway that is not there: left
+    # inherited, the upstream would never turn healthy.
+    upstream = COMPOSE["services"]["upstream"]
+    check = upstream["healthcheck"]
+    assert not check.get("disable")
+    assert "gateway" not in check["test"]
+    assert check["test"][0] == "CMD"
+    gateway = COMPOSE["services"]["gateway"]
+    assert gateway["depends_on"]["upstream"]["condition"] == "service_healthy"
 
 
 def test_env_example_names_what_compose_requires() -> None:
@@ -167,6 +229,12 @@ def test_compose_services_run_natively(
         argv, cwd=tmp_path, env=base, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
+        wait_for_port(int(compose_env["UPSTREAM_PORT"]), upstream_proc)
+        check = upstream["healthcheck"]["test"][1:]
+        check[0] = sys.executable if check[0] == "python" else check[0]
+        probe = subprocess.run(check, capture_output=True, text=True, timeout=10, check=False)
+        assert probe.returncode == 0, probe.stderr  # the upstream's healthcheck passes
+
         gateway = interpolate(services["gateway"], compose_env)
         gateway_env = {**base, **native_env(gateway["environment"])}
         command = gateway["entrypoint"]
@@ -180,7 +248,6 @@ def test_compose_services_run_natively(
             gateway_env,
         )
         port = int(compose_env["GATEWAY_PORT"])
-        wait_for_port(int(compose_env["UPSTREAM_PORT"]), upstream_proc)
         wait_for_port(port, proc, timeout=60)
 
         add = subprocess.run(
