@@ -26,6 +26,8 @@ other exception type carries a status.
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from collections.abc import Mapping
 from http import HTTPStatus
@@ -48,13 +50,20 @@ __all__ = [
     "Unauthorized",
     "UnsupportedMediaType",
     "UpstreamFailure",
-    "error_body",
+    "rendered_error",
 ]
 
 
 def error_body(status: int, message: str) -> dict[str, object]:
     """The error shape existing (NestJS-era) clients parse."""
     return {"statusCode": status, "message": message, "error": HTTPStatus(status).phrase}
+
+
+@functools.lru_cache(maxsize=1024)
+def rendered_error(status: int, message: str) -> bytes:
+    """`error_body` as JSON bytes, rendered once per distinct error: a flood of bad tokens
+    costs no JSON encoding (the bound keeps messages that name a path from growing it)."""
+    return json.dumps(error_body(status, message)).encode()
 
 
 class GatewayError(Exception):

@@ -9,7 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from .edge import EdgePolicy
-from .errors import GatewayError, error_body
+from .errors import GatewayError, rendered_error
 from .request_keys import STARTED
 from .telemetry.metrics import GatewayMetrics
 from .telemetry.redaction import loggable_path
@@ -20,7 +20,13 @@ log = logging.getLogger(__name__)
 
 
 def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(error_body(status, message), status=status, headers=headers)
+    return web.Response(
+        body=rendered_error(status, message),
+        status=status,
+        headers=headers,
+        content_type="application/json",
+        charset="utf-8",
+    )
 
 
 def error_response(request: web.Request, exc: Exception) -> web.Response:

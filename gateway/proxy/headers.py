@@ -169,16 +169,19 @@ class HeaderPolicy:
 
     def client_headers(self, raw: RawHeaders) -> CIMultiDict[str]:
         """The upstream's response headers that may reach the client."""
-        named_in_connection = _connection_tokens(raw)
-        return CIMultiDict(
-            (_decode(name), _decode(value))
-            for name, value in raw
-            if not (
-                (lower := name.lower()) in _HOP_BY_HOP_RAW
-                or lower in named_in_connection
-                or (self._gateway_owns_cors and lower.startswith(b"access-control-"))
-            )
-        )
+        kept: list[tuple[bytes, bytes]] = []
+        named: list[bytes] = []
+        for name, value in raw:
+            lower = name.lower()
+            if lower in _HOP_BY_HOP_RAW:
+                if lower == b"connection":
+                    named.append(value)
+            elif not (self._gateway_owns_cors and lower.startswith(b"access-control-")):
+                kept.append((name, value))
+        if named:  # rare: headers the upstream made hop-by-hop for this message
+            tokens = _connection_tokens([(b"connection", value) for value in named])
+            kept = [(n, v) for n, v in kept if n.lower() not in tokens]
+        return CIMultiDict([(_decode(n), _decode(v)) for n, v in kept])
 
     def _kept(
         self, request: web.Request, route: RouteConfig, *, websocket: bool

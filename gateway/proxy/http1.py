@@ -33,6 +33,7 @@ __all__ = [
     "UpstreamConnection",
     "UpstreamProtocolError",
     "UpstreamTimeout",
+    "Watchdog",
 ]
 
 # Response heads larger than this are refused (aiohttp's client allowed 8 KiB lines; a few
@@ -101,12 +102,12 @@ class UpstreamConnection(asyncio.Protocol):
     _failure: Exception | None
     _head_waiter: asyncio.Future[None] | None
     _body_waiter: asyncio.Future[None] | None
-    _timer: asyncio.TimerHandle | None
     _last_activity: float
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float, watchdog: Watchdog) -> None:
         self._loop = loop
         self._timeout = timeout
+        self._watchdog = watchdog
         self.transport: asyncio.Transport | None = None
         self.closed = False
         # Set when the connection must not be reused: unsolicited bytes, a close, an error.
@@ -125,7 +126,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._upgrade_expected = upgrade
         assert self.transport is not None  # noqa: S101 - only pooled, connected ones are used
         self.transport.write(head)
-        self._arm_timer()
+        self._watch()
 
     def write_body(self, data: bytes) -> None:
         assert self.transport is not None  # noqa: S101
@@ -200,7 +201,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def finish(self) -> None:
         """End the exchange: whatever arrives from now until the next send is unsolicited."""
-        self._cancel_timer()
+        self._unwatch()
         self._parser = None
         self.idle_since = time.monotonic()
 
@@ -210,7 +211,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def close(self) -> None:
         self.broken = True
-        self._cancel_timer()
+        self._unwatch()
         if self.transport is not None and not self.closed:
             self.transport.close()
 
@@ -255,7 +256,7 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.broken = True
-        self._cancel_timer()
+        self._unwatch()
         if self._parser is not None and not self._complete:
             self._fail(self._lost("reset the connection" if exc else "closed the connection"))
         if self._write_resumed is not None and not self._write_resumed.done():
@@ -348,13 +349,12 @@ class UpstreamConnection(asyncio.Protocol):
         self._failure = None
         self._head_waiter = None
         self._body_waiter = None
-        self._timer = None
         self._last_activity = 0.0
 
     def _message_done(self, *, keep_alive: bool) -> None:
         self._complete = True
         self._keep_alive = keep_alive
-        self._cancel_timer()
+        self._unwatch()
         if self._reading_paused and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
@@ -376,28 +376,50 @@ class UpstreamConnection(asyncio.Protocol):
             if waiter is not None and not waiter.done():
                 waiter.set_exception(failure)
 
-    def _arm_timer(self) -> None:
+    def _watch(self) -> None:
         self._last_activity = self._loop.time()
-        self._timer = self._loop.call_at(self._last_activity + self._timeout, self._check_timeout)
+        self._watchdog.watch(self)
 
-    def _check_timeout(self) -> None:
-        # One timer per exchange, re-armed from the last activity instead of per piece.
-        due = self._last_activity + self._timeout
+    def check_timeout(self, now: float) -> None:
+        """Called by the watchdog: fail the exchange if the upstream has been silent too long."""
         if self._complete or self._parser is None:
+            self._watchdog.unwatch(self)
             return
         # Not the upstream's delay: its socket is unread while a slow client drains the body,
         # or full while the request body is sent.
-        if self._write_paused or self._reading_paused or self._loop.time() < due:
-            self._timer = self._loop.call_at(
-                max(due, self._loop.time() + 0.05), self._check_timeout
-            )
-            return
-        self._fail(UpstreamTimeout(f"no answer within {self._timeout:g}s"))
+        if self._write_paused or self._reading_paused:
+            self._last_activity = now
+        elif now >= self._last_activity + self._timeout:
+            self._fail(UpstreamTimeout(f"no answer within {self._timeout:g}s"))
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _unwatch(self) -> None:
+        self._watchdog.unwatch(self)
+
+
+class Watchdog:
+    """One timer for every exchange of a pool instead of one per request (a timer per request
+    costs more than the rest of the exchange's bookkeeping). Timeouts fire between the timeout
+    and the timeout plus one tick."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self._loop = loop
+        self._tick = min(1.0, max(0.05, timeout / 4))
+        self._watched: set[UpstreamConnection] = set()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def watch(self, connection: UpstreamConnection) -> None:
+        self._watched.add(connection)
+        if self._handle is None:
+            self._handle = self._loop.call_later(self._tick, self._check)
+
+    def unwatch(self, connection: UpstreamConnection) -> None:
+        self._watched.discard(connection)
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        for connection in list(self._watched):
+            connection.check_timeout(now)
+        self._handle = self._loop.call_later(self._tick, self._check) if self._watched else None
 
 
 # Responses with a known length up to this are read whole and answered in one write.

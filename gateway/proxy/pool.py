@@ -15,7 +15,7 @@ import time
 from typing import Final
 
 from ..config import UpstreamConfig
-from .http1 import UpstreamConnection
+from .http1 import UpstreamConnection, Watchdog
 
 __all__ = ["ConnectFailed", "ConnectionPool"]
 
@@ -44,6 +44,7 @@ class ConnectionPool:
         self._open = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closed = False
+        self._watchdog: Watchdog | None = None
 
     async def acquire(self) -> tuple[UpstreamConnection, bool]:
         """A connection for one exchange, and whether it was reused from the pool."""
@@ -86,10 +87,13 @@ class ConnectionPool:
 
     async def _connect(self) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
+        if self._watchdog is None:
+            self._watchdog = Watchdog(loop, self._read_timeout)
+        watchdog = self._watchdog
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, connection = await loop.create_connection(
-                    lambda: UpstreamConnection(loop, self._read_timeout),
+                    lambda: UpstreamConnection(loop, self._read_timeout, watchdog),
                     self._host,
                     self._port,
                     ssl=self._ssl,
