@@ -19,6 +19,7 @@ from .model import (
     ALL_METHODS,
     PARSER_FIELD_LIMIT,
     PARSER_MAX_HEADERS,
+    RESTART_SECTIONS,
     AuthPolicy,
     CorsConfig,
     DatabaseConfig,
@@ -33,6 +34,7 @@ from .model import (
     SessionConfig,
     TokenConfig,
     UpstreamConfig,
+    changes_needing_restart,
 )
 from .reader import load_config, parse_config
 from .units import parse_duration, parse_size
@@ -41,6 +43,7 @@ __all__ = [
     "ALL_METHODS",
     "PARSER_FIELD_LIMIT",
     "PARSER_MAX_HEADERS",
+    "RESTART_SECTIONS",
     "AuthPolicy",
     "CorsConfig",
     "DatabaseConfig",
@@ -55,6 +58,7 @@ __all__ = [
     "SessionConfig",
     "TokenConfig",
     "UpstreamConfig",
+    "changes_needing_restart",
     "load_config",
     "parse_config",
     "parse_duration",

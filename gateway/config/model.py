@@ -8,15 +8,22 @@ declarations. The README's "Configuration reference" documents each key.
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from yarl import URL
 
 from ..networks import IpNetwork
 from .keys import SigningKey
 from .patterns import PathPattern
 from .settings import (
+    ON_RELOAD,
+    ON_RESTART,
     Boolean,
     Choice,
     Duration,
@@ -28,6 +35,7 @@ from .settings import (
     Roles,
     Size,
     Text,
+    restart_fields,
     setting,
 )
 
@@ -35,6 +43,7 @@ __all__ = [
     "ALL_METHODS",
     "PARSER_FIELD_LIMIT",
     "PARSER_MAX_HEADERS",
+    "RESTART_SECTIONS",
     "AuthPolicy",
     "CorsConfig",
     "DatabaseConfig",
@@ -49,6 +58,7 @@ __all__ = [
     "SessionConfig",
     "TokenConfig",
     "UpstreamConfig",
+    "changes_needing_restart",
 ]
 
 ALL_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -58,6 +68,9 @@ PARSER_FIELD_LIMIT = 128 * 1024
 PARSER_MAX_HEADERS = 256
 _DAY = 86400.0
 _MINUTE = 60.0
+# Keys the fingerprints of signing keys for this process only: configs are compared within one
+# process (on reload), and a fingerprint seen elsewhere says nothing about a secret.
+_FINGERPRINT_KEY = secrets.token_bytes(32)
 
 
 class AuthPolicy(enum.Enum):
@@ -159,8 +172,9 @@ class DatabaseConfig:
 
 @dataclass(frozen=True)
 class TokenConfig:
-    # From exactly one of the keys secret, secret_file, private_key_file (and algorithm).
-    key: SigningKey = field(repr=False)
+    # From exactly one of the keys secret, secret_file, private_key_file (and algorithm). Key
+    # objects compare by identity, so configs compare on `key_fingerprint` instead.
+    key: SigningKey = field(repr=False, compare=False)
     issuer: str = setting("auth-gateway", Text())
     audience: str = setting("auth-gateway", Text())
     access_ttl: float = setting(30 * _MINUTE, Duration(minimum=1.0))
@@ -168,6 +182,11 @@ class TokenConfig:
     leeway: float = setting(30.0, Duration(minimum=0.0, maximum=300.0))
     # True when no secret was configured and a random one was made for this process only.
     ephemeral: bool = False
+    # Equal for the same key material, whatever objects hold it; never shown.
+    key_fingerprint: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key_fingerprint", _fingerprint(self.key))
 
 
 @dataclass(frozen=True)
@@ -254,24 +273,49 @@ class RouteConfig:
 
 @dataclass(frozen=True)
 class GatewayConfig:
-    server: ServerConfig
-    database: DatabaseConfig
-    tokens: TokenConfig
-    sessions: SessionConfig
-    passwords: PasswordConfig
-    identity_headers: IdentityHeaders
-    upstreams: Mapping[str, UpstreamConfig]
-    routes: tuple[RouteConfig, ...]
-    cors: CorsConfig = CorsConfig()
-    logging: LoggingConfig = LoggingConfig()
-    metrics: MetricsConfig = MetricsConfig()
-    rate_limits: RateLimitConfig = RateLimitConfig()
+    # A reload rebuilds the route table and the upstream pools (proxy/runtime.py) and the
+    # WebSocket parameter is read per request; every other section is read at start-up.
+    server: ServerConfig = field(metadata=ON_RESTART)
+    database: DatabaseConfig = field(metadata=ON_RESTART)
+    tokens: TokenConfig = field(metadata=ON_RESTART)
+    sessions: SessionConfig = field(metadata=ON_RESTART)
+    passwords: PasswordConfig = field(metadata=ON_RESTART)
+    identity_headers: IdentityHeaders = field(metadata=ON_RESTART)
+    upstreams: Mapping[str, UpstreamConfig] = field(metadata=ON_RELOAD)
+    routes: tuple[RouteConfig, ...] = field(metadata=ON_RELOAD)
+    cors: CorsConfig = field(default=CorsConfig(), metadata=ON_RESTART)
+    logging: LoggingConfig = field(default=LoggingConfig(), metadata=ON_RESTART)
+    metrics: MetricsConfig = field(default=MetricsConfig(), metadata=ON_RESTART)
+    rate_limits: RateLimitConfig = field(default=RateLimitConfig(), metadata=ON_RESTART)
     # The query parameter a WebSocket client may carry its access token in (browsers cannot
     # set Authorization on a WebSocket). It is removed before forwarding and never logged.
     websocket_token_parameter: str = setting(
         "access_token",  # a parameter name, not a secret
         Text(),
         key="websocket.token_query_parameter",
+        applied_on_reload=True,
     )
     # Where the config was read from (not a setting).
     source: str = "<memory>"
+
+
+# The top-level sections whose changes a SIGHUP reload cannot apply.
+RESTART_SECTIONS = restart_fields(GatewayConfig)
+
+
+def changes_needing_restart(old: GatewayConfig, new: GatewayConfig) -> list[str]:
+    """The sections that differ between two configs and that only a restart applies."""
+    return [name for name in RESTART_SECTIONS if getattr(old, name) != getattr(new, name)]
+
+
+def _fingerprint(key: SigningKey) -> str:
+    """A digest of the verifying key (for HS256, the secret itself) and the algorithm."""
+    verifying: Any = key.verifying_key
+    material = (
+        verifying
+        if isinstance(verifying, bytes)
+        else verifying.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    )
+    digest = hmac.new(_FINGERPRINT_KEY, key.algorithm.encode() + b"\0", hashlib.sha256)
+    digest.update(material)
+    return digest.hexdigest()

@@ -13,8 +13,9 @@ from __future__ import annotations
 import abc
 import ipaddress
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import Field, dataclass, field, fields
+from types import MappingProxyType
 from typing import Any
 
 from ..networks import IpNetwork
@@ -23,6 +24,8 @@ from .nodes import Node
 
 __all__ = [
     "HEADER_NAME",
+    "ON_RELOAD",
+    "ON_RESTART",
     "Boolean",
     "Choice",
     "Duration",
@@ -37,12 +40,14 @@ __all__ = [
     "Size",
     "Text",
     "declared",
+    "restart_fields",
     "setting",
 ]
 
 # RFC 9110 token: what a header name (and an HTTP method) may be spelled with.
 HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 _SETTING = "gateway.config.setting"
+_RELOAD = "gateway.config.applied_on_reload"
 
 
 class Kind(abc.ABC):
@@ -60,9 +65,21 @@ class Setting:
     key: str | None = None
 
 
-def setting(default: Any, kind: Kind, *, key: str | None = None) -> Any:
-    """A dataclass field read from the config file as `kind`, `default` when absent."""
-    return field(default=default, metadata={_SETTING: Setting(kind, key)})
+def setting(
+    default: Any, kind: Kind, *, key: str | None = None, applied_on_reload: bool = False
+) -> Any:
+    """A dataclass field read from the config file as `kind`, `default` when absent.
+
+    `applied_on_reload` is for GatewayConfig's own fields (see ON_RELOAD)."""
+    metadata = {_SETTING: Setting(kind, key), _RELOAD: applied_on_reload}
+    return field(default=default, metadata=metadata)
+
+
+# Metadata for GatewayConfig's section fields: when a change to the section takes effect.
+# ON_RELOAD: a SIGHUP reload puts the new value to use. ON_RESTART: read at start-up only, so a
+# reload that sees a change logs that it needs a restart.
+ON_RELOAD: Mapping[str, object] = MappingProxyType({_RELOAD: True})
+ON_RESTART: Mapping[str, object] = MappingProxyType({_RELOAD: False})
 
 
 def declared(cls: type) -> Iterator[tuple[Field[Any], Setting]]:
@@ -71,6 +88,12 @@ def declared(cls: type) -> Iterator[tuple[Field[Any], Setting]]:
         declaration = item.metadata.get(_SETTING)
         if isinstance(declaration, Setting):
             yield item, declaration
+
+
+def restart_fields(cls: type) -> tuple[str, ...]:
+    """The fields marked ON_RESTART, or settings not applied on reload; a field with neither
+    mark (such as where the config came from) is not configuration."""
+    return tuple(item.name for item in fields(cls) if item.metadata.get(_RELOAD) is False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,19 +1,24 @@
-"""The model states each default and bound once."""
+"""The model states each default and bound once, and says what a reload applies."""
 
 from __future__ import annotations
 
 import dataclasses
 import typing
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 import gateway.config
 from gateway.config import (
+    RESTART_SECTIONS,
     GatewayConfig,
     RouteConfig,
     TokenConfig,
     UpstreamConfig,
+    changes_needing_restart,
     parse_config,
 )
 from gateway.config.settings import Duration, Integer, Kind, Size, declared
@@ -24,7 +29,7 @@ from .test_config import minimal, problems_of
 
 # The fields read by hand (each next to its own reader) rather than from a declaration.
 EXPLICIT_FIELDS = {
-    TokenConfig: {"key", "ephemeral"},
+    TokenConfig: {"key", "ephemeral", "key_fingerprint"},
     UpstreamConfig: {"name", "url"},
     RouteConfig: {"name", "pattern", "upstream", "auth"},
 }
@@ -139,6 +144,73 @@ def test_a_setting_is_read_from_its_declared_key() -> None:
     assert config.websocket_token_parameter == "t"
     problems = problems_of(minimal(upstreams={"demo": {"url": "http://h", "read_timeout": "7s"}}))
     assert problems == ["c.yaml: upstreams.demo.read_timeout: unknown key"]
+
+
+def test_restart_sections_are_derived_from_the_model() -> None:
+    applied_on_reload = {"routes", "upstreams", "websocket_token_parameter"}
+    not_configuration = {"source"}
+    names = [f.name for f in dataclasses.fields(GatewayConfig)]
+    assert RESTART_SECTIONS == tuple(
+        n for n in names if n not in applied_on_reload | not_configuration
+    )
+    assert RESTART_SECTIONS == (
+        "server",
+        "database",
+        "tokens",
+        "sessions",
+        "passwords",
+        "identity_headers",
+        "cors",
+        "logging",
+        "metrics",
+        "rate_limits",
+    )
+
+
+def test_a_reload_reports_only_sections_it_cannot_apply() -> None:
+    old = parse_config(minimal(), environ={})
+    assert changes_needing_restart(old, parse_config(minimal(), environ={})) == []
+    new_routes = minimal(routes=[{"path": "/b", "upstream": "demo", "auth": "required"}])
+    assert changes_needing_restart(old, parse_config(new_routes, environ={})) == []
+    moved = minimal(server={"port": 9000}, logging={"level": "debug"})
+    assert changes_needing_restart(old, parse_config(moved, environ={})) == ["server", "logging"]
+
+
+def test_a_changed_signing_secret_needs_a_restart() -> None:
+    old = parse_config(minimal(), environ={})
+    rotated = parse_config(minimal(tokens={"secret": TEST_SECRET + "2"}), environ={})
+    assert old.tokens != rotated.tokens
+    assert changes_needing_restart(old, rotated) == ["tokens"]
+
+
+def _key_file(path: Path) -> Path:
+    private = ec.generate_private_key(ec.SECP256R1())
+    path.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return path
+
+
+def test_the_same_key_file_read_twice_compares_equal(tmp_path: Path) -> None:
+    first = minimal(tokens={"private_key_file": str(_key_file(tmp_path / "a.pem"))})
+    second = minimal(tokens={"private_key_file": str(_key_file(tmp_path / "b.pem"))})
+    a, again, b = (parse_config(raw, environ={}) for raw in (first, first, second))
+    assert a.tokens.key.signing_key is not again.tokens.key.signing_key
+    assert a.tokens == again.tokens
+    assert changes_needing_restart(a, again) == []
+    assert changes_needing_restart(a, b) == ["tokens"]
+
+
+def test_no_secret_or_fingerprint_is_in_a_repr() -> None:
+    config = parse_config(minimal(), environ={})
+    for text in (repr(config), repr(config.tokens), str(config)):
+        assert TEST_SECRET not in text
+        assert config.tokens.key_fingerprint not in text
+        assert "key_fingerprint" not in text
 
 
 def test_config_exports_what_it_promises() -> None:
