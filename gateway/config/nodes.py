@@ -8,6 +8,7 @@ document share one ``Problems``, so every problem is reported at once.
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any
 
@@ -165,7 +166,13 @@ class Node:
         return [(f"{join(self.where, key)}[{i}]", v) for i, v in enumerate(value)]
 
     def close(self) -> None:
-        """Report every key of this mapping that no getter asked for."""
+        """Report every key of this mapping that no getter asked for, with the nearest key
+        that was asked for (a typo is the usual reason)."""
         for key in self.value:
             if key not in self.seen:
-                self.problem(str(key), "unknown key")
+                self.problem(str(key), "unknown key" + _did_you_mean(str(key), self.seen))
+
+
+def _did_you_mean(key: str, known: set[str]) -> str:
+    nearest = difflib.get_close_matches(key, known, n=1)
+    return f"; did you mean {nearest[0]!r}?" if nearest else ""

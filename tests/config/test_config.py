@@ -265,3 +265,34 @@ def test_top_level_must_be_a_mapping() -> None:
 def test_no_upstreams_is_an_error() -> None:
     problems = problems_of(minimal(upstreams={}, routes=[]))
     assert any("define at least one upstream" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "expected"),
+    [
+        ({"server": {"prot": 80}}, "server.prot", "unknown key; did you mean 'port'?"),
+        ({"rate_limit": {}}, "rate_limit", "unknown key; did you mean 'rate_limits'?"),
+        ({"tokens": {"secret": TEST_SECRET, "acess_ttl": "1m"}}, "tokens.acess_ttl", "access_ttl"),
+        ({"websocket": {"token_parameter": "t"}}, "websocket.token_parameter", "token_query"),
+        ({"server": {"colour": "blue"}}, "server.colour", "unknown key"),  # nothing near it
+    ],
+)
+def test_unknown_keys_suggest_the_nearest_known_key(
+    section: dict[str, Any], key: str, expected: str
+) -> None:
+    problems = problems_of(minimal(**section))
+    assert any(p.startswith(f"c.yaml: {key}: unknown key") and expected in p for p in problems)
+    assert "c.yaml: server.colour: unknown key" in problems or key != "server.colour"
+
+
+def test_unknown_keys_in_routes_and_upstreams_suggest_too() -> None:
+    problems = problems_of(
+        minimal(
+            upstreams={"demo": {"url": "http://h", "timout": "5s"}},
+            routes=[{"path": "/a", "upstream": "demo", "auth": "public", "method": ["GET"]}],
+        )
+    )
+    assert problems == [
+        "c.yaml: upstreams.demo.timout: unknown key; did you mean 'timeout'?",
+        "c.yaml: routes[0].method: unknown key; did you mean 'methods'?",
+    ]

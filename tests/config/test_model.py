@@ -143,7 +143,7 @@ def test_a_setting_is_read_from_its_declared_key() -> None:
     assert config.routes[0].max_body_bytes == 1024
     assert config.websocket_token_parameter == "t"
     problems = problems_of(minimal(upstreams={"demo": {"url": "http://h", "read_timeout": "7s"}}))
-    assert problems == ["c.yaml: upstreams.demo.read_timeout: unknown key"]
+    assert problems == ["c.yaml: upstreams.demo.read_timeout: unknown key; did you mean 'timeout'?"]
 
 
 def test_restart_sections_are_derived_from_the_model() -> None:
