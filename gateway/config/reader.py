@@ -61,10 +61,13 @@ def load_config(
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the config file: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([f"{path}: line {line}: not UTF-8 text ({exc.reason})"]) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
+        raise ConfigError([f"{path}: {_yaml_problem(exc, text)}"]) from None
     return parse_config(
         raw,
         environ=os.environ if environ is None else environ,
@@ -159,3 +162,19 @@ def _interpolate(value: Any, environ: Mapping[str, str], where: str, problems: P
     if "${" in result and _VAR.search(value) is None:
         problems.add(where, f"malformed ${{...}} reference in {value!r}")
     return result
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+    """One line naming where the YAML is broken (PyYAML's own message names no file and spans
+    several lines)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        message = f"line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {exc.problem}"
+        if exc.context and exc.context_mark is not None:
+            start = exc.context_mark
+            message += f" ({exc.context} at line {start.line + 1}, column {start.column + 1})"
+        return message
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        return f"line {line}: not valid YAML: character #x{exc.character:04x}: {exc.reason}"
+    return f"not valid YAML: {exc}"

@@ -296,3 +296,41 @@ def test_unknown_keys_in_routes_and_upstreams_suggest_too() -> None:
         "c.yaml: upstreams.demo.timout: unknown key; did you mean 'timeout'?",
         "c.yaml: routes[0].method: unknown key; did you mean 'methods'?",
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "routes: [unclosed",
+            (
+                "line 1, column 18: not valid YAML: expected ',' or ']', but got '<stream end>' "
+                "(while parsing a flow sequence at line 1, column 9)"
+            ),
+        ),
+        (
+            "server:\n  port: 1\n host: x\n",
+            "line 3, column 2: not valid YAML: expected <block end>",
+        ),
+        ("a: b\n c: d\n", "line 2, column 3: not valid YAML: mapping values are not allowed here"),
+        ("server:\n  host: \x00\n", "line 2: not valid YAML: character #x0000: special characters"),
+    ],
+)
+def test_yaml_syntax_errors_name_the_file_and_line(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "bad.yaml")
+    [problem] = info.value.problems
+    assert problem.startswith(f"{tmp_path / 'bad.yaml'}: {expected}"), problem
+    assert "<unicode string>" not in problem and "\n" not in problem
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "latin1.yaml").write_bytes(b"server:\n  host: caf\xe9\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "latin1.yaml")
+    assert info.value.problems == [
+        f"{tmp_path / 'latin1.yaml'}: line 2: not UTF-8 text (invalid continuation byte)"
+    ]
