@@ -28,16 +28,37 @@ def join(where: str, key: str) -> str:
 
 
 class Problems:
-    """Every problem found in one document, in the order found, each as ``path: message``."""
+    """Every problem found in one document, in the order found, each as ``path: message``.
+
+    Each problem is reported once: the same line twice is kept once, and once a value is
+    reported as unusable (settle()), what follows from it at or below its path is not reported
+    again (an unset ${VAR} is not also "is required"; a section that is not a mapping does not
+    also lack its keys).
+    """
 
     def __init__(self) -> None:
         self.messages: list[str] = []
+        self._settled: list[str] = []
 
-    def add(self, where: str, message: str) -> None:
-        self.messages.append(f"{where or 'config'}: {message}")
+    def add(self, where: str, message: str, *, about_the_key: bool = False) -> None:
+        """Record a problem; `about_the_key`: with the key itself (unknown), so its value having
+        been reported already does not make it a consequence."""
+        if not about_the_key and any(_within(where, settled) for settled in self._settled):
+            return
+        line = f"{where or 'config'}: {message}"
+        if line not in self.messages:
+            self.messages.append(line)
+
+    def settle(self, where: str) -> None:
+        """The value at `where` is reported; record nothing more at or below it."""
+        self._settled.append(where)
 
     def __bool__(self) -> bool:
         return bool(self.messages)
+
+
+def _within(where: str, ancestor: str) -> bool:
+    return where == ancestor or where.startswith((ancestor + ".", ancestor + "["))
 
 
 class Node:
@@ -49,6 +70,7 @@ class Node:
             value = {}
         if not isinstance(value, dict):
             self.problem("", "must be a mapping")
+            problems.settle(where)
             value = {}
         self.value: dict[str, Any] = value
         self.seen: set[str] = set()
@@ -170,7 +192,8 @@ class Node:
         that was asked for (a typo is the usual reason)."""
         for key in self.value:
             if key not in self.seen:
-                self.problem(str(key), "unknown key" + _did_you_mean(str(key), self.seen))
+                message = "unknown key" + _did_you_mean(str(key), self.seen)
+                self.problems.add(join(self.where, str(key)), message, about_the_key=True)
 
 
 def _did_you_mean(key: str, known: set[str]) -> str:

@@ -156,11 +156,13 @@ def _interpolate(value: Any, environ: Mapping[str, str], where: str, problems: P
         if default is not None:
             return default
         problems.add(where, f"environment variable {name} is not set (write ${{{name}:-default}})")
+        problems.settle(where)
         return ""
 
     result = _VAR.sub(substitute, value)
     if "${" in result and _VAR.search(value) is None:
         problems.add(where, f"malformed ${{...}} reference in {value!r}")
+        problems.settle(where)
     return result
 
 

@@ -97,8 +97,10 @@ def _read_route(
         return None
     if is_own_path(path):
         node.problem("path", f"{path} is the gateway's own endpoint and cannot be routed")
-    if upstream and upstream not in upstreams:
-        known = ", ".join(sorted(upstreams)) or "none defined"
+    # With no upstreams at all, that one problem (under `upstreams`) is the cause: every
+    # route naming one would only repeat it.
+    if upstream and upstreams and upstream not in upstreams:
+        known = ", ".join(sorted(upstreams))
         node.problem("upstream", f"unknown upstream {upstream!r} (known: {known})")
     check_prefixes(node, pattern, values["strip_prefix"], values["add_prefix"])
     try:
@@ -124,7 +126,7 @@ def check_prefixes(node: Node, pattern: PathPattern, strip_prefix: str, add_pref
             node.problem("strip_prefix", f"{strip_prefix!r} is not a leading part of the path")
     if add_prefix and (not add_prefix.startswith("/") or add_prefix.endswith("/")):
         node.problem("add_prefix", "must start with '/' and not end with one, like /v1")
-    if add_prefix and not _PLAIN_SEGMENTS.fullmatch(add_prefix):
+    elif add_prefix and not _PLAIN_SEGMENTS.fullmatch(add_prefix):
         node.problem("add_prefix", "may hold only plain path segments")
 
 

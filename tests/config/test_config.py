@@ -334,3 +334,54 @@ def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
     assert info.value.problems == [
         f"{tmp_path / 'latin1.yaml'}: line 2: not UTF-8 text (invalid continuation byte)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        # An unset variable is the problem; the empty value it leaves is not another one.
+        (
+            {"tokens": {"secret": "${JWT}"}},
+            "tokens.secret: environment variable JWT is not set (write ${JWT:-default})",
+        ),
+        (
+            {"upstreams": {"demo": {"url": "${U}${U}"}}},
+            "upstreams.demo.url: environment variable U is not set (write ${U:-default})",
+        ),
+        (
+            {"routes": [{"path": "${P}", "upstream": "demo", "auth": "public"}]},
+            "routes[0].path: environment variable P is not set (write ${P:-default})",
+        ),
+        # A section that is not a mapping does not also lack its keys.
+        ({"tokens": "secret"}, "tokens: must be a mapping"),
+        ({"upstreams": {"demo": "http://h"}}, "upstreams.demo: must be a mapping"),
+        ({"upstreams": ["http://h"]}, "upstreams: must be a mapping"),
+        ({"upstreams": {}}, "upstreams: define at least one upstream (name: {url: http://...})"),
+        # An invalid value breaks one rule, reported once.
+        (
+            {
+                "routes": [
+                    {"path": "/a", "upstream": "demo", "auth": "public", "add_prefix": "/v1/"}
+                ]
+            },
+            "routes[0].add_prefix: must start with '/' and not end with one, like /v1",
+        ),
+    ],
+)
+def test_each_problem_is_reported_once(overrides: dict[str, Any], expected: str) -> None:
+    assert problems_of(minimal(**overrides)) == [f"c.yaml: {expected}"]
+
+
+def test_a_bad_prefix_that_is_not_plain_segments_is_still_refused() -> None:
+    route = {"path": "/a", "upstream": "demo", "auth": "public", "add_prefix": "/v1/%2e"}
+    assert problems_of(minimal(routes=[route])) == [
+        "c.yaml: routes[0].add_prefix: may hold only plain path segments"
+    ]
+
+
+def test_an_unknown_key_is_reported_even_when_its_value_was() -> None:
+    problems = problems_of(minimal(server={"prot": "${PORT}"}))
+    assert problems == [
+        "c.yaml: server.prot: environment variable PORT is not set (write ${PORT:-default})",
+        "c.yaml: server.prot: unknown key; did you mean 'port'?",
+    ]
