@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 from yarl import URL
 
@@ -58,26 +59,32 @@ def check_upstream_url(node: Node, raw_url: str) -> None:
         node.problem("url", "must not have a query string or fragment")
 
 
+class _ReadRoute(NamedTuple):
+    where: str  # routes[i], counting every item of the list, compiled or not
+    route: RouteConfig
+    named: bool  # False: the name is the default one, made from the path and methods
+
+
 def read_routes(
     root: Node, upstreams: Mapping[str, UpstreamConfig], *, case_sensitive: bool
 ) -> tuple[RouteConfig, ...]:
     """The `routes` list, in order; a route too broken to compile is left out (its problems
     are recorded)."""
-    routes: list[RouteConfig] = []
+    routes: list[_ReadRoute] = []
     for where, item in root.items("routes"):
         if not isinstance(item, dict):
             root.problem_at(where, "each route must be a mapping with path, upstream and auth")
             continue
-        route = _read_route(root.node_at(where, item), upstreams, case_sensitive=case_sensitive)
-        if route is not None:
-            routes.append(route)
+        read = _read_route(root.node_at(where, item), upstreams, case_sensitive=case_sensitive)
+        if read is not None:
+            routes.append(read)
     check_route_conflicts(routes, root.problems)
-    return tuple(routes)
+    return tuple(read.route for read in routes)
 
 
 def _read_route(
     node: Node, upstreams: Mapping[str, UpstreamConfig], *, case_sensitive: bool
-) -> RouteConfig | None:
+) -> _ReadRoute | None:
     path = node.text("path", "", required=True)
     upstream = node.text("upstream", "", required=True)
     auth_text = node.text("auth", "", required=True)
@@ -85,7 +92,7 @@ def _read_route(
     # Default names stay unique for one path split by method.
     methods = values["methods"]
     default_name = path if methods is None else f"{path} {','.join(sorted(methods))}"
-    name = node.text("name", "") or default_name
+    given_name = node.text("name", "")
     node.close()
     if not case_sensitive:
         path, values["strip_prefix"] = path.lower(), values["strip_prefix"].lower()
@@ -112,7 +119,10 @@ def _read_route(
         return None
     if values["roles"] and auth is not AuthPolicy.REQUIRED:
         node.problem("roles", "roles need auth: required")
-    return RouteConfig(name=name, pattern=pattern, upstream=upstream, auth=auth, **values)
+    route = RouteConfig(
+        name=given_name or default_name, pattern=pattern, upstream=upstream, auth=auth, **values
+    )
+    return _ReadRoute(node.where, route, named=bool(given_name))
 
 
 def check_prefixes(node: Node, pattern: PathPattern, strip_prefix: str, add_prefix: str) -> None:
@@ -130,21 +140,21 @@ def check_prefixes(node: Node, pattern: PathPattern, strip_prefix: str, add_pref
         node.problem("add_prefix", "may hold only plain path segments")
 
 
-def check_route_conflicts(routes: list[RouteConfig], problems: Problems) -> None:
+def check_route_conflicts(routes: Sequence[_ReadRoute], problems: Problems) -> None:
     """Names are unique, and every path has one answer (see the module docstring)."""
-    seen_names: dict[str, int] = {}
-    for i, route in enumerate(routes):
-        if route.name in seen_names:
-            first = seen_names[route.name]
-            problems.add(f"routes[{i}].name", f"{route.name!r} is already used by routes[{first}]")
-        seen_names.setdefault(route.name, i)
-        for j in range(i):
-            other = routes[j]
+    seen_names: dict[str, _ReadRoute] = {}
+    for i, (where, route, named) in enumerate(routes):
+        first = seen_names.setdefault(route.name, routes[i])
+        # Two default names clash only when path and methods are the same: that duplicate is
+        # reported below, once.
+        if first is not routes[i] and (named or first.named):
+            problems.add(f"{where}.name", f"{route.name!r} is already used by {first.where}")
+        for other_where, other, _ in routes[:i]:
             if route.pattern.text == other.pattern.text:
                 if _methods_overlap(route.methods, other.methods):
                     problems.add(
-                        f"routes[{i}].path",
-                        f"{route.pattern.text} duplicates routes[{j}] "
+                        f"{where}.path",
+                        f"{route.pattern.text} duplicates {other_where} "
                         "for the same methods; give them disjoint `methods`",
                     )
             # Different patterns that tie are refused whatever their methods: the table picks
@@ -153,8 +163,8 @@ def check_route_conflicts(routes: list[RouteConfig], problems: Problems) -> None
                 route.pattern, other.pattern
             ):
                 problems.add(
-                    f"routes[{i}].path",
-                    f"{route.pattern.text} and routes[{j}] ({other.pattern.text}) can match the "
+                    f"{where}.path",
+                    f"{route.pattern.text} and {other_where} ({other.pattern.text}) can match the "
                     "same path with equal specificity; make one of them more specific",
                 )
 

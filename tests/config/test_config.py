@@ -385,3 +385,34 @@ def test_an_unknown_key_is_reported_even_when_its_value_was() -> None:
         "c.yaml: server.prot: environment variable PORT is not set (write ${PORT:-default})",
         "c.yaml: server.prot: unknown key; did you mean 'port'?",
     ]
+
+
+DUPLICATE = (
+    "c.yaml: routes[{i}].path: /a duplicates routes[{j}] for the same methods; "
+    "give them disjoint `methods`"
+)
+
+
+def test_route_conflicts_name_routes_by_their_place_in_the_file() -> None:
+    routes = [
+        {"path": "not-a-path", "upstream": "demo", "auth": "public"},
+        {"path": "/a", "upstream": "demo", "auth": "public", "name": "first"},
+        {"path": "/a", "upstream": "demo", "auth": "public", "name": "first"},
+    ]
+    assert problems_of(minimal(routes=routes)) == [
+        "c.yaml: routes[0].path: 'not-a-path': must start with '/'",
+        "c.yaml: routes[2].name: 'first' is already used by routes[1]",
+        DUPLICATE.format(i=2, j=1),
+    ]
+
+
+def test_a_duplicate_path_is_not_also_reported_as_a_duplicate_default_name() -> None:
+    routes = [
+        {"path": "/a", "upstream": "demo", "auth": "public"},
+        {"path": "/a", "upstream": "demo", "auth": "required"},
+    ]
+    assert problems_of(minimal(routes=routes)) == [DUPLICATE.format(i=1, j=0)]
+    named = [routes[0], {"path": "/b", "upstream": "demo", "auth": "public", "name": "/a"}]
+    assert problems_of(minimal(routes=named)) == [
+        "c.yaml: routes[1].name: '/a' is already used by routes[0]"
+    ]
