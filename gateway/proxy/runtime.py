@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ..config import GatewayConfig, load_config
+from ..config import GatewayConfig, changes_needing_restart, load_config
 from ..errors import ConfigError
 from ..telemetry.metrics import GatewayMetrics
 from .headers import HeaderPolicy
@@ -23,19 +23,6 @@ from .upstream import Proxy
 __all__ = ["Runtime", "RuntimeHolder"]
 
 log = logging.getLogger(__name__)
-# A reload applies `routes` and `upstreams`. A change to these needs a restart and is logged
-# (`tokens` too, but signing keys do not compare, so that one is only documented).
-NEEDS_RESTART = (
-    "server",
-    "database",
-    "sessions",
-    "passwords",
-    "cors",
-    "identity_headers",
-    "metrics",
-    "rate_limits",
-    "logging",
-)
 
 
 @dataclass(eq=False)
@@ -96,9 +83,9 @@ class RuntimeHolder:
                 "config reload refused, keeping the running config: %s", "; ".join(exc.problems)
             )
             return False
-        for section in NEEDS_RESTART:
-            if getattr(config, section) != getattr(old.config, section):
-                log.warning("config reload: '%s' changed; restart the gateway to apply it", section)
+        # Which sections a reload applies is marked in the config model (routes, upstreams).
+        for section in changes_needing_restart(old.config, config):
+            log.warning("config reload: '%s' changed; restart the gateway to apply it", section)
         new = Runtime.build(config, self._metrics)
         await new.proxy.start()
         self.current = new

@@ -266,3 +266,154 @@ def test_top_level_must_be_a_mapping() -> None:
 def test_no_upstreams_is_an_error() -> None:
     problems = problems_of(minimal(upstreams={}, routes=[]))
     assert any("define at least one upstream" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "expected"),
+    [
+        ({"server": {"prot": 80}}, "server.prot", "unknown key; did you mean 'port'?"),
+        ({"rate_limit": {}}, "rate_limit", "unknown key; did you mean 'rate_limits'?"),
+        ({"tokens": {"secret": TEST_SECRET, "acess_ttl": "1m"}}, "tokens.acess_ttl", "access_ttl"),
+        ({"websocket": {"token_parameter": "t"}}, "websocket.token_parameter", "token_query"),
+        ({"server": {"colour": "blue"}}, "server.colour", "unknown key"),  # nothing near it
+    ],
+)
+def test_unknown_keys_suggest_the_nearest_known_key(
+    section: dict[str, Any], key: str, expected: str
+) -> None:
+    problems = problems_of(minimal(**section))
+    assert any(p.startswith(f"c.yaml: {key}: unknown key") and expected in p for p in problems)
+    assert "c.yaml: server.colour: unknown key" in problems or key != "server.colour"
+
+
+def test_unknown_keys_in_routes_and_upstreams_suggest_too() -> None:
+    problems = problems_of(
+        minimal(
+            upstreams={"demo": {"url": "http://h", "timout": "5s"}},
+            routes=[{"path": "/a", "upstream": "demo", "auth": "public", "method": ["GET"]}],
+        )
+    )
+    assert problems == [
+        "c.yaml: upstreams.demo.timout: unknown key; did you mean 'timeout'?",
+        "c.yaml: routes[0].method: unknown key; did you mean 'methods'?",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "routes: [unclosed",
+            (
+                "line 1, column 18: not valid YAML: expected ',' or ']', but got '<stream end>' "
+                "(while parsing a flow sequence at line 1, column 9)"
+            ),
+        ),
+        (
+            "server:\n  port: 1\n host: x\n",
+            "line 3, column 2: not valid YAML: expected <block end>",
+        ),
+        ("a: b\n c: d\n", "line 2, column 3: not valid YAML: mapping values are not allowed here"),
+        ("server:\n  host: \x00\n", "line 2: not valid YAML: character #x0000: special characters"),
+    ],
+)
+def test_yaml_syntax_errors_name_the_file_and_line(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "bad.yaml")
+    [problem] = info.value.problems
+    assert problem.startswith(f"{tmp_path / 'bad.yaml'}: {expected}"), problem
+    assert "<unicode string>" not in problem and "\n" not in problem
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "latin1.yaml").write_bytes(b"server:\n  host: caf\xe9\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "latin1.yaml")
+    assert info.value.problems == [
+        f"{tmp_path / 'latin1.yaml'}: line 2: not UTF-8 text (invalid continuation byte)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        # An unset variable is the problem; the empty value it leaves is not another one.
+        (
+            {"tokens": {"secret": "${JWT}"}},
+            "tokens.secret: environment variable JWT is not set (write ${JWT:-default})",
+        ),
+        (
+            {"upstreams": {"demo": {"url": "${U}${U}"}}},
+            "upstreams.demo.url: environment variable U is not set (write ${U:-default})",
+        ),
+        (
+            {"routes": [{"path": "${P}", "upstream": "demo", "auth": "public"}]},
+            "routes[0].path: environment variable P is not set (write ${P:-default})",
+        ),
+        # A section that is not a mapping does not also lack its keys.
+        ({"tokens": "secret"}, "tokens: must be a mapping"),
+        ({"upstreams": {"demo": "http://h"}}, "upstreams.demo: must be a mapping"),
+        ({"upstreams": ["http://h"]}, "upstreams: must be a mapping"),
+        ({"upstreams": {}}, "upstreams: define at least one upstream (name: {url: http://...})"),
+        # An invalid value breaks one rule, reported once.
+        (
+            {
+                "routes": [
+                    {"path": "/a", "upstream": "demo", "auth": "public", "add_prefix": "/v1/"}
+                ]
+            },
+            "routes[0].add_prefix: must start with '/' and not end with one, like /v1",
+        ),
+    ],
+)
+def test_each_problem_is_reported_once(overrides: dict[str, Any], expected: str) -> None:
+    assert problems_of(minimal(**overrides)) == [f"c.yaml: {expected}"]
+
+
+def test_a_bad_prefix_that_is_not_plain_segments_is_still_refused() -> None:
+    route = {"path": "/a", "upstream": "demo", "auth": "public", "add_prefix": "/v1/%2e"}
+    assert problems_of(minimal(routes=[route])) == [
+        "c.yaml: routes[0].add_prefix: may hold only plain path segments"
+    ]
+
+
+def test_an_unknown_key_is_reported_even_when_its_value_was() -> None:
+    problems = problems_of(minimal(server={"prot": "${PORT}"}))
+    assert problems == [
+        "c.yaml: server.prot: environment variable PORT is not set (write ${PORT:-default})",
+        "c.yaml: server.prot: unknown key; did you mean 'port'?",
+    ]
+
+
+DUPLICATE = (
+    "c.yaml: routes[{i}].path: /a duplicates routes[{j}] for the same methods; "
+    "give them disjoint `methods`"
+)
+
+
+def test_route_conflicts_name_routes_by_their_place_in_the_file() -> None:
+    routes = [
+        {"path": "not-a-path", "upstream": "demo", "auth": "public"},
+        {"path": "/a", "upstream": "demo", "auth": "public", "name": "first"},
+        {"path": "/a", "upstream": "demo", "auth": "public", "name": "first"},
+    ]
+    assert problems_of(minimal(routes=routes)) == [
+        "c.yaml: routes[0].path: 'not-a-path': must start with '/'",
+        "c.yaml: routes[2].name: 'first' is already used by routes[1]",
+        DUPLICATE.format(i=2, j=1),
+    ]
+
+
+def test_a_duplicate_path_is_not_also_reported_as_a_duplicate_default_name() -> None:
+    routes = [
+        {"path": "/a", "upstream": "demo", "auth": "public"},
+        {"path": "/a", "upstream": "demo", "auth": "required"},
+    ]
+    assert problems_of(minimal(routes=routes)) == [DUPLICATE.format(i=1, j=0)]
+    named = [routes[0], {"path": "/b", "upstream": "demo", "auth": "public", "name": "/a"}]
+    assert problems_of(minimal(routes=named)) == [
+        "c.yaml: routes[1].name: '/a' is already used by routes[0]"
+    ]

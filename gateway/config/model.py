@@ -1,0 +1,321 @@
+"""The typed configuration: frozen dataclasses, one per section of the file.
+
+Each setting states its default, its bounds and (when it differs from the field's name) its YAML
+key once, on its field (see ``settings``); ``sections`` reads every section from these
+declarations. The README's "Configuration reference" documents each key.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from yarl import URL
+
+from ..networks import IpNetwork
+from .keys import SigningKey
+from .patterns import PathPattern
+from .settings import (
+    ON_RELOAD,
+    ON_RESTART,
+    Boolean,
+    Choice,
+    Duration,
+    HeaderNames,
+    Integer,
+    Methods,
+    Networks,
+    Origins,
+    Roles,
+    Size,
+    Text,
+    restart_fields,
+    setting,
+)
+
+__all__ = [
+    "ALL_METHODS",
+    "PARSER_FIELD_LIMIT",
+    "PARSER_MAX_HEADERS",
+    "RESTART_SECTIONS",
+    "AuthPolicy",
+    "CorsConfig",
+    "DatabaseConfig",
+    "GatewayConfig",
+    "IdentityHeaders",
+    "LoggingConfig",
+    "MetricsConfig",
+    "PasswordConfig",
+    "RateLimitConfig",
+    "RouteConfig",
+    "ServerConfig",
+    "SessionConfig",
+    "TokenConfig",
+    "UpstreamConfig",
+    "changes_needing_restart",
+]
+
+ALL_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# aiohttp's own parser limits (server handler_args): a header line or count past these gets
+# aiohttp's plain 400 before the gateway sees the request; below them the gateway answers 431.
+PARSER_FIELD_LIMIT = 128 * 1024
+PARSER_MAX_HEADERS = 256
+_DAY = 86400.0
+_MINUTE = 60.0
+# Keys the fingerprints of signing keys for this process only: configs are compared within one
+# process (on reload), and a fingerprint seen elsewhere says nothing about a secret.
+_FINGERPRINT_KEY = secrets.token_bytes(32)
+
+
+class AuthPolicy(enum.Enum):
+    PUBLIC = "public"
+    REQUIRED = "required"
+    # The identity is forwarded when a valid token is present; anonymous requests pass too.
+    OPTIONAL = "optional"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = setting("127.0.0.1", Text())
+    port: int = setting(8080, Integer(0, 65535))
+    # Peers whose X-Forwarded-* values are kept (appended to); everyone else's are replaced.
+    trusted_proxies: tuple[IpNetwork, ...] = setting((), Networks())
+    # A request header block over either limit gets 431.
+    max_header_bytes: int = setting(32 * 1024, Size(1024, PARSER_FIELD_LIMIT))
+    max_headers: int = setting(100, Integer(8, PARSER_MAX_HEADERS))
+    # False: /BBB and /bbb are one path (for case-insensitive backends); matching lowercases.
+    case_sensitive_paths: bool = setting(True, Boolean())
+    # Taken from the client when valid, generated otherwise; sent upstream and back.
+    request_id_header: str = setting("X-Request-ID", Text())
+    # Longest time to wait for in-flight requests on SIGTERM.
+    shutdown_timeout: float = setting(30.0, Duration(minimum=0.0))
+    # Processes sharing the port (SO_REUSEPORT); `gateway serve --workers N` overrides.
+    workers: int = setting(1, Integer(1, 256))
+    # A connection must send a complete request head within this long after it opens or after
+    # its last request; idle keep-alive connections close after it too (slowloris).
+    idle_timeout: float = setting(30.0, Duration(minimum=0.1))
+    # Longest wait for the next piece of a request body (a trickling client gets 408).
+    client_body_timeout: float = setting(30.0, Duration(minimum=0.1))
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    # json: one JSON object per line (for log shippers); text: for a terminal.
+    format: str = setting("json", Choice("json", "text"))
+    level: str = setting("info", Choice("debug", "info", "warning", "error"))
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = setting(True, Boolean())
+    # 0: /metrics on the gateway's own port; otherwise only on this port (with --workers N,
+    # worker i listens on port + i).
+    port: int = setting(0, Integer(0, 65535))
+    # Who may read /metrics; empty: anyone who can reach it.
+    allowed_networks: tuple[IpNetwork, ...] = setting((), Networks())
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    """Failed-login limits. See README "Brute-force protection" for the trade-offs."""
+
+    window: float = setting(15 * _MINUTE, Duration(minimum=1.0))
+    # Failures for one user name from one client address.
+    per_user_and_address: int = setting(10, Integer(0, 1_000_000))
+    # Failures for one user name from all addresses together; addresses that logged in as that
+    # user recently are exempt, so this cannot lock a user out of their own devices.
+    per_user: int = setting(100, Integer(0, 1_000_000))
+    # Failures from one client address across all user names (password spraying).
+    per_address: int = setting(100, Integer(0, 1_000_000))
+    # How long a successful login keeps an address known for its user.
+    known_address_ttl: float = setting(30 * _DAY, Duration(minimum=0.0))
+    # Shared counters for replicas (redis://host:port/db); empty: counters live in this process.
+    redis_url: str = setting("", Text())
+
+
+@dataclass(frozen=True)
+class CorsConfig:
+    # Empty: the gateway adds no CORS headers and answers no preflights.
+    allowed_origins: frozenset[str] = setting(frozenset(), Origins())
+    allowed_methods: tuple[str, ...] = setting(
+        ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"), HeaderNames(upper=True)
+    )
+    allowed_headers: tuple[str, ...] = setting(
+        ("Authorization", "Content-Type", "X-Request-ID"), HeaderNames()
+    )
+    exposed_headers: tuple[str, ...] = setting(("WWW-Authenticate", "X-Request-ID"), HeaderNames())
+    allow_credentials: bool = setting(False, Boolean())
+    # Seconds a browser may cache a preflight answer.
+    max_age: int = setting(600, Duration(minimum=0, maximum=86400, whole=True))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.allowed_origins)
+
+    def allows(self, origin: str) -> bool:
+        return origin in self.allowed_origins or "*" in self.allowed_origins
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    # mysql://user:pass@host:port/db or sqlite:///path/file.db
+    url: str = setting("sqlite:///gateway.db", Text())
+    # Longest wait for a connection or a query; then login/refresh/logout answer 503.
+    timeout: float = setting(5.0, Duration(minimum=0.1, maximum=120.0))
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    # From exactly one of the keys secret, secret_file, private_key_file (and algorithm). Key
+    # objects compare by identity, so configs compare on `key_fingerprint` instead.
+    key: SigningKey = field(repr=False, compare=False)
+    issuer: str = setting("auth-gateway", Text())
+    audience: str = setting("auth-gateway", Text())
+    access_ttl: float = setting(30 * _MINUTE, Duration(minimum=1.0))
+    refresh_ttl: float = setting(7 * _DAY, Duration(minimum=1.0))
+    leeway: float = setting(30.0, Duration(minimum=0.0, maximum=300.0))
+    # True when no secret was configured and a random one was made for this process only.
+    ephemeral: bool = False
+    # Equal for the same key material, whatever objects hold it; never shown.
+    key_fingerprint: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key_fingerprint", _fingerprint(self.key))
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    # A login's absolute lifetime; refresh-token rotation never extends it.
+    max_lifetime: float = setting(30 * _DAY, Duration(minimum=1.0))
+    # Re-presenting the immediately previous refresh token within this window is an honest
+    # race (two tabs, a lost response), not theft. 0 disables it.
+    reuse_grace: float = setting(10.0, Duration(minimum=0.0, maximum=300.0))
+    # How often each process reloads the ids of revoked sessions: the bound on how long an
+    # access token of a revoked session keeps working (plus one database query).
+    revocation_poll: float = setting(2.0, Duration(minimum=0.1, maximum=60.0))
+    # How often expired and revoked sessions are deleted.
+    prune_interval: float = setting(3600.0, Duration(minimum=1.0))
+
+
+@dataclass(frozen=True)
+class PasswordConfig:
+    # OWASP's argon2id minimum: 19 MiB, 2 passes, 1 lane.
+    memory_kib: int = setting(19456, Integer(8192, 4 * 1024 * 1024))
+    time_cost: int = setting(2, Integer(1, 20))
+    parallelism: int = setting(1, Integer(1, 16))
+    # Threads hashing at once; more logins queue (bounded CPU and memory under a login storm).
+    workers: int = setting(2, Integer(1, 64))
+
+
+@dataclass(frozen=True)
+class IdentityHeaders:
+    user_id: str = setting("X-User-Id", Text())
+    username: str = setting("X-User-Name", Text())
+    # Comma-separated role names.
+    roles: str = setting("X-User-Roles", Text())
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.user_id, self.username, self.roles)
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    # The key under `upstreams`.
+    name: str
+    # http:// or https:// with a host, no query or fragment (required).
+    url: URL
+    connect_timeout: float = setting(5.0, Duration(minimum=0.001))
+    # Longest wait for the upstream's response headers or for the next chunk of its body.
+    read_timeout: float = setting(30.0, Duration(minimum=0.001), key="timeout")
+    max_connections: int = setting(100, Integer(1, 100_000))
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    # Unique; when not given: the path, plus the methods when the route lists them.
+    name: str
+    # From `path` (required).
+    pattern: PathPattern
+    # A key of `upstreams` (required).
+    upstream: str
+    # Required: there is no default policy.
+    auth: AuthPolicy
+    # None: every method.
+    methods: frozenset[str] | None = setting(None, Methods(ALL_METHODS))
+    forward_authorization: bool = setting(False, Boolean())
+    # The user needs at least one of these (403 otherwise). Empty: any authenticated user.
+    roles: frozenset[str] = setting(frozenset(), Roles())
+    # Rewrite: the forwarded path is add_prefix + (path without strip_prefix).
+    strip_prefix: str = setting("", Text())
+    add_prefix: str = setting("", Text())
+    # Send the client's Host to the upstream instead of the upstream's own.
+    preserve_host: bool = setting(False, Boolean())
+    # Larger request bodies get 413. 0: no limit.
+    max_body_bytes: int = setting(64 * 1024 * 1024, Size(minimum=0), key="max_body_size")
+
+    def upstream_path(self, path: str) -> str:
+        """The path to forward for a matched, normalized request path."""
+        if not self.strip_prefix and not self.add_prefix:
+            return path
+        rest = path[len(self.strip_prefix) :]
+        return (self.add_prefix + rest) or "/"
+
+    def allows(self, method: str) -> bool:
+        return self.methods is None or method in self.methods
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    # A reload rebuilds the route table and the upstream pools (proxy/runtime.py) and the
+    # WebSocket parameter is read per request; every other section is read at start-up.
+    server: ServerConfig = field(metadata=ON_RESTART)
+    database: DatabaseConfig = field(metadata=ON_RESTART)
+    tokens: TokenConfig = field(metadata=ON_RESTART)
+    sessions: SessionConfig = field(metadata=ON_RESTART)
+    passwords: PasswordConfig = field(metadata=ON_RESTART)
+    identity_headers: IdentityHeaders = field(metadata=ON_RESTART)
+    upstreams: Mapping[str, UpstreamConfig] = field(metadata=ON_RELOAD)
+    routes: tuple[RouteConfig, ...] = field(metadata=ON_RELOAD)
+    cors: CorsConfig = field(default=CorsConfig(), metadata=ON_RESTART)
+    logging: LoggingConfig = field(default=LoggingConfig(), metadata=ON_RESTART)
+    metrics: MetricsConfig = field(default=MetricsConfig(), metadata=ON_RESTART)
+    rate_limits: RateLimitConfig = field(default=RateLimitConfig(), metadata=ON_RESTART)
+    # The query parameter a WebSocket client may carry its access token in (browsers cannot
+    # set Authorization on a WebSocket). It is removed before forwarding and never logged.
+    websocket_token_parameter: str = setting(
+        "access_token",  # a parameter name, not a secret
+        Text(),
+        key="websocket.token_query_parameter",
+        applied_on_reload=True,
+    )
+    # Where the config was read from (not a setting).
+    source: str = "<memory>"
+
+
+# The top-level sections whose changes a SIGHUP reload cannot apply.
+RESTART_SECTIONS = restart_fields(GatewayConfig)
+
+
+def changes_needing_restart(old: GatewayConfig, new: GatewayConfig) -> list[str]:
+    """The sections that differ between two configs and that only a restart applies."""
+    return [name for name in RESTART_SECTIONS if getattr(old, name) != getattr(new, name)]
+
+
+def _fingerprint(key: SigningKey) -> str:
+    """A digest of the verifying key (for HS256, the secret itself) and the algorithm."""
+    verifying: Any = key.verifying_key
+    material = (
+        verifying
+        if isinstance(verifying, bytes)
+        else verifying.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    )
+    digest = hmac.new(_FINGERPRINT_KEY, key.algorithm.encode() + b"\0", hashlib.sha256)
+    digest.update(material)
+    return digest.hexdigest()

@@ -1,0 +1,173 @@
+"""Reading upstreams and routes, and refusing route tables that are ambiguous.
+
+Routes are checked as a table once every route is read: a name used twice, the same path for
+the same methods twice, or two patterns that can match one path with equal specificity (the
+route table picks one pattern per path before it looks at the method, so that tie would have no
+answer at request time).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+from yarl import URL
+
+from .endpoints import is_own_path
+from .model import AuthPolicy, RouteConfig, UpstreamConfig
+from .nodes import Node, Problems
+from .patterns import PathPattern, PatternError, patterns_overlap
+from .sections import read_settings
+
+__all__ = [
+    "check_prefixes",
+    "check_route_conflicts",
+    "check_upstream_url",
+    "read_routes",
+    "read_upstreams",
+]
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_PLAIN_SEGMENTS = re.compile(r"(/[A-Za-z0-9\-._~!$&'()+,=:@]+)+")
+
+
+def read_upstreams(node: Node) -> dict[str, UpstreamConfig]:
+    """The `upstreams` mapping: name -> {url, timeouts, pool size}."""
+    upstreams: dict[str, UpstreamConfig] = {}
+    for name in node.keys():
+        item = node.child(name)
+        if not _NAME.fullmatch(name):
+            node.problem(name, "upstream names may use letters, digits, '_', '.', '-'")
+        raw_url = item.text("url", "", required=True)
+        check_upstream_url(item, raw_url)
+        upstreams[name] = UpstreamConfig(
+            name=name, url=URL(raw_url), **read_settings(item, UpstreamConfig)
+        )
+        item.close()
+    if not upstreams:
+        node.problem("", "define at least one upstream (name: {url: http://...})")
+    return upstreams
+
+
+def check_upstream_url(node: Node, raw_url: str) -> None:
+    url = URL(raw_url)
+    if raw_url and (url.scheme not in ("http", "https") or not url.host):
+        node.problem("url", f"{raw_url!r} is not an http:// or https:// URL with a host")
+    elif url.query_string or url.fragment:
+        node.problem("url", "must not have a query string or fragment")
+
+
+class _ReadRoute(NamedTuple):
+    where: str  # routes[i], counting every item of the list, compiled or not
+    route: RouteConfig
+    named: bool  # False: the name is the default one, made from the path and methods
+
+
+def read_routes(
+    root: Node, upstreams: Mapping[str, UpstreamConfig], *, case_sensitive: bool
+) -> tuple[RouteConfig, ...]:
+    """The `routes` list, in order; a route too broken to compile is left out (its problems
+    are recorded)."""
+    routes: list[_ReadRoute] = []
+    for where, item in root.items("routes"):
+        if not isinstance(item, dict):
+            root.problem_at(where, "each route must be a mapping with path, upstream and auth")
+            continue
+        read = _read_route(root.node_at(where, item), upstreams, case_sensitive=case_sensitive)
+        if read is not None:
+            routes.append(read)
+    check_route_conflicts(routes, root.problems)
+    return tuple(read.route for read in routes)
+
+
+def _read_route(
+    node: Node, upstreams: Mapping[str, UpstreamConfig], *, case_sensitive: bool
+) -> _ReadRoute | None:
+    path = node.text("path", "", required=True)
+    upstream = node.text("upstream", "", required=True)
+    auth_text = node.text("auth", "", required=True)
+    values = read_settings(node, RouteConfig)
+    # Default names stay unique for one path split by method.
+    methods = values["methods"]
+    default_name = path if methods is None else f"{path} {','.join(sorted(methods))}"
+    given_name = node.text("name", "")
+    node.close()
+    if not case_sensitive:
+        path, values["strip_prefix"] = path.lower(), values["strip_prefix"].lower()
+    try:
+        pattern = PathPattern.parse(path)
+    except PatternError as exc:
+        if path:
+            node.problem("path", f"{path!r}: {exc}")
+        return None
+    if is_own_path(path):
+        node.problem("path", f"{path} is the gateway's own endpoint and cannot be routed")
+    # With no upstreams at all, that one problem (under `upstreams`) is the cause: every
+    # route naming one would only repeat it.
+    if upstream and upstreams and upstream not in upstreams:
+        known = ", ".join(sorted(upstreams))
+        node.problem("upstream", f"unknown upstream {upstream!r} (known: {known})")
+    check_prefixes(node, pattern, values["strip_prefix"], values["add_prefix"])
+    try:
+        auth = AuthPolicy(auth_text)
+    except ValueError:
+        if auth_text:
+            choices = ", ".join(policy.value for policy in AuthPolicy)
+            node.problem("auth", f"{auth_text!r} must be one of: {choices}")
+        return None
+    if values["roles"] and auth is not AuthPolicy.REQUIRED:
+        node.problem("roles", "roles need auth: required")
+    route = RouteConfig(
+        name=given_name or default_name, pattern=pattern, upstream=upstream, auth=auth, **values
+    )
+    return _ReadRoute(node.where, route, named=bool(given_name))
+
+
+def check_prefixes(node: Node, pattern: PathPattern, strip_prefix: str, add_prefix: str) -> None:
+    """strip_prefix is a literal leading part of the path; add_prefix is plain segments."""
+    if strip_prefix:
+        leading = itertools.takewhile(lambda s: "*" not in s, pattern.segments)
+        literal = "/" + "/".join(leading)
+        if not strip_prefix.startswith("/") or strip_prefix.endswith("/"):
+            node.problem("strip_prefix", "must start with '/' and not end with one, like /api")
+        elif not (literal + "/").startswith(strip_prefix + "/") or "*" in strip_prefix:
+            node.problem("strip_prefix", f"{strip_prefix!r} is not a leading part of the path")
+    if add_prefix and (not add_prefix.startswith("/") or add_prefix.endswith("/")):
+        node.problem("add_prefix", "must start with '/' and not end with one, like /v1")
+    elif add_prefix and not _PLAIN_SEGMENTS.fullmatch(add_prefix):
+        node.problem("add_prefix", "may hold only plain path segments")
+
+
+def check_route_conflicts(routes: Sequence[_ReadRoute], problems: Problems) -> None:
+    """Names are unique, and every path has one answer (see the module docstring)."""
+    seen_names: dict[str, _ReadRoute] = {}
+    for i, (where, route, named) in enumerate(routes):
+        first = seen_names.setdefault(route.name, routes[i])
+        # Two default names clash only when path and methods are the same: that duplicate is
+        # reported below, once.
+        if first is not routes[i] and (named or first.named):
+            problems.add(f"{where}.name", f"{route.name!r} is already used by {first.where}")
+        for other_where, other, _ in routes[:i]:
+            if route.pattern.text == other.pattern.text:
+                if _methods_overlap(route.methods, other.methods):
+                    problems.add(
+                        f"{where}.path",
+                        f"{route.pattern.text} duplicates {other_where} "
+                        "for the same methods; give them disjoint `methods`",
+                    )
+            # Different patterns that tie are refused whatever their methods: the table picks
+            # one pattern per path before it looks at the method.
+            elif route.pattern.specificity == other.pattern.specificity and patterns_overlap(
+                route.pattern, other.pattern
+            ):
+                problems.add(
+                    f"{where}.path",
+                    f"{route.pattern.text} and {other_where} ({other.pattern.text}) can match the "
+                    "same path with equal specificity; make one of them more specific",
+                )
+
+
+def _methods_overlap(a: frozenset[str] | None, b: frozenset[str] | None) -> bool:
+    return a is None or b is None or bool(a & b)
