@@ -16,16 +16,13 @@ YAML. The modules, from the bottom up:
 from __future__ import annotations
 
 from .model import (
-    ALL_METHODS,
     PARSER_FIELD_LIMIT,
     PARSER_MAX_HEADERS,
     RESTART_SECTIONS,
     AuthPolicy,
     CorsConfig,
-    DatabaseConfig,
     GatewayConfig,
     IdentityHeaders,
-    LoggingConfig,
     MetricsConfig,
     PasswordConfig,
     RateLimitConfig,
@@ -37,7 +34,7 @@ from .model import (
     changes_needing_restart,
 )
 from .reader import load_config, parse_config
-from .units import parse_duration, parse_size
+from .units import parse_duration
 
 __all__ = [
     "PARSER_FIELD_LIMIT",

@@ -40,7 +40,6 @@ from .settings import (
 )
 
 __all__ = [
-    "ALL_METHODS",
     "PARSER_FIELD_LIMIT",
     "PARSER_MAX_HEADERS",
     "RESTART_SECTIONS",

@@ -21,13 +21,7 @@ from .nodes import Node, Problems
 from .patterns import PathPattern, PatternError, patterns_overlap
 from .sections import read_settings
 
-__all__ = [
-    "check_prefixes",
-    "check_route_conflicts",
-    "check_upstream_url",
-    "read_routes",
-    "read_upstreams",
-]
+__all__ = ["read_routes", "read_upstreams"]
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _PLAIN_SEGMENTS = re.compile(r"(/[A-Za-z0-9\-._~!$&'()+,=:@]+)+")

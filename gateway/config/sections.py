@@ -29,17 +29,12 @@ from .nodes import Node
 from .settings import HEADER_NAME, declared
 
 __all__ = [
-    "KEY_SOURCES",
-    "check_algorithm_fits",
     "check_cors_credentials",
     "check_cors_origins",
     "check_database_url",
     "check_identity_header_names",
     "check_identity_headers_differ",
-    "check_issuer_and_audience",
-    "check_one_key_source",
     "check_redis_url",
-    "check_refresh_outlives_access",
     "check_request_id_header",
     "check_session_outlives_refresh",
     "read_section",

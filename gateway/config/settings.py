@@ -36,7 +36,6 @@ __all__ = [
     "Networks",
     "Origins",
     "Roles",
-    "Setting",
     "Size",
     "Text",
     "declared",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config import parse_size
+from gateway.config.units import parse_size
 
 
 @pytest.mark.parametrize(
