@@ -190,11 +190,11 @@ def measure(args: argparse.Namespace) -> list[Row]:
             raise SystemExit(f"{tool} is needed: apt-get install {tool}")
     workdir = Path(tempfile.mkdtemp(prefix="gw-compare-"))
     stack = Stack(workdir)
-    plans = select(catalogue(stack, args), args.only)
-    for plan in [p for p in plans if p.needs and shutil.which(p.needs) is None]:
-        print(f"skipping {plan.name!r}: apt-get install {plan.needs}", file=sys.stderr)
-        plans.remove(plan)
     try:
+        plans = select(catalogue(stack, args), args.only)
+        for plan in [p for p in plans if p.needs and shutil.which(p.needs) is None]:
+            print(f"skipping {plan.name!r}: apt-get install {plan.needs}", file=sys.stderr)
+            plans.remove(plan)
         # Everything starts before round 1, so no start-up lands in a sample.
         servers = [plan.server() for plan in plans]
         rows = [Row(plan.name, plan.note) for plan in plans]
