@@ -1,5 +1,6 @@
-"""What the benchmark scripts share: free ports, waiting for a listener, and reading a process
-tree's CPU time, memory and open files from /proc."""
+"""What the benchmark scripts share: free ports, waiting for a listener, reading a process tree's
+CPU time, memory and open files from /proc, and running the bench's own aiohttp servers the way the
+gateway runs (uvloop when installed, no access log)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,18 @@ import socket
 import time
 from pathlib import Path
 
+from aiohttp import web
+
 __all__ = [
     "REPO",
     "cpu_seconds",
     "free_port",
+    "listening_processes",
     "open_fds",
     "peak_rss_mib",
     "process_tree",
     "rss_mib",
+    "serve_app",
     "wait_for",
 ]
 
@@ -94,3 +99,40 @@ def rss_mib(pid: int) -> float:
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def serve_app(app: web.Application, port: int) -> None:
+    """Run app on 127.0.0.1:port until SIGTERM: uvloop when installed (as the gateway does), no
+    access log (a reference row measures serving, not logging)."""
+    loop = None
+    try:
+        import uvloop
+    except ImportError:
+        pass
+    else:
+        loop = uvloop.new_event_loop()
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=loop)
+
+
+def listening_processes(pid: int, port: int) -> set[int]:
+    """Members of pid's process tree holding a socket that listens on port (IPv4 or IPv6)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local_address is HEXIP:HEXPORT; state 0A is LISTEN; field 9 is the inode.
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    holders: set[int] = set()
+    for member in process_tree(pid):
+        try:
+            links = [os.readlink(fd) for fd in Path(f"/proc/{member}/fd").iterdir()]
+        except OSError:
+            continue
+        if any(link[8:-1] in inodes for link in links if link.startswith("socket:[")):
+            holders.add(member)
+    return holders

@@ -1,0 +1,315 @@
+"""The processes the comparison measures, each started the first time a row needs it.
+
+The gateway always runs as a user gets it: `gateway serve --config` on a copy of the repo's
+config.yaml, configured only through the environment variables that file reads (JWT_SECRET,
+GATEWAY_PORT, UPSTREAM_URL, DATABASE_URL), so its JSON access log is on (stderr, to a file in the
+work directory). Every other variable the file reads is removed from the inherited environment,
+so a developer's shell cannot change what "shipped" means. The login rate limits stay: only one of
+the three is an environment variable, and the bench's logins all succeed, so none is reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import jwt
+import pymysql
+from harness import REPO, free_port, listening_processes, wait_for
+from load import PASSWORD, USERNAME, login
+
+__all__ = ["Service", "Stack"]
+
+BENCH = Path(__file__).resolve().parent
+SHIPPED_CONFIG = REPO / "config.yaml"
+MYSQL_DATABASE = "gw_bench_compare"
+# Access tokens live 30 minutes as shipped; log in again well before that in long runs.
+TOKEN_RENEWAL = 10 * 60.0
+
+
+@dataclass(frozen=True)
+class Service:
+    """One started server: its process (whose tree is measured) and its base URL."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    base: str
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+def _mysql_reachable() -> bool:
+    try:
+        pymysql.connect(host="127.0.0.1", port=3306, user="root", connect_timeout=2).close()
+    except pymysql.err.MySQLError:
+        return False
+    return True
+
+
+class Stack:
+    """Everything the selected rows need, started once and stopped at the end."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.secret = secrets.token_urlsafe(48)
+        self.mysql = _mysql_reachable()
+        self.database_url = (
+            f"mysql://root@127.0.0.1:3306/{MYSQL_DATABASE}"
+            if self.mysql
+            else f"sqlite:///{workdir / 'gateway.db'}"
+        )
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._services: dict[str, Service] = {}
+        self._users_ready = False
+        self._token: tuple[float, str] | None = None
+
+    @property
+    def database_name(self) -> str:
+        return "MariaDB" if self.mysql else "SQLite"
+
+    def stop(self) -> None:
+        for proc in reversed(self._procs):
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    # --- starting processes ---------------------------------------------------------------
+
+    def _once(self, name: str, start: Callable[[], Service]) -> Service:
+        if name not in self._services:
+            print(f"starting {name}", file=sys.stderr)
+            self._services[name] = start()
+        return self._services[name]
+
+    def _start(
+        self, name: str, argv: list[str], port: int, env: dict[str, str] | None = None
+    ) -> Service:
+        with (self.workdir / f"{name}.log").open("wb") as log:
+            proc = subprocess.Popen(
+                argv, cwd=self.workdir, env=env or dict(os.environ), stdout=log, stderr=log
+            )
+        self._procs.append(proc)
+        wait_for(port)
+        if proc.poll() is not None:
+            raise SystemExit(f"{name} exited with {proc.returncode}: see {name}.log")
+        return Service(name, proc, f"http://127.0.0.1:{port}")
+
+    def _nginx(self, name: str, server: str, http_extra: str = "") -> Service:
+        port = free_port()
+        conf = self.workdir / f"{name}.conf"
+        conf.write_text(
+            f"daemon off; worker_processes 1; pid {self.workdir}/{name}.pid;\n"
+            f"error_log {self.workdir}/{name}.err warn;\n"
+            "events { worker_connections 4096; }\n"
+            "http { access_log off; keepalive_requests 1000000;\n"
+            f"  client_body_temp_path {self.workdir}; proxy_temp_path {self.workdir};\n"
+            f"  {http_extra}\n"
+            f"  server {{ listen 127.0.0.1:{port}; {server} }} }}\n"
+        )
+        return self._start(name, ["nginx", "-c", str(conf), "-p", str(self.workdir)], port)
+
+    def fast_upstream(self) -> Service:
+        """nginx answering a fixed 200: an upstream that is never the bottleneck."""
+        return self._once(
+            "fast-upstream",
+            lambda: self._nginx("fast-upstream", 'location / { return 200 "bbb"; }'),
+        )
+
+    def demo_upstream(self) -> Service:
+        """The demo upstream (Python): a realistic pairing."""
+
+        def start() -> Service:
+            port = free_port()
+            argv = [sys.executable, "-m", "upstream_demo", "--port", str(port)]
+            return self._start("demo-upstream", argv, port)
+
+        return self._once("demo-upstream", start)
+
+    def nginx_proxy(self) -> Service:
+        """nginx as a plain proxy (one worker, keep-alive pool) in front of the fast upstream."""
+
+        def start() -> Service:
+            fast = self.fast_upstream().base.removeprefix("http://")
+            server = (
+                "location / { proxy_pass http://fast; proxy_http_version 1.1; "
+                'proxy_set_header Connection ""; }'
+            )
+            pool = f"upstream fast {{ server {fast}; keepalive 64; }}"
+            return self._nginx("nginx-proxy", server, pool)
+
+        return self._once("nginx-proxy", start)
+
+    def haproxy(self) -> Service:
+        """HAProxy verifying the HS256 JWT itself (signature, alg, exp), one thread."""
+        return self._once("haproxy", self._start_haproxy)
+
+    def _start_haproxy(self) -> Service:
+        port = free_port()
+        fast = self.fast_upstream().base.removeprefix("http://")
+        verify = f'var(txn.bearer),jwt_verify(txn.alg,"{self.secret}")'
+        conf = self.workdir / "haproxy.cfg"
+        conf.write_text(f"""global
+    nbthread 1
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    option http-keep-alive
+frontend gateway
+    bind 127.0.0.1:{port}
+    http-request set-var(txn.bearer) http_auth_bearer
+    http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('$.alg')
+    http-request deny status 401 unless {{ var(txn.alg) -m str HS256 }}
+    http-request deny status 401 unless {{ {verify} -m int 1 }}
+    http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('$.exp','int')
+    http-request set-var(txn.now) date
+    http-request deny status 401 if {{ var(txn.exp),sub(txn.now) -m int lt 0 }}
+    default_backend upstream
+backend upstream
+    http-reuse always
+    server fast {fast}
+""")
+        return self._start("haproxy", ["haproxy", "-f", str(conf), "-db"], port)
+
+    def bare_server(self) -> Service:
+        """bench/bare_server.py: aiohttp answering a fixed 200."""
+
+        def start() -> Service:
+            port = free_port()
+            argv = [sys.executable, str(BENCH / "bare_server.py"), "--port", str(port)]
+            return self._start("bare-aiohttp", argv, port)
+
+        return self._once("bare-aiohttp", start)
+
+    def naive_proxy(self) -> Service:
+        """bench/naive_proxy.py in front of the fast upstream, verifying what the gateway issues."""
+
+        def start() -> Service:
+            # The issuer and audience the shipped config resolves to, read off a real token.
+            claims = jwt.decode(self.access_token(), options={"verify_signature": False})
+            port = free_port()
+            argv = [
+                sys.executable,
+                str(BENCH / "naive_proxy.py"),
+                "--port",
+                str(port),
+                "--upstream",
+                self.fast_upstream().base,
+                "--issuer",
+                str(claims["iss"]),
+                "--audience",
+                str(claims["aud"]),
+            ]
+            env = {**os.environ, "JWT_SECRET": self.secret}
+            return self._start("naive-proxy", argv, port, env)
+
+        return self._once("naive-proxy", start)
+
+    # --- the gateway, as shipped ----------------------------------------------------------
+
+    def gateway(self, upstream: str = "fast", workers: int = 1, instance: str = "") -> Service:
+        """`gateway serve` on the shipped config, UPSTREAM_URL at the fast or the demo upstream;
+        one process (tree) per distinct set of arguments."""
+        name = "-".join(
+            ["gateway", upstream, *([f"workers{workers}"] if workers != 1 else []), instance]
+        ).rstrip("-")
+        return self._once(name, lambda: self._start_gateway(name, upstream, workers))
+
+    def _start_gateway(self, name: str, upstream: str, workers: int) -> Service:
+        target = self.demo_upstream() if upstream == "demo" else self.fast_upstream()
+        self._ensure_user()
+        port = free_port()
+        argv = self._gateway_argv("serve")
+        if workers != 1:
+            argv += ["--workers", str(workers)]
+        service = self._start(name, argv, port, self._shipped_env(port, target.base))
+        # With SO_REUSEPORT the kernel spreads connections over the sockets listening when they
+        # arrive: wrk connects once, so every worker must be listening before any row starts.
+        deadline = time.monotonic() + 30
+        while len(listening_processes(service.pid, port)) < workers:
+            if time.monotonic() > deadline or service.proc.poll() is not None:
+                raise SystemExit(f"{name}: {workers} workers did not listen; see {name}.log")
+            time.sleep(0.1)
+        return service
+
+    def _config_copy(self) -> Path:
+        path = self.workdir / "config.yaml"
+        if not path.exists():
+            shutil.copy(SHIPPED_CONFIG, path)
+        return path
+
+    def _gateway_argv(self, *command: str) -> list[str]:
+        return [sys.executable, "-m", "gateway", *command, "--config", str(self._config_copy())]
+
+    def _shipped_env(self, port: int, upstream_url: str) -> dict[str, str]:
+        read_by_config = set(re.findall(r"\$\{(\w+)", SHIPPED_CONFIG.read_text()))
+        env = {k: v for k, v in os.environ.items() if k not in read_by_config}
+        return env | {
+            "JWT_SECRET": self.secret,
+            "GATEWAY_PORT": str(port),
+            "UPSTREAM_URL": upstream_url,
+            "DATABASE_URL": self.database_url,
+        }
+
+    def _ensure_user(self) -> None:
+        """A fresh database with the bench user, made the way the README's quick start does."""
+        if self._users_ready:
+            return
+        if self.mysql:
+            conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", autocommit=True)
+            with conn.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS {MYSQL_DATABASE}")
+            conn.close()
+        env = self._shipped_env(free_port(), "http://127.0.0.1:1")
+        for command, stdin in (
+            (["db", "init"], b""),
+            (["user", "add", USERNAME, "--password-stdin"], f"{PASSWORD}\n".encode()),
+        ):
+            result = subprocess.run(
+                self._gateway_argv(*command),
+                cwd=self.workdir,
+                env=env,
+                input=stdin,
+                capture_output=True,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise SystemExit(f"gateway {' '.join(command)} failed:\n{result.stderr.decode()}")
+        self._users_ready = True
+
+    def login_gateway(self) -> Service:
+        """A gateway (shipped config, fast upstream) for the rows that log in and refresh."""
+        return self.gateway(instance="logins")
+
+    def access_token(self) -> str:
+        """A valid access token, renewed before it can expire. Logged in at the login gateway, so
+        the proxying gateways never hash a password (tokens are valid at every gateway: one
+        secret, one database)."""
+        if self._token is None or time.monotonic() - self._token[0] > TOKEN_RENEWAL:
+            base = self.login_gateway().base
+
+            async def fetch() -> str:
+                async with aiohttp.ClientSession() as http:
+                    return (await login(http, base))["access_token"]
+
+            self._token = (time.monotonic(), asyncio.run(fetch()))
+        return self._token[1]
+
+    def bearer(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token()}"}
