@@ -10,7 +10,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from .edge import EdgePolicy
 from .errors import GatewayError, error_body
-from .request_keys import STARTED
+from .request_keys import ROUTE_NAME, STARTED, learned
 from .telemetry.metrics import GatewayMetrics
 from .telemetry.redaction import loggable_path
 
@@ -63,6 +63,7 @@ def gateway_middleware(edge: EdgePolicy, metrics: GatewayMetrics) -> Middleware:
             return response
         finally:
             metrics.in_flight.dec()
-            metrics.record(request, status, started)
+            route = learned(request).get(ROUTE_NAME) or "unmatched"
+            metrics.record(route, request.method, status, time.perf_counter() - started)
 
     return middleware

@@ -53,7 +53,7 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 def refreshes(gw: Gateway, outcome: str = "rotated") -> float:
-    return gw.app[METRICS].refreshes.labels(outcome)._value.get()  # type: ignore[no-any-return]
+    return gw.app[METRICS].refreshes.labels(outcome).value
 
 
 @pytest.fixture
