@@ -1,4 +1,5 @@
-"""The one place errors become responses: JSON bodies in the shape existing clients parse."""
+"""The one place errors become responses: JSON bodies in the shape existing clients parse; and
+where every request is counted and logged."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from aiohttp.typedefs import Handler, Middleware
 from .edge import EdgePolicy
 from .errors import GatewayError, error_body
 from .request_keys import ROUTE_NAME, STARTED, learned
+from .telemetry.access_log import AccessLog
 from .telemetry.metrics import GatewayMetrics
 from .telemetry.redaction import loggable_path
 
@@ -39,10 +41,12 @@ def error_response(request: web.Request, exc: Exception) -> web.Response:
     return json_error(500, "Internal gateway error")
 
 
-def gateway_middleware(edge: EdgePolicy, metrics: GatewayMetrics) -> Middleware:
-    """The one middleware every request passes: metrics around everything, the edge checks
-    before routing, and every error turned into the JSON shape clients parse. (One layer
-    instead of three: each aiohttp middleware layer costs on every request.)"""
+def gateway_middleware(
+    edge: EdgePolicy, metrics: GatewayMetrics, access_log: AccessLog
+) -> Middleware:
+    """The one middleware every request passes: metrics and the access log around everything,
+    the edge checks before routing, and every error turned into the JSON shape clients parse.
+    (One layer instead of three: each aiohttp middleware layer costs on every request.)"""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -62,8 +66,10 @@ def gateway_middleware(edge: EdgePolicy, metrics: GatewayMetrics) -> Middleware:
             status = response.status
             return response
         finally:
+            seconds = time.perf_counter() - started
             metrics.in_flight.dec()
             route = learned(request).get(ROUTE_NAME) or "unmatched"
-            metrics.record(route, request.method, status, time.perf_counter() - started)
+            metrics.record(route, request.method, status, seconds)
+            access_log.write(request, status, seconds)
 
     return middleware

@@ -121,6 +121,8 @@ class LoggingConfig:
     # json: one JSON object per line (for log shippers); text: for a terminal.
     format: str = "json"
     level: str = "info"
+    # One line per request at level info (a level above info turns it off too).
+    access_log: bool = True
 
 
 @dataclass(frozen=True)
@@ -443,7 +445,9 @@ def _networks(node: _Node, key: str) -> tuple[IpNetwork, ...]:
 def _logging(node: _Node) -> LoggingConfig:
     d = LoggingConfig()
     config = LoggingConfig(
-        format=node.text("format", d.format).lower(), level=node.text("level", d.level).lower()
+        format=node.text("format", d.format).lower(),
+        level=node.text("level", d.level).lower(),
+        access_log=node.boolean("access_log", d.access_log),
     )
     node.close()
     if config.format not in ("json", "text"):

@@ -25,7 +25,7 @@ __all__ = ["LogOutput", "configure_logging"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-# Extra fields an access-log record carries (see access_log.AccessLogger).
+# Extra fields an access-log record carries (see access_log.AccessLog).
 ACCESS_FIELDS = (
     "request_id",
     "client",
@@ -36,6 +36,7 @@ ACCESS_FIELDS = (
     "upstream",
     "duration_ms",
     "user_id",
+    "aborted",
 )
 
 
@@ -65,7 +66,7 @@ class LogOutput(logging.Handler):
     ) -> None:
         super().__init__()
         self.fd = fd
-        # The format of the lines `append` is given.
+        # The format of access lines that `append` is given (access_log.AccessLog writes them).
         self.json_lines = json_lines
         self.setFormatter(JsonFormatter() if json_lines else logging.Formatter(TEXT_FORMAT))
         self._interval = interval
