@@ -41,6 +41,7 @@ from .ops.openapi import openapi_handler
 from .proxy.handler import ProxyHandler
 from .proxy.runtime import Runtime, RuntimeHolder
 from .storage import create_store
+from .telemetry.access_log import AccessLog
 from .telemetry.metrics import GatewayMetrics
 
 __all__ = ["create_app", "create_metrics_app"]
@@ -52,8 +53,9 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     """Build the gateway application for a validated config. `clock` is injectable for tests."""
     metrics = GatewayMetrics(config.metrics)
     edge = EdgePolicy(config.server, config.cors)
+    access_log = AccessLog(enabled=config.logging.access_log)
     app = web.Application(
-        middlewares=[gateway_middleware(edge, metrics)],
+        middlewares=[gateway_middleware(edge, metrics, access_log)],
         handler_args={
             # A client that goes away cancels its handler, and so the upstream request.
             "handler_cancellation": True,
@@ -90,7 +92,10 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     app[PASSWORDS] = passwords
     app[LIMITER] = limiter
     app[BACKGROUND] = []
-    app.cleanup_ctx.extend([_store, _passwords, _runtime, _limiter, _background])
+    # The access log first: it is flushed last, after the final requests and cleanup logs.
+    app.cleanup_ctx.extend(
+        [access_log.cleanup_ctx, _store, _passwords, _runtime, _limiter, _background]
+    )
 
     users = UserEndpoints(
         sessions=sessions,

@@ -1,7 +1,9 @@
-"""The one place errors become responses: JSON bodies in the shape existing clients parse."""
+"""The one place errors become responses: JSON bodies in the shape existing clients parse; and
+where every request is counted and logged, a client that went away included."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -10,13 +12,18 @@ from aiohttp.typedefs import Handler, Middleware
 
 from .edge import EdgePolicy
 from .errors import GatewayError, rendered_error
-from .request_keys import STARTED
+from .request_keys import BEFORE_UPSTREAM, MID_RESPONSE, PROGRESS, ROUTE_NAME, STARTED, learned
+from .telemetry.access_log import AccessLog
 from .telemetry.metrics import GatewayMetrics
 from .telemetry.redaction import loggable_path
 
 __all__ = ["gateway_middleware"]
 
 log = logging.getLogger(__name__)
+
+# nginx's "client closed request": the client went away before it had the whole answer. Never a
+# 500 and never an upstream error; the access line says how far the request had got.
+CLIENT_CLOSED_REQUEST = 499
 
 
 def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -45,17 +52,24 @@ def error_response(request: web.Request, exc: Exception) -> web.Response:
     return json_error(500, "Internal gateway error")
 
 
-def gateway_middleware(edge: EdgePolicy, metrics: GatewayMetrics) -> Middleware:
-    """The one middleware every request passes: metrics around everything, the edge checks
-    before routing, and every error turned into the JSON shape clients parse. (One layer
-    instead of three: each aiohttp middleware layer costs on every request.)"""
+def gateway_middleware(
+    edge: EdgePolicy, metrics: GatewayMetrics, access_log: AccessLog
+) -> Middleware:
+    """The one middleware every request passes: metrics and the access log around everything,
+    the edge checks before routing, and every error turned into the JSON shape clients parse.
+    (One layer instead of three: each aiohttp middleware layer costs on every request.)
+
+    The access line is written here, not by aiohttp's access logger, because aiohttp writes
+    none for a handler that was cancelled (handler_cancellation: the client went away)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = request[STARTED] = time.perf_counter()
         metrics.in_flight.inc()
         status = 500
+        aborted: str | None = None
         try:
+            gone = False
             try:
                 response = edge.admit(request) or await handler(request)
             except web.HTTPException as exc:
@@ -63,12 +77,34 @@ def gateway_middleware(edge: EdgePolicy, metrics: GatewayMetrics) -> Middleware:
                     status = exc.status
                     raise
                 response = error_response(request, exc)
+            except ConnectionResetError:
+                # Writing to the client failed; aiohttp's attempt to send this fails quietly.
+                gone, response = True, web.Response(status=CLIENT_CLOSED_REQUEST)
             except Exception as exc:
                 response = error_response(request, exc)
             status = response.status
+            # Gone while its answer was still being made or sent (a WebSocket's end is not).
+            if gone or (request.transport is None and status != 101):
+                status, aborted = CLIENT_CLOSED_REQUEST, _how_far(request)
             return response
+        except asyncio.CancelledError:
+            # aiohttp cancels the handler when the client's connection is lost.
+            status, aborted = CLIENT_CLOSED_REQUEST, _how_far(request)
+            raise
         finally:
+            seconds = time.perf_counter() - started
             metrics.in_flight.dec()
-            metrics.record(request, status, started)
+            route = learned(request).get(ROUTE_NAME) or "unmatched"
+            metrics.record(route, request.method, status, seconds)
+            access_log.write(request, status, seconds, aborted)
 
     return middleware
+
+
+def _how_far(request: web.Request) -> str:
+    """How far a request had got when its client went away: bytes of the response sent means
+    mid-response, whatever the proxy last said."""
+    if request.writer.output_size:
+        return MID_RESPONSE
+    progress: str = learned(request).get(PROGRESS) or BEFORE_UPSTREAM
+    return progress

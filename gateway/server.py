@@ -19,8 +19,10 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.log import access_logger
 
 from .telemetry.access_log import AccessLogger
+from .telemetry.logs import LogOutput
 
 __all__ = ["run", "serve_until_stopped", "supervise_workers"]
 
@@ -46,8 +48,11 @@ async def serve_until_stopped(
     on_reload: Callable[[], Awaitable[object]] | None = None,
     shutdown_timeout: float = 30.0,
     reuse_port: bool = False,
+    access_log: bool = True,
 ) -> None:
-    """Serve each (app, host, port) until SIGINT or SIGTERM, then drain and clean up."""
+    """Serve each (app, host, port) until SIGINT or SIGTERM, then drain, clean up, and write
+    every log line still waiting. The apps write their own access lines; `access_log=False`
+    also drops aiohttp's for requests its parser refused before any app saw them."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[object]] = set()
@@ -65,7 +70,10 @@ async def serve_until_stopped(
     try:
         for app, host, port in sites:
             runner = web.AppRunner(
-                app, access_log_class=AccessLogger, shutdown_timeout=shutdown_timeout
+                app,
+                access_log_class=AccessLogger,
+                shutdown_timeout=shutdown_timeout,
+                access_log=access_logger if access_log else None,
             )
             runners.append(runner)
             await runner.setup()
@@ -80,6 +88,9 @@ async def serve_until_stopped(
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signum)
+        output = LogOutput.installed()
+        if output is not None:
+            output.flush()  # the lines of the last requests, before the process exits
 
 
 def supervise_workers(worker_command: Callable[[int], list[str]], count: int) -> int:

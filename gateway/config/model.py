@@ -108,6 +108,9 @@ class LoggingConfig:
     # json: one JSON object per line (for log shippers); text: for a terminal.
     format: str = setting("json", Choice("json", "text"))
     level: str = setting("info", Choice("debug", "info", "warning", "error"))
+    # One line per request (a level above info turns it off too), for those who log at their
+    # load balancer instead.
+    access_log: bool = setting(True, Boolean())
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,24 @@
 """Prometheus metrics, one registry per app (tests build many apps in one process).
 
 Route labels are route names (or the gateway's own endpoint names), never raw paths, so the number
-of series is bounded by the config.
+of series is bounded by the config. Recording is a few additions on the event loop's thread
+(`instruments`); the registry turns them into metric families when /metrics is scraped.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Iterator
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
 
 from ..config import MetricsConfig
 from ..errors import Forbidden
 from ..networks import address_in
 from ..request_keys import ROUTE_NAME
+from .instruments import Counter, CounterSeries, Gauge, Histogram, HistogramSeries
 
 __all__ = ["GatewayMetrics"]
 
@@ -23,60 +26,72 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 
 class GatewayMetrics:
-    """The gateway's collectors and the handlers that record and expose them."""
+    """The gateway's instruments, the handler that exposes them, and the registry's collector."""
 
     def __init__(self, config: MetricsConfig) -> None:
         self.config = config
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
         self.requests = Counter(
-            "gateway_requests", "Requests answered", ["route", "method", "status"], registry=r
+            "gateway_requests", "Requests answered", ["route", "method", "status"]
         )
         self.duration = Histogram(
             "gateway_request_duration_seconds",
             "Time to handle a request, upstream and body streaming included",
             ["route"],
             buckets=_LATENCY_BUCKETS,
-            registry=r,
         )
         self.own_work = Histogram(
             "gateway_processing_seconds",
             "The gateway's own work per proxied request: parsing, routing, token checks",
             buckets=_LATENCY_BUCKETS,
-            registry=r,
         )
         self.upstream_latency = Histogram(
             "gateway_upstream_response_seconds",
             "Time for an upstream to answer with its response headers",
             ["upstream"],
             buckets=_LATENCY_BUCKETS,
-            registry=r,
         )
-        self.in_flight = Gauge("gateway_requests_in_flight", "Requests being handled", registry=r)
-        self.logins = Counter("gateway_logins", "Login attempts", ["outcome"], registry=r)
-        self.refreshes = Counter("gateway_refreshes", "Refresh attempts", ["outcome"], registry=r)
+        self.in_flight = Gauge("gateway_requests_in_flight", "Requests being handled")
+        self.logins = Counter("gateway_logins", "Login attempts", ["outcome"])
+        self.refreshes = Counter("gateway_refreshes", "Refresh attempts", ["outcome"])
         self.token_rejections = Counter(
-            "gateway_token_rejections", "Access tokens refused", ["reason"], registry=r
+            "gateway_token_rejections", "Access tokens refused", ["reason"]
         )
         self.upstream_errors = Counter(
-            "gateway_upstream_errors", "Upstream failures", ["upstream", "kind"], registry=r
+            "gateway_upstream_errors", "Upstream failures", ["upstream", "kind"]
+        )
+        self._families = (
+            self.requests,
+            self.duration,
+            self.own_work,
+            self.upstream_latency,
+            self.in_flight,
+            self.logins,
+            self.refreshes,
+            self.token_rejections,
+            self.upstream_errors,
         )
         # Bounded: routes x methods x statuses, all from the config and HTTP.
-        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._answered: dict[tuple[str, str, int], tuple[CounterSeries, HistogramSeries]] = {}
+        self.registry = CollectorRegistry()
+        self.registry.register(self)
 
-    def record(self, request: web.Request, status: int, started: float) -> None:
-        """Count one answered request (label children are looked up once per combination)."""
-        route = request.get(ROUTE_NAME, "unmatched")
-        key = (route, request.method, status)
-        children = self._children.get(key)
-        if children is None:
-            children = (
-                self.requests.labels(route, request.method, str(status)),
+    def record(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request that took `seconds` (series looked up once per
+        combination of labels)."""
+        key = (route, method, status)
+        series = self._answered.get(key)
+        if series is None:
+            series = self._answered[key] = (
+                self.requests.labels(route, method, str(status)),
                 self.duration.labels(route),
             )
-            self._children[key] = children
-        children[0].inc()
-        children[1].observe(time.perf_counter() - started)
+        series[0].value += 1
+        series[1].observe(seconds)
+
+    def collect(self) -> Iterator[Metric]:
+        """The registry's view: every family, built now from the plain numbers."""
+        for family in self._families:
+            yield family.collect()
 
     async def handle(self, request: web.Request) -> web.Response:
         """GET /metrics in the Prometheus text format."""

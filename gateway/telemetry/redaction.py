@@ -13,14 +13,18 @@ import logging
 
 from aiohttp import web
 
-__all__ = ["ParseErrorRedactor", "install_log_redaction", "loggable_path"]
+__all__ = ["ParseErrorRedactor", "install_log_redaction", "loggable_path", "printable"]
 
 
 def loggable_path(request: web.BaseRequest) -> str:
-    path = request.raw_path.partition("?")[0]
-    if path.isprintable() and path.isascii():
-        return path
-    return path.encode("ascii", "backslashreplace").decode().encode("unicode_escape").decode()
+    return printable(request.raw_path.partition("?")[0])
+
+
+def printable(text: str) -> str:
+    """`text` if it is printable ASCII, else with everything else escaped (no line breaks)."""
+    if text.isprintable() and text.isascii():
+        return text
+    return text.encode("ascii", "backslashreplace").decode().encode("unicode_escape").decode()
 
 
 class ParseErrorRedactor(logging.Filter):

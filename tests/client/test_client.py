@@ -23,7 +23,7 @@ from tests.support.gateways import Gateway, GatewayFactory
 
 
 def refreshes(gw: Gateway, outcome: str = "rotated") -> float:
-    return gw.app[METRICS].refreshes.labels(outcome)._value.get()  # type: ignore[no-any-return]
+    return gw.app[METRICS].refreshes.labels(outcome).value
 
 
 @pytest.fixture

@@ -53,7 +53,7 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 def refreshes(gw: Gateway, outcome: str = "rotated") -> float:
-    return gw.app[METRICS].refreshes.labels(outcome)._value.get()  # type: ignore[no-any-return]
+    return gw.app[METRICS].refreshes.labels(outcome).value
 
 
 @pytest.fixture
@@ -230,8 +230,7 @@ def refresh_attempts(gw: Gateway) -> float:
     """Refreshes the gateway answered, whatever the outcome."""
     return sum(
         sample.value
-        for metric in gw.app[METRICS].refreshes.collect()
-        for sample in metric.samples
+        for sample in gw.app[METRICS].refreshes.collect().samples
         if sample.name.endswith("_total")
     )
 

@@ -1,0 +1,59 @@
+"""The process's log output: batched lines, records at once, order kept, nothing lost at the end."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from gateway.telemetry.logs import LogOutput
+
+
+def output_to(tmp_path: Path, interval: float = 0.05) -> tuple[LogOutput, Path, int]:
+    path = tmp_path / "stderr.log"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    return LogOutput(fd, json_lines=False, interval=interval), path, fd
+
+
+def record(message: str) -> logging.LogRecord:
+    return logging.LogRecord("gateway.test", logging.WARNING, __file__, 1, message, (), None)
+
+
+def test_lines_wait_for_a_batch_and_records_follow_them_at_once(tmp_path: Path) -> None:
+    output, path, fd = output_to(tmp_path)
+    try:
+        output.append("line 1")
+        output.append("line 2")
+        assert path.read_text() == ""  # buffered: no write per line
+        output.handle(record("a warning"))
+        assert path.read_text().splitlines()[:2] == ["line 1", "line 2"]
+        assert path.read_text().splitlines()[2].endswith("WARNING gateway.test: a warning")
+    finally:
+        output.close()
+        os.close(fd)
+
+
+def test_the_writer_thread_writes_without_being_asked(tmp_path: Path) -> None:
+    output, path, fd = output_to(tmp_path, interval=0.02)
+    try:
+        output.start()
+        for i in range(1000):
+            output.append(f"line {i}")
+        deadline = time.monotonic() + 10
+        while len(path.read_text().splitlines()) < 1000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert path.read_text().splitlines() == [f"line {i}" for i in range(1000)]
+    finally:
+        output.close()
+        os.close(fd)
+
+
+def test_closing_writes_every_line_still_waiting(tmp_path: Path) -> None:
+    output, path, fd = output_to(tmp_path, interval=60)
+    output.start()
+    for i in range(10):
+        output.append(f"line {i}")
+    output.close()  # what logging.shutdown does at exit
+    os.close(fd)
+    assert path.read_text().splitlines() == [f"line {i}" for i in range(10)]
