@@ -26,7 +26,7 @@ from ..errors import (
     RequestTimeout,
     UpstreamFailure,
 )
-from ..request_keys import STARTED
+from ..request_keys import MID_RESPONSE, PROGRESS, STARTED, UPSTREAM_WAIT
 from ..telemetry.metrics import GatewayMetrics
 from .headers import HeaderPolicy
 from .http1 import (
@@ -171,6 +171,7 @@ class Proxy:
             host=self._hosts[route.upstream],
             extra=_CHUNKED if chunked else b"",
         )
+        request[PROGRESS] = UPSTREAM_WAIT
         sent = time.perf_counter()
         if self._metrics is not None and STARTED in request:
             self._metrics.own_work.observe(sent - request[STARTED])
@@ -238,6 +239,7 @@ class Proxy:
         headers = self._headers.upstream_request(
             request, route, identity, request_id, websocket=True
         )
+        request[PROGRESS] = UPSTREAM_WAIT
         try:
             with upstream_errors(upstream):
                 upstream_ws = await self._websocket_sessions[route.upstream].ws_connect(
@@ -283,10 +285,12 @@ class Proxy:
             return small
         response = _RelayedResponse(status=head.status, reason=head.reason, headers=headers)
         response._upstream_typed = typed
-        await response.prepare(request)
         try:
+            await response.prepare(request)
+            request[PROGRESS] = MID_RESPONSE
             while piece := await connection.read_body():
                 await response.write(piece)
+            await response.write_eof()
         except (UpstreamTimeout, ConnectionLost, UpstreamProtocolError) as exc:
             # The status line is already sent: all we can do is cut the stream so the client
             # sees an incomplete body instead of a silently truncated one.
@@ -295,11 +299,11 @@ class Proxy:
             self._record(failure)
             if request.transport is not None:
                 request.transport.close()
-            return response
         except ConnectionResetError:
-            # The client went away; the unfinished upstream connection is closed on release.
-            return response
-        await response.write_eof()
+            # The client went away (aiohttp's error is also a ClientError, which would read as
+            # the upstream's failure): the middleware records a 499, and the unfinished
+            # upstream connection is closed on release.
+            raise ConnectionResetError("the client closed the connection") from None
         return response
 
 

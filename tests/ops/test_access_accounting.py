@@ -151,11 +151,6 @@ async def test_a_client_gone_is_a_499_with_its_access_line_never_a_500(
     assert not any(e["level"] == "error" for e in lines), [e["message"] for e in lines]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the proxy does not set request_keys.PROGRESS = UPSTREAM_WAIT before it sends the "
-    "request upstream yet (gateway/proxy/upstream.py, being rewritten); remove this mark then",
-)
 async def test_a_client_gone_while_the_upstream_thinks_is_logged_as_upstream_wait(
     tmp_path: Path, processes: Processes, slow_upstream: tuple[SlowUpstream, TestServer]
 ) -> None:
@@ -202,12 +197,6 @@ async def test_the_access_log_can_be_switched_off(
     assert lines and not any(e["logger"] == "aiohttp.access" for e in lines)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the proxy counts a failed write to the client as an upstream broken_body (aiohttp's "
-    "ClientConnectionResetError is a ClientError) and returns normally; it should raise a "
-    "plain ConnectionResetError (gateway/proxy/upstream.py, being rewritten); then remove this",
-)
 async def test_a_client_gone_while_the_body_streams_is_never_an_upstream_error(
     tmp_path: Path, processes: Processes, slow_upstream: tuple[SlowUpstream, TestServer]
 ) -> None:
