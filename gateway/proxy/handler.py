@@ -29,7 +29,8 @@ class ProxyHandler:
     async def forward(self, request: web.Request) -> web.StreamResponse:
         # The runtime (routes, upstream pools) is held for the whole request: a reload
         # meanwhile lets this request finish on the config it started with.
-        with self._runtime.use() as runtime:
+        runtime = self._runtime.acquire()
+        try:
             path = normalize_path(request.raw_path.partition("?")[0])
             if is_own_path(path):
                 # Only a non-canonical spelling (//user/refresh, /user/./login) gets here; it
@@ -49,6 +50,8 @@ class ProxyHandler:
                 )
             identity = self._identify(request, route, lambda: bearer_token(request.headers))
             return await runtime.proxy.forward(request, route, path, identity, request_id)
+        finally:
+            self._runtime.release(runtime)
 
     def _identify(
         self, request: web.Request, route: RouteConfig, read_token: Callable[[], str | None]

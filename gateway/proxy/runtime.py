@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..config import GatewayConfig, changes_needing_restart, load_config
@@ -61,16 +60,18 @@ class RuntimeHolder:
         self.current = runtime
         self._metrics = metrics
 
-    @contextlib.contextmanager
-    def use(self) -> Iterator[Runtime]:
+    def acquire(self) -> Runtime:
+        """The current runtime, held until `release` (a plain pair, not a context manager:
+        this runs on every request)."""
         runtime = self.current
         runtime.in_flight += 1
-        try:
-            yield runtime
-        finally:
-            runtime.in_flight -= 1
-            if runtime.retired and runtime.in_flight == 0:
-                runtime.drained.set()
+        return runtime
+
+    @staticmethod
+    def release(runtime: Runtime) -> None:
+        runtime.in_flight -= 1
+        if runtime.retired and runtime.in_flight == 0:
+            runtime.drained.set()
 
     async def reload(self, path: str, *, drain_timeout: float) -> bool:
         """Re-read the config file and swap in its routes and upstreams; keep the old ones
