@@ -7,6 +7,7 @@ import logging
 from importlib import resources
 
 from aiohttp import web
+from aiohttp.web_log import AccessLogger
 
 __all__ = ["create_upstream_app"]
 
@@ -97,8 +98,15 @@ _ACCESS_LOG = logging.getLogger(ACCESS_LOGGER)
 def create_upstream_app(*, access_log: logging.Logger | None = _ACCESS_LOG) -> web.Application:
     """The demo upstream; `access_log=None` silences its access log."""
     # /echo reports the body as it arrived on the wire, compressed or not. handler_args win
-    # over the runner's arguments, so the access logger holds wherever the app is served.
-    app = web.Application(handler_args={"auto_decompress": False, "access_log": access_log})
+    # over the runner's arguments, so the access logger (and aiohttp's plain line format, not
+    # the gateway's) holds wherever the app is served.
+    app = web.Application(
+        handler_args={
+            "auto_decompress": False,
+            "access_log": access_log,
+            "access_log_class": AccessLogger,
+        }
+    )
     app.router.add_get("/", home)
     app.router.add_get("/aaa", aaa)
     app.router.add_get("/bbb", bbb)

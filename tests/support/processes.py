@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -90,3 +93,55 @@ def start_gateway_process(
     port = int(env["GATEWAY_PORT"])
     wait_for_port(port, proc, timeout=30)
     return proc, f"http://127.0.0.1:{port}"
+
+
+@dataclass
+class Deployment:
+    """The shipped config.yaml in a work directory, set through environment variables as a user
+    would: the gateway and the demo upstream as real processes on free ports."""
+
+    processes: Processes
+    workdir: Path
+    env: dict[str, str]
+
+    @classmethod
+    def create(
+        cls, processes: Processes, workdir: Path, *, database_url: str, **env: str
+    ) -> Deployment:
+        shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
+        defaults = {
+            "DATABASE_URL": database_url,
+            "JWT_SECRET": secrets.token_urlsafe(48),
+            "UPSTREAM_URL": f"http://127.0.0.1:{free_port()}",
+            "GATEWAY_PORT": str(free_port()),
+        }
+        # The runner's own JWT_* and GATEWAY_* settings must not leak into the deployment.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "GATEWAY_"))}
+        return cls(processes, workdir, {**inherited, **defaults, **env})
+
+    @property
+    def upstream_port(self) -> int:
+        return int(self.env["UPSTREAM_URL"].rsplit(":", 1)[1])
+
+    def run(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        """A `gateway` command in the work directory, with this deployment's environment."""
+        return run_gateway(self.workdir, self.env, *args, stdin=stdin)
+
+    def add_user(self, name: str, password: str) -> None:
+        added = self.run("user", "add", name, "--password-stdin", stdin=f"{password}\n")
+        assert added.returncode == 0, added.stderr
+
+    def start_upstream(self) -> subprocess.Popen[bytes]:
+        port = self.upstream_port
+        proc = self.processes.start(
+            "upstream", ["-m", "upstream_demo", "--port", str(port)], self.workdir, self.env
+        )
+        wait_for_port(port, proc)
+        return proc
+
+    def start_gateway(
+        self, *args: str, name: str = "gateway", port: int | None = None
+    ) -> tuple[subprocess.Popen[bytes], str]:
+        """`gateway serve`, on the deployment's port or on `port` (another replica)."""
+        env = self.env if port is None else {**self.env, "GATEWAY_PORT": str(port)}
+        return start_gateway_process(self.processes, self.workdir, env, *args, name=name)

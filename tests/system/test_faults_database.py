@@ -3,9 +3,6 @@ answer 503 quickly, it recovers by itself, and no token family is lost or forked
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
 import signal
 import subprocess
 import threading
@@ -18,12 +15,9 @@ import pymysql
 import pytest
 
 from tests.support.processes import (
-    REPO,
+    Deployment,
     Processes,
     free_port,
-    run_gateway,
-    start_gateway_process,
-    wait_for_port,
 )
 from tests.support.wire import http, raw_get
 
@@ -118,29 +112,17 @@ def test_database_outage_and_recovery(
 ) -> None:
     workdir = tmp_path / "gw"
     workdir.mkdir()
-    shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
-    upstream_port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"mysql://root@127.0.0.1:{mariadb.port}/gateway",
-        "DATABASE_TIMEOUT": f"{DB_TIMEOUT}s",
-        "JWT_SECRET": secrets.token_urlsafe(48),
-        "UPSTREAM_URL": f"http://127.0.0.1:{upstream_port}",
-        "GATEWAY_PORT": str(free_port()),
-        "LOG_FORMAT": "text",
-    }
-    assert run_gateway(workdir, env, "db", "init").returncode == 0
-    assert (
-        run_gateway(
-            workdir, env, "user", "add", "guang", "--password-stdin", stdin="12345678\n"
-        ).returncode
-        == 0
+    deployment = Deployment.create(
+        processes,
+        workdir,
+        database_url=f"mysql://root@127.0.0.1:{mariadb.port}/gateway",
+        DATABASE_TIMEOUT=f"{DB_TIMEOUT}s",
+        LOG_FORMAT="text",
     )
-    upstream = processes.start(
-        "upstream", ["-m", "upstream_demo", "--port", str(upstream_port)], workdir, env
-    )
-    wait_for_port(upstream_port, upstream)
-    gateway, base = start_gateway_process(processes, workdir, env)
+    assert deployment.run("db", "init").returncode == 0
+    deployment.add_user("guang", "12345678")
+    deployment.start_upstream()
+    gateway, base = deployment.start_gateway()
 
     def login() -> tuple[int, Any]:
         return http("POST", f"{base}/user/login", {"username": "guang", "password": "12345678"})

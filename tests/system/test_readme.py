@@ -29,10 +29,9 @@ from yarl import URL
 from tests.support.gateways import TEST_SECRET
 from tests.support.processes import (
     REPO,
+    Deployment,
     Processes,
     free_port,
-    run_gateway,
-    start_gateway_process,
     wait_for_port,
 )
 from tests.support.services import IN_CI, MYSQL_URL, mysql_args
@@ -192,7 +191,7 @@ def test_demo_log_tells_the_upstream_from_the_gateway(live_demo: Demo) -> None:
     assert http("GET", f"{live_demo.base}/aaa") == (200, "aaa")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        lines = [line for line in live_demo.log.read_text().splitlines() if "GET /aaa 200" in line]
+        lines = [line for line in live_demo.log.read_text().splitlines() if "GET /aaa" in line]
         upstream = [line for line in lines if " upstream_demo.access: " in line]
         gateway = [line for line in lines if " aiohttp.access: " in line]
         if upstream and gateway:
@@ -235,22 +234,14 @@ def test_readme_mariadb_account_works_with_its_url_encoded_password(
         with root.cursor() as cur:
             for statement in statements:
                 cur.execute(statement)
-        shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
-        port = free_port()
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "GATEWAY_"))},
-            "DATABASE_URL": database_url,
-            "JWT_SECRET": TEST_SECRET,
-            "GATEWAY_PORT": str(port),
-        }
-        init = run_gateway(tmp_path, env, "db", "init")
+        deployment = Deployment.create(
+            processes, tmp_path, database_url=database_url, JWT_SECRET=TEST_SECRET
+        )
+        init = deployment.run("db", "init")
         assert init.returncode == 0, init.stderr
         password_of_alice = secrets.token_urlsafe(12)
-        added = run_gateway(
-            tmp_path, env, "user", "add", "alice", "--password-stdin", stdin=password_of_alice
-        )
-        assert added.returncode == 0, added.stderr
-        _, base = start_gateway_process(processes, tmp_path, env)
+        deployment.add_user("alice", password_of_alice)
+        _, base = deployment.start_gateway()
         status, pair = http(
             "POST", f"{base}/user/login", {"username": "alice", "password": password_of_alice}
         )

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,12 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.processes import (
-    REPO,
+    Deployment,
     Processes,
     free_port,
-    run_gateway,
-    start_gateway_process,
-    wait_for_port,
 )
 from tests.support.services import MySqlDatabase
 from tests.support.wire import http, raw_get
@@ -37,34 +31,19 @@ def mysql_database() -> Iterator[MySqlDatabase]:
 def test_two_replicas_share_sessions_and_limits(
     tmp_path: Path, processes: Processes, mysql_database: MySqlDatabase
 ) -> None:
-    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
-    upstream_port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": mysql_database.url,
-        "REDIS_URL": "redis://127.0.0.1:6379/0",
-        "JWT_SECRET": secrets.token_urlsafe(48),
-        "UPSTREAM_URL": f"http://127.0.0.1:{upstream_port}",
-        "REFRESH_REUSE_GRACE": "1s",
-        "LOGIN_MAX_FAILURES": "3",
-    }
+    deployment = Deployment.create(
+        processes,
+        tmp_path,
+        database_url=mysql_database.url,
+        REDIS_URL="redis://127.0.0.1:6379/0",
+        REFRESH_REUSE_GRACE="1s",
+        LOGIN_MAX_FAILURES="3",
+    )
     user = f"r{uuid.uuid4().hex[:10]}"  # fresh rate-limit counters in the shared Redis
-    assert (
-        run_gateway(
-            tmp_path, env, "user", "add", user, "--password-stdin", stdin="replica-pass\n"
-        ).returncode
-        == 0
-    )
-    upstream = processes.start(
-        "upstream", ["-m", "upstream_demo", "--port", str(upstream_port)], tmp_path, env
-    )
-    wait_for_port(upstream_port, upstream)
-    a = start_gateway_process(
-        processes, tmp_path, {**env, "GATEWAY_PORT": str(free_port())}, name="a"
-    )[1]
-    b = start_gateway_process(
-        processes, tmp_path, {**env, "GATEWAY_PORT": str(free_port())}, name="b"
-    )[1]
+    deployment.add_user(user, "replica-pass")
+    deployment.start_upstream()
+    a = deployment.start_gateway(name="a", port=free_port())[1]
+    b = deployment.start_gateway(name="b", port=free_port())[1]
 
     def login(base: str, password: str = "replica-pass") -> tuple[int, dict[str, str]]:
         return http("POST", f"{base}/user/login", {"username": user, "password": password})

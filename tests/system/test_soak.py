@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import secrets
-import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -16,11 +14,8 @@ import pytest
 
 from tests.support.processes import (
     REPO,
+    Deployment,
     Processes,
-    free_port,
-    run_gateway,
-    start_gateway_process,
-    wait_for_port,
 )
 from tests.support.services import MySqlDatabase
 
@@ -45,28 +40,16 @@ async def test_soak(tmp_path: Path, processes: Processes) -> None:
     database = MySqlDatabase()
     database.create()
     try:
-        shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
-        upstream_port = free_port()
-        env = {
-            **os.environ,
-            "DATABASE_URL": database.url,
-            "JWT_SECRET": secrets.token_urlsafe(48),
-            "UPSTREAM_URL": f"http://127.0.0.1:{upstream_port}",
-            "GATEWAY_PORT": str(free_port()),
-            "TRUSTED_PROXIES": "127.0.0.1",
-            "LOG_LEVEL": "warning",
-        }
-        assert (
-            run_gateway(
-                tmp_path, env, "user", "add", "soak", "--password-stdin", stdin=f"{soak.PASSWORD}\n"
-            ).returncode
-            == 0
+        deployment = Deployment.create(
+            processes,
+            tmp_path,
+            database_url=database.url,
+            TRUSTED_PROXIES="127.0.0.1",
+            LOG_LEVEL="warning",
         )
-        upstream = processes.start(
-            "upstream", ["-m", "upstream_demo", "--port", str(upstream_port)], tmp_path, env
-        )
-        wait_for_port(upstream_port, upstream)
-        gateway, base = start_gateway_process(processes, tmp_path, env)
+        deployment.add_user("soak", soak.PASSWORD)
+        deployment.start_upstream()
+        gateway, base = deployment.start_gateway()
         report = await soak.soak(
             base, gateway.pid, seconds=SOAK_SECONDS, concurrency=48, username="soak"
         )
