@@ -17,16 +17,15 @@ import asyncio
 import os
 import secrets
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import aiohttp
 import pymysql
-from harness import REPO, cpu_seconds, free_port
+from harness import REPO, free_port
+from load import PASSWORD, USERNAME, drive_refreshes
 from yarl import URL
 
 
@@ -70,10 +69,10 @@ def start_gateway(database_url: str) -> tuple[subprocess.Popen[bytes], str, Path
         stdout=subprocess.DEVNULL,
     )
     subprocess.run(
-        [*gateway, "user", "add", "bench", "--password-stdin", *quiet],
+        [*gateway, "user", "add", USERNAME, "--password-stdin", *quiet],
         cwd=workdir,
         env=env,
-        input=b"bench-password\n",
+        input=f"{PASSWORD}\n".encode(),
         check=True,
         stdout=subprocess.DEVNULL,
     )
@@ -82,47 +81,19 @@ def start_gateway(database_url: str) -> tuple[subprocess.Popen[bytes], str, Path
 
 
 async def measure(base: str, pid: int, seconds: float, concurrency: int) -> None:
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-        for _ in range(100):
+    async with aiohttp.ClientSession() as http:
+        for _ in range(100):  # wait until the gateway answers
             try:
-                await http.get(f"{base}/aaa")
+                await http.get(f"{base}/healthz")
                 break
             except aiohttp.ClientError:
                 await asyncio.sleep(0.1)
-
-        async def login() -> str:
-            credentials = {"username": "bench", "password": "bench-password"}
-            async with http.post(f"{base}/user/login", json=credentials) as r:
-                return str((await r.json())["refresh_token"])
-
-        tokens = [await login() for _ in range(concurrency)]
-        latencies: list[float] = []
-        failures = 0
-        stop_at = time.monotonic() + seconds
-
-        async def worker(token: str) -> None:
-            nonlocal failures
-            while time.monotonic() < stop_at:
-                start = time.perf_counter()
-                async with http.post(f"{base}/user/refresh", json={"refresh_token": token}) as r:
-                    body = await r.json()
-                latencies.append(time.perf_counter() - start)
-                if r.status != 200:
-                    failures += 1
-                    return
-                token = body["refresh_token"]
-
-        cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
-        await asyncio.gather(*(worker(t) for t in tokens))
-        cpu, wall = cpu_seconds(pid) - cpu_before, time.monotonic() - wall_before
-
-    count = len(latencies)
-    quantiles = statistics.quantiles(latencies, n=100)
+    sample = await drive_refreshes(base, pid, seconds, concurrency)
     print(f"concurrency       {concurrency}")
-    print(f"refreshes         {count} in {wall:.1f}s, {failures} failed")
-    print(f"refreshes/s       {count / wall:,.0f}")
-    print(f"latency p50/p99   {quantiles[49] * 1000:.1f} ms / {quantiles[98] * 1000:.1f} ms")
-    print(f"gateway CPU       {cpu / count * 1e6:,.0f} µs per refresh")
+    print(f"refreshes         {sample.requests}, {sample.wrong} failed")
+    print(f"refreshes/s       {sample.rps:,.0f}")
+    print(f"latency p50/p99   {sample.p50_ms:.1f} ms / {sample.p99_ms:.1f} ms")
+    print(f"gateway CPU       {sample.cpu_us or 0:,.0f} µs per refresh")
 
 
 def main() -> None:

@@ -4,24 +4,5 @@
 gateway server (through `gateway/__init__`), so new code should use `gateway_client`.
 """
 
-from gateway_client import (
-    FileTokenStore,
-    GatewayClient,
-    GatewayClientError,
-    LoginRequired,
-    MemoryTokenStore,
-    RefreshFailed,
-    Tokens,
-    TokenStore,
-)
-
-__all__ = [
-    "FileTokenStore",
-    "GatewayClient",
-    "GatewayClientError",
-    "LoginRequired",
-    "MemoryTokenStore",
-    "RefreshFailed",
-    "TokenStore",
-    "Tokens",
-]
+from gateway_client import *  # noqa: F403 - the old path offers exactly the client's API
+from gateway_client import __all__ as __all__
