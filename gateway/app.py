@@ -36,7 +36,7 @@ from .ops.browser_module import CLIENT_MODULE_PATH, client_module_handler
 from .ops.openapi import openapi_handler
 from .proxy import handler
 from .proxy.runtime import Runtime, RuntimeHolder
-from .storage import StorageUnavailable, create_store
+from .storage import StorageUnavailable, create_store, open_store
 from .telemetry.metrics import GatewayMetrics
 
 __all__ = ["create_app", "create_metrics_app"]
@@ -113,13 +113,8 @@ async def reload_config(app: web.Application, path: str) -> bool:
 
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
-    store = app[STORE]
-    await store.open()
-    try:
-        await store.migrate()
+    async with open_store(app[CONFIG].database, store=app[STORE]):
         yield
-    finally:
-        await store.close()
 
 
 async def _passwords(app: web.Application) -> AsyncIterator[None]:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from yarl import URL
 
+from ..config import DatabaseConfig
 from .base import (
     SCHEMA_VERSION,
     USERNAME_RULE,
@@ -32,6 +36,7 @@ __all__ = [
     "create_database",
     "create_store",
     "is_valid_username",
+    "open_store",
 ]
 
 
@@ -47,3 +52,26 @@ async def create_database(url: str) -> None:
     """Create the database itself where that is a separate step (MySQL) and the account may."""
     if URL(url).scheme != "sqlite":
         await create_mysql_database(url)
+
+
+@asynccontextmanager
+async def open_store(
+    database: DatabaseConfig, *, create: bool = False, store: Store | None = None
+) -> AsyncIterator[Store]:
+    """The store for `database`, opened and migrated; closed on exit. Every user of the
+    database goes through here.
+
+    `create`: first create the database itself where that is a separate step (`db init`, `demo`).
+    `store`: open this one, made by create_store for the same database, instead of a new one (the
+    app creates its store up front because its services hold it).
+    """
+    if create:
+        await create_database(database.url)
+    if store is None:
+        store = create_store(database.url, timeout=database.timeout)
+    await store.open()
+    try:
+        await store.migrate()
+        yield store
+    finally:
+        await store.close()
