@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from ..config import GatewayConfig, SessionConfig, TokenConfig
 from ..errors import Unauthorized
-from ..storage import Session, Store, User
+from ..storage import Session, SessionStore, Store, User
 from .revocation import RevocationView
 from .tokens import TokenPair, TokenService
 
@@ -24,6 +24,7 @@ __all__ = [
     "BAD_CREDENTIALS",
     "Refreshed",
     "SessionService",
+    "end_user_sessions",
     "prune_sessions",
     "revocation_window",
 ]
@@ -54,6 +55,15 @@ async def prune_sessions(store: Store, config: GatewayConfig, now: float) -> int
         revoked_before=now - revocation_window(config.tokens, config.sessions),
         expired_before=now - config.tokens.leeway,
     )
+
+
+async def end_user_sessions(store: SessionStore, user_id: int, reason: str, now: float) -> int:
+    """End every live session of a user (disabled, deleted, new password, admin); return how
+    many. Their access tokens stop working once each process reloads its revocations."""
+    ended = await store.revoke_user_sessions(user_id, reason=reason, now=now)
+    if ended:
+        log.info("ended %d session(s) user_id=%d reason=%s", ended, user_id, reason)
+    return ended
 
 
 class SessionService:
@@ -137,6 +147,13 @@ class SessionService:
             token_presented=True,
             reason="reuse_detected",
         )
+
+    async def end_user_sessions(self, user_id: int, reason: str) -> int:
+        """End every live session of a user, effective in this process at once."""
+        ended = await end_user_sessions(self._store, user_id, reason, self._clock())
+        if ended:
+            await self._revocations.reload()
+        return ended
 
     async def logout(self, session_id: str) -> None:
         """End a session (idempotent: unknown and revoked sessions are fine)."""
