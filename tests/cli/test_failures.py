@@ -1,0 +1,96 @@
+"""Every way a command can fail ends in one line `error: ...` on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.gateways import TEST_SECRET
+from tests.support.processes import env_for, free_port, run_gateway
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """SQLite only: these failures are not about the database (see test_database_failures)."""
+    return f"sqlite:///{tmp_path / 'gateway.db'}"
+
+
+def error_line(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
+    """The one error line of a failed command (log lines may come before it)."""
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port something else is listening on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_on_a_busy_port_names_the_port_and_the_setting(
+    workdir: Path, database_url: str, busy_port: int, workers: str
+) -> None:
+    env = env_for(database_url, JWT_SECRET=TEST_SECRET, GATEWAY_PORT=str(busy_port))
+    result = run_gateway(workdir, env, "serve", "--workers", workers)
+    assert error_line(result) == (
+        f"error: port {busy_port} is already in use, so the gateway cannot listen on "
+        f"127.0.0.1:{busy_port}: set GATEWAY_PORT (server.port in config.yaml) to a free port, "
+        f"e.g. GATEWAY_PORT={busy_port + 1}"
+    )
+
+
+def test_demo_on_a_busy_gateway_port_names_it(
+    workdir: Path, database_url: str, busy_port: int
+) -> None:
+    env = env_for(
+        database_url,
+        GATEWAY_PORT=str(busy_port),
+        UPSTREAM_URL=f"http://127.0.0.1:{free_port()}",
+    )
+    line = error_line(run_gateway(workdir, env, "demo"))
+    assert f"port {busy_port} is already in use, so the gateway cannot listen" in line
+    assert "set GATEWAY_PORT (server.port in config.yaml) to a free port" in line
+
+
+def test_demo_on_a_busy_upstream_port_names_upstream_url(
+    workdir: Path, database_url: str, busy_port: int
+) -> None:
+    env = env_for(
+        database_url,
+        GATEWAY_PORT=str(free_port()),
+        UPSTREAM_URL=f"http://127.0.0.1:{busy_port}",
+    )
+    assert error_line(run_gateway(workdir, env, "demo")) == (
+        f"error: port {busy_port} is already in use, so the demo upstream cannot listen on "
+        f"127.0.0.1:{busy_port}: set UPSTREAM_URL (upstreams.demo.url in config.yaml) to a free "
+        f"port, e.g. UPSTREAM_URL=http://127.0.0.1:{busy_port + 1}"
+    )
+
+
+def test_demo_with_one_port_for_upstream_and_gateway_says_so(
+    workdir: Path, database_url: str
+) -> None:
+    port = free_port()
+    env = env_for(database_url, GATEWAY_PORT=str(port), UPSTREAM_URL=f"http://127.0.0.1:{port}")
+    line = error_line(run_gateway(workdir, env, "demo"))
+    assert f"both want port {port}" in line
+
+
+def test_serve_on_an_address_not_on_this_machine_names_the_host_setting(
+    workdir: Path, database_url: str
+) -> None:
+    env = env_for(database_url, JWT_SECRET=TEST_SECRET, GATEWAY_HOST="192.0.2.1")
+    line = error_line(run_gateway(workdir, env, "serve"))
+    assert "the gateway cannot listen on 192.0.2.1:8080 (Cannot assign requested address)" in line
+    assert "check GATEWAY_HOST (server.host in config.yaml)" in line
