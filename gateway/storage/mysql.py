@@ -90,7 +90,16 @@ async def create_mysql_database(url: str, *, connect_timeout: float = 5.0) -> bo
         ) from exc
     try:
         async with conn.cursor() as cur:
-            await cur.execute(f"CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4")
+            # Checked first: CREATE DATABASE IF NOT EXISTS on an existing one makes aiomysql
+            # print MySQL's "database exists" note as a Python warning.
+            await cur.execute(
+                "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (database,)
+            )
+            if await cur.fetchone() is None:
+                # IF NOT EXISTS still: another process may create it in between.
+                await cur.execute(
+                    f"CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4"
+                )
         return True
     except pymysql.err.MySQLError as exc:
         log.warning("could not create database %s (%s); assuming it exists", database, exc.args[0])
