@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import pytest
+
 from gateway.storage import SCHEMA_VERSION
-from tests.support.processes import env_for, run_gateway
+from tests.support.processes import REPO, env_for, free_port, run_gateway
 
 
 def test_db_init_on_an_existing_database_prints_only_its_result(
@@ -18,3 +21,31 @@ def test_db_init_on_an_existing_database_prints_only_its_result(
     again = run_gateway(workdir, env, "db", "init")
     assert (again.returncode, again.stderr) == (0, "")
     assert again.stdout == f"database ready: schema version {SCHEMA_VERSION}\n"
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A working directory with the shipped config.yaml, for SQLite-only tests."""
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    return tmp_path
+
+
+@pytest.mark.parametrize("command", [["user", "list"], ["db", "init"], ["serve", "--demo"]])
+def test_an_unusable_sqlite_path_is_one_line_and_the_command_exits(
+    home: Path, command: list[str]
+) -> None:
+    (home / "a-directory").mkdir()
+    (home / "not-a-database.db").write_text("just text\n")
+    (home / "a-file").write_text("")
+    for path, reason in (
+        ("a-directory", "unable to open database file"),  # also what an unwritable path gives
+        ("not-a-database.db", "file is not a database"),
+        ("a-file/gateway.db", "File exists: 'a-file'"),
+    ):
+        env = env_for(f"sqlite:///{path}", GATEWAY_PORT=str(free_port()))
+        result = run_gateway(home, env, *command)  # a hang would time out
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr
+        [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert line.startswith(f"error: cannot open SQLite database {path}: ")
+        assert reason in line
