@@ -86,7 +86,8 @@ async def create_mysql_database(url: str, *, connect_timeout: float = 5.0) -> bo
         conn = await aiomysql.connect(**args, connect_timeout=connect_timeout, autocommit=True)
     except (pymysql.err.MySQLError, OSError) as exc:
         raise StorageUnavailable(
-            f"cannot connect to MySQL at {args['host']}:{args['port']}: {exc}"
+            f"cannot connect to MySQL at {args['host']}:{args['port']}: "
+            f"{exc.args[-1] if exc.args else exc}"
         ) from exc
     try:
         async with conn.cursor() as cur:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 
 import pytest
 
-from gateway.storage import SCHEMA_VERSION
+from gateway.storage import SCHEMA_VERSION, create_store
+from gateway.storage.sql import SqlStore
+from tests.support.gateways import TEST_SECRET
 from tests.support.processes import REPO, env_for, free_port, run_gateway
 
 
@@ -49,3 +52,49 @@ def test_an_unusable_sqlite_path_is_one_line_and_the_command_exits(
         [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert line.startswith(f"error: cannot open SQLite database {path}: ")
         assert reason in line
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["db", "init"],
+        ["db", "prune"],
+        ["user", "list"],
+        ["user", "add", "bob", "--password-stdin"],
+        ["session", "revoke", "bob"],
+    ],
+)
+def test_an_unreachable_mysql_database_is_one_line(home: Path, command: list[str]) -> None:
+    env = env_for("mysql://root@127.0.0.1:1/gateway")
+    result = run_gateway(home, env, *command, stdin="long-enough\n")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith(
+        "error: cannot connect to MySQL database 'gateway' at 127.0.0.1:1: "
+        if command != ["db", "init"]
+        else "error: cannot connect to MySQL at 127.0.0.1:1: "
+    )
+    assert "Connection refused" in result.stderr or "Can't connect" in result.stderr
+
+
+async def test_a_schema_newer_than_the_gateway_is_one_line(
+    workdir: Path, database_url: str
+) -> None:
+    env = env_for(database_url, JWT_SECRET=TEST_SECRET, GATEWAY_PORT=str(free_port()))
+    assert (await asyncio.to_thread(run_gateway, workdir, env, "db", "init")).returncode == 0
+    store = create_store(database_url)
+    assert isinstance(store, SqlStore)
+    await store.open()
+    try:
+        await store.execute("INSERT INTO gateway_schema (version) VALUES (99)")
+    finally:
+        await store.close()
+    expected = (
+        f"error: the database schema is version 99, newer than this gateway understands "
+        f"({SCHEMA_VERSION}); upgrade the gateway"
+    )
+    for command in (["user", "list"], ["serve"]):
+        result = await asyncio.to_thread(run_gateway, workdir, env, *command)
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr
+        assert result.stderr.splitlines()[-1] == expected
