@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from ..auth.passwords import PasswordHasher
 from ..auth.sessions import end_user_sessions, prune_sessions
-from ..config import GatewayConfig, load_config
+from ..config import GatewayConfig
 from ..config.names import ROLE_RULE, is_valid_role
 from ..server import run
 from ..storage import (
@@ -30,6 +30,7 @@ from ..storage import (
     is_valid_username,
     open_store,
 )
+from .config_file import read_config
 from .errors import CommandError
 
 __all__ = [
@@ -91,7 +92,7 @@ def admin_command(
         def handler(args: argparse.Namespace) -> int:
             if check is not None:
                 check(args)
-            config = load_config(args.config, ephemeral_key_ok=True)
+            config = read_config(args.config, ephemeral_key_ok=True)
             password = _read_password(args) if new_password else None
 
             async def running() -> None:

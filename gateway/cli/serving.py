@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 from ..app import create_app, create_metrics_app, reload_config
 from ..auth.passwords import PasswordHasher
-from ..config import GatewayConfig, load_config
+from ..config import GatewayConfig
 from ..server import ListenError, run, serve_until_stopped, supervise_workers, worker_argv
 from ..storage import open_store
 from ..telemetry.logs import configure_logging
+from .config_file import read_config
 from .errors import CommandError
 
 __all__ = ["check_config", "demo", "healthcheck", "serve"]
@@ -62,7 +63,7 @@ def _cannot_listen(exc: ListenError, listeners: dict[tuple[str, int], _Listener]
 
 def serve(args: argparse.Namespace) -> int:
     """Run the gateway: in this process, or as `--workers N` processes sharing the port."""
-    config = load_config(args.config, ephemeral_key_ok=args.demo)
+    config = read_config(args.config, ephemeral_key_ok=args.demo)
     configure_logging(config.logging.format, args.log_level or config.logging.level)
     workers = args.workers or config.server.workers
     if workers < 1:
@@ -150,7 +151,7 @@ def demo(args: argparse.Namespace) -> int:
     """The demo upstream and the gateway in one process, with the demo user guang."""
     from upstream_demo import create_upstream_app
 
-    config = load_config(args.config, ephemeral_key_ok=True)
+    config = read_config(args.config, ephemeral_key_ok=True)
     configure_logging("text", args.log_level or config.logging.level)  # a person is reading
     _warn_if_ephemeral(config)
     upstream = config.upstreams.get("demo")
@@ -235,7 +236,7 @@ def _warn_if_ephemeral(config: GatewayConfig) -> None:
 def healthcheck(args: argparse.Namespace) -> int:
     """For container HEALTHCHECKs: no curl in a slim image, and the port comes from config."""
     # It issues no tokens, so it does not need the signing secret.
-    server = load_config(args.config, ephemeral_key_ok=True).server
+    server = read_config(args.config, ephemeral_key_ok=True).server
     host = "127.0.0.1" if server.host in ("0.0.0.0", "::", "") else server.host  # noqa: S104
     url = f"http://{host}:{server.port}/healthz"
     try:
@@ -250,7 +251,7 @@ def healthcheck(args: argparse.Namespace) -> int:
 
 def check_config(args: argparse.Namespace) -> int:
     """Validate the config file as `serve` would read it."""
-    config = load_config(args.config)
+    config = read_config(args.config)
     print(
         f"{config.source}: OK ({len(config.routes)} routes, {len(config.upstreams)} upstreams, "
         f"{config.tokens.key.algorithm} tokens)"

@@ -160,3 +160,31 @@ def test_a_password_that_is_not_utf8_is_refused(workdir: Path, database_url: str
     )
     stderr = result.stderr.decode()
     assert (result.returncode, stderr.strip()) == (1, "error: the password is not valid UTF-8 text")
+
+
+@pytest.mark.parametrize("command", [["serve"], ["demo"], ["user", "list"], ["check-config"]])
+def test_config_the_parser_cannot_read_is_a_configuration_error(
+    workdir: Path, command: list[str]
+) -> None:
+    (workdir / "latin1.yaml").write_bytes("server:\n  host: caf\xe9\n".encode("latin-1"))
+    cases = [
+        (
+            {"DATABASE_URL": "mysql://root@127.0.0.1:99999/gateway"},
+            "config.yaml: a value cannot be parsed: Port out of range 0-65535",
+        ),
+        (
+            {"UPSTREAM_URL": "http://[::1"},
+            "config.yaml: a value cannot be parsed: Invalid IPv6 URL",
+        ),
+        ({"CONFIG": "latin1.yaml"}, "latin1.yaml: not UTF-8 text (byte 19)"),
+        ({"CONFIG": "missing.yaml"}, "missing.yaml: cannot read the config file"),
+    ]
+    for extra, problem in cases:
+        config = extra.pop("CONFIG", "config.yaml")
+        env = env_for(extra.get("DATABASE_URL", "sqlite:///gateway.db"), JWT_SECRET=TEST_SECRET)
+        env.update(extra)
+        result = run_gateway(workdir, env, *command, "--config", config)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        assert result.stderr.startswith("configuration error:\n")
+        assert problem in result.stderr
