@@ -48,10 +48,10 @@ def create_store(url: str, *, timeout: float = 5.0) -> Store:
     return MySqlStore(url, timeout=timeout)
 
 
-async def create_database(url: str) -> None:
+async def create_database(url: str, *, connect_timeout: float = 5.0) -> None:
     """Create the database itself where that is a separate step (MySQL) and the account may."""
     if URL(url).scheme != "sqlite":
-        await create_mysql_database(url)
+        await create_mysql_database(url, connect_timeout=connect_timeout)
 
 
 @asynccontextmanager
@@ -66,7 +66,7 @@ async def open_store(
     app creates its store up front because its services hold it).
     """
     if create:
-        await create_database(database.url)
+        await create_database(database.url, connect_timeout=database.timeout)
     if store is None:
         store = create_store(database.url, timeout=database.timeout)
     await store.open()

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -98,3 +104,71 @@ async def test_a_schema_newer_than_the_gateway_is_one_line(
         assert result.returncode == 1
         assert "Traceback" not in result.stderr
         assert result.stderr.splitlines()[-1] == expected
+
+
+@pytest.fixture
+def silent_mysql() -> Iterator[socket.socket]:
+    """A port that accepts connections and never says a word, like a wedged server."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        sock.settimeout(20)
+        yield sock
+
+
+@pytest.mark.parametrize("command", [["db", "init"], ["user", "list"], ["serve"]])
+def test_a_mysql_server_that_never_answers_times_out_in_one_line(
+    home: Path, silent_mysql: socket.socket, command: list[str]
+) -> None:
+    port = silent_mysql.getsockname()[1]
+    env = env_for(
+        f"mysql://root@127.0.0.1:{port}/gateway",
+        DATABASE_TIMEOUT="1s",
+        JWT_SECRET=TEST_SECRET,
+        GATEWAY_PORT=str(free_port()),
+    )
+    started = time.monotonic()
+    result = run_gateway(home, env, *command)
+    assert time.monotonic() - started < 15
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].endswith(f"127.0.0.1:{port}: no answer within 1s")
+
+
+@pytest.mark.parametrize("command", [["user", "list"], ["demo"], ["serve"]])
+def test_ctrl_c_while_waiting_for_the_database_exits_without_a_traceback(
+    home: Path, silent_mysql: socket.socket, command: list[str]
+) -> None:
+    port = silent_mysql.getsockname()[1]
+    env = env_for(
+        f"mysql://root@127.0.0.1:{port}/gateway",
+        DATABASE_TIMEOUT="3s",
+        JWT_SECRET=TEST_SECRET,
+        GATEWAY_PORT=str(free_port()),
+        UPSTREAM_URL=f"http://127.0.0.1:{free_port()}",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", *command],
+        cwd=home,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        connection, _ = silent_mysql.accept()  # the command is now waiting for the greeting
+        with connection:
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "Traceback" not in stderr
+    assert "Exception ignored" not in stderr
+    if command == ["serve"]:
+        # Signals wait for start-up, so a migration is never cut in half: the wait ends at
+        # the database timeout.
+        assert proc.returncode == 1
+        assert stderr.splitlines()[-1].endswith("no answer within 3s")
+    else:
+        assert (proc.returncode, stderr.count("error:")) == (130, 0)
