@@ -6,6 +6,8 @@ and session commands; `main` runs one and turns its failure into a line on stder
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 
 from ..errors import ConfigError, GatewayError
@@ -15,6 +17,8 @@ from .parser import build_parser
 
 __all__ = ["main"]
 
+log = logging.getLogger("gateway")
+
 
 def main(argv: list[str] | None = None) -> None:
     """Run the `gateway` command line and exit with its status."""
@@ -23,6 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging("text", args.log_level or "info")
     try:
         code = args.handler(args)
+        if sys.stdout is not None:
+            sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
     except ConfigError as exc:
         print("configuration error:", file=sys.stderr)
         for problem in exc.problems:
@@ -33,4 +39,18 @@ def main(argv: list[str] | None = None) -> None:
         code = 1
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:
+        # `gateway user list | head -1`: the reader has all it wanted. Point stdout at
+        # /dev/null so the interpreter's last flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
+    except Exception as exc:
+        # Never a traceback on the terminal; it is in the log at debug level.
+        log.debug("unexpected failure", exc_info=True)
+        print(
+            f"error: unexpected {type(exc).__name__}: {exc} "
+            "(a bug: please report it; --log-level debug shows where)",
+            file=sys.stderr,
+        )
+        code = 1
     sys.exit(code)

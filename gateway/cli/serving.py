@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import http.client
 import logging
 import os
 import socket
@@ -238,11 +239,17 @@ def healthcheck(args: argparse.Namespace) -> int:
     # It issues no tokens, so it does not need the signing secret.
     server = read_config(args.config, ephemeral_key_ok=True).server
     host = "127.0.0.1" if server.host in ("0.0.0.0", "::", "") else server.host  # noqa: S104
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address
     url = f"http://{host}:{server.port}/healthz"
     try:
         with urllib.request.urlopen(url, timeout=3) as response:
             healthy = response.status == 200
-    except OSError as exc:
+    except http.client.HTTPException as exc:
+        print(f"unhealthy: {url}: not an HTTP answer: {str(exc).strip():.80}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        # OSError: refused, timed out, an error status; ValueError: a host that makes no URL.
         print(f"unhealthy: {url}: {exc}", file=sys.stderr)
         return 1
     print("healthy" if healthy else f"unhealthy: {url}")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -188,3 +190,90 @@ def test_config_the_parser_cannot_read_is_a_configuration_error(
         assert "Traceback" not in result.stderr
         assert result.stderr.startswith("configuration error:\n")
         assert problem in result.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(workdir: Path, database_url: str) -> None:
+    assert run_gateway(workdir, env_for(database_url), "db", "init").returncode == 0
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # as `gateway user list | head -0` once head has exited
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", "user", "list"],
+            cwd=workdir,
+            env=env_for(database_url),
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (1, "")
+
+
+def test_an_unexpected_failure_is_one_line_with_the_traceback_at_debug(
+    workdir: Path, database_url: str
+) -> None:
+    program = (
+        "import gateway.cli.admin as admin\n"
+        "def broken(args):\n"
+        "    raise ZeroDivisionError('a bug')\n"
+        "admin.user_list = broken\n"
+        "from gateway.cli import main\n"
+        "main(['user', 'list', *__import__('sys').argv[1:]])\n"
+    )
+    for extra in ([], ["--log-level", "debug"]):
+        result = subprocess.run(
+            [sys.executable, "-c", program, *extra],
+            cwd=workdir,
+            env=env_for(database_url),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 1
+        assert result.stderr.splitlines()[-1] == (
+            "error: unexpected ZeroDivisionError: a bug "
+            "(a bug: please report it; --log-level debug shows where)"
+        )
+        assert ("Traceback" in result.stderr) == bool(extra)  # in the debug log line only
+
+
+@pytest.fixture
+def not_http() -> Iterator[int]:
+    """A port where something answers that is not HTTP."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+
+        def answer() -> None:
+            connection, _ = sock.accept()
+            with connection:
+                connection.recv(1000)
+                connection.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        yield sock.getsockname()[1]
+        thread.join(timeout=10)
+
+
+def test_healthcheck_of_something_that_is_not_http_is_unhealthy(
+    workdir: Path, database_url: str, not_http: int
+) -> None:
+    result = run_gateway(workdir, env_for(database_url, GATEWAY_PORT=str(not_http)), "healthcheck")
+    url = f"http://127.0.0.1:{not_http}/healthz"
+    assert (result.returncode, result.stderr) == (
+        1,
+        f"unhealthy: {url}: not an HTTP answer: SSH-2.0-OpenSSH_9.6\n",
+    )
+
+
+def test_healthcheck_of_an_ipv6_host_builds_a_valid_url(workdir: Path, database_url: str) -> None:
+    port = free_port()
+    env = env_for(database_url, GATEWAY_HOST="::1", GATEWAY_PORT=str(port))
+    result = run_gateway(workdir, env, "healthcheck")
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"unhealthy: http://[::1]:{port}/healthz: <urlopen error")
