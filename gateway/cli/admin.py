@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import getpass
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,6 +30,7 @@ from ..storage import (
 )
 from .config_file import read_config
 from .errors import CommandError
+from .passwords import read_password
 
 __all__ = [
     "Admin",
@@ -47,9 +46,6 @@ __all__ = [
     "user_role",
     "user_set_disabled",
 ]
-
-MIN_PASSWORD_LENGTH = 8
-MAX_PASSWORD_LENGTH = 1024
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -93,7 +89,7 @@ def admin_command(
             if check is not None:
                 check(args)
             config = read_config(args.config, ephemeral_key_ok=True)
-            password = _read_password(args) if new_password else None
+            password = read_password(args.password_stdin) if new_password else None
 
             async def running() -> None:
                 async with open_store(config.database, create=create_database) as store:
@@ -232,52 +228,6 @@ async def session_revoke(admin: Admin) -> None:
 
 
 # --- shared steps -------------------------------------------------------------------------
-
-
-def _read_password(args: argparse.Namespace) -> str:
-    password = _password_from_stdin() if args.password_stdin else _password_from_prompt()
-    try:
-        # Logins send passwords as JSON, so only UTF-8 text can ever be typed in again.
-        password.encode("utf-8")
-    except UnicodeEncodeError:
-        raise CommandError("the password is not valid UTF-8 text") from None
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise CommandError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
-    if len(password) > MAX_PASSWORD_LENGTH:
-        raise CommandError(f"a password may have at most {MAX_PASSWORD_LENGTH} characters")
-    return password
-
-
-def _password_from_stdin() -> str:
-    if sys.stdin is None:
-        raise CommandError("no password on stdin: it is closed")
-    try:
-        line = sys.stdin.readline()
-    except UnicodeDecodeError:
-        raise CommandError("the password is not valid UTF-8 text") from None
-    except OSError as exc:
-        raise CommandError(f"cannot read the password from stdin: {exc.strerror}") from None
-    if not line:
-        raise CommandError("no password on stdin: write it as one line")
-    return line.rstrip("\r\n")
-
-
-def _password_from_prompt() -> str:
-    # getpass would fall back to reading stdin with a warning, or fail with a traceback.
-    if sys.stdin is None or not sys.stdin.isatty():
-        raise CommandError(
-            "no terminal to ask for the password on: pipe it in with --password-stdin"
-        )
-    try:
-        password = getpass.getpass("Password: ")
-        repeated = getpass.getpass("Repeat password: ")
-    except EOFError:
-        raise CommandError("no password given") from None
-    except UnicodeDecodeError:
-        raise CommandError("the password is not valid UTF-8 text") from None
-    if repeated != password:
-        raise CommandError("the passwords do not match")
-    return password
 
 
 async def _hash(config: GatewayConfig, password: str) -> str:

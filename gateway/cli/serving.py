@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import http.client
 import logging
-import os
-import socket
 import sys
 import urllib.request
-from dataclasses import dataclass
 
 from ..app import create_app, create_metrics_app, reload_config
 from ..auth.passwords import PasswordHasher
@@ -20,46 +16,11 @@ from ..storage import open_store
 from ..telemetry.logs import configure_logging
 from .config_file import read_config
 from .errors import CommandError
+from .listening import Listener, cannot_listen, check_can_listen, gateway_listener
 
 __all__ = ["check_config", "demo", "healthcheck", "serve"]
 
 log = logging.getLogger("gateway")
-
-
-@dataclass(frozen=True, slots=True)
-class _Listener:
-    """What listens on a port and the settings that place it, for a one-line error. Settings
-    are named by the variable the shipped config.yaml reads and by their config key."""
-
-    who: str
-    port_setting: str
-    host_setting: str
-    example: str
-
-
-def _gateway_listener(config_path: object, port: int) -> _Listener:
-    return _Listener(
-        "the gateway",
-        f"GATEWAY_PORT (server.port in {config_path})",
-        f"GATEWAY_HOST (server.host in {config_path})",
-        f"GATEWAY_PORT={port + 1}",
-    )
-
-
-def _cannot_listen(exc: ListenError, listeners: dict[tuple[str, int], _Listener]) -> CommandError:
-    listener = listeners[(exc.host, exc.port)]
-    address = f"{exc.host}:{exc.port}"
-    if exc.errno == errno.EADDRINUSE:
-        return CommandError(
-            f"port {exc.port} is already in use, so {listener.who} cannot listen on {address}: "
-            f"set {listener.port_setting} to a free port, e.g. {listener.example}"
-        )
-    # The loop's own message repeats the address; the system's names only the problem.
-    reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror
-    return CommandError(
-        f"{listener.who} cannot listen on {address} ({reason}): "
-        f"check {listener.host_setting} and {listener.port_setting}"
-    )
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -75,9 +36,9 @@ def serve(args: argparse.Namespace) -> int:
     server = config.server
     index = args.worker_index or 0
 
-    listeners = {(server.host, server.port): _gateway_listener(args.config, server.port)}
+    listeners = {(server.host, server.port): gateway_listener(args.config, server.port)}
     if config.metrics.enabled and config.metrics.port:
-        listeners[(server.host, config.metrics.port + index)] = _Listener(
+        listeners[(server.host, config.metrics.port + index)] = Listener(
             "the metrics endpoint",
             f"METRICS_PORT (metrics.port in {args.config})",
             f"GATEWAY_HOST (server.host in {args.config})",
@@ -105,7 +66,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         return run(serving())
     except ListenError as exc:
-        raise _cannot_listen(exc, listeners) from None
+        raise cannot_listen(exc, listeners) from None
 
 
 def _supervise(args: argparse.Namespace, config: GatewayConfig, workers: int) -> int:
@@ -117,10 +78,10 @@ def _supervise(args: argparse.Namespace, config: GatewayConfig, workers: int) ->
 
     server = config.server
     try:
-        _check_can_listen(server.host, server.port)
+        check_can_listen(server.host, server.port)
     except ListenError as exc:
-        listener = _gateway_listener(args.config, server.port)
-        raise _cannot_listen(exc, {(server.host, server.port): listener}) from None
+        listener = gateway_listener(args.config, server.port)
+        raise cannot_listen(exc, {(server.host, server.port): listener}) from None
 
     async def migrate() -> None:
         async with open_store(config.database):  # migrates once, before the workers start
@@ -132,20 +93,6 @@ def _supervise(args: argparse.Namespace, config: GatewayConfig, workers: int) ->
         argv += ["--log-level", args.log_level]
     log.info("starting %d workers on http://%s:%d", workers, config.server.host, config.server.port)
     return supervise_workers(lambda index: worker_argv(argv, index), workers)
-
-
-def _check_can_listen(host: str, port: int) -> None:
-    """Bind once, before starting workers: on a busy port each worker would fail at start and
-    be restarted forever."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(address)
-    except OSError as exc:
-        raise ListenError(host, port, exc) from exc
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -168,8 +115,8 @@ def demo(args: argparse.Namespace) -> int:
         )
     upstream_setting = f"UPSTREAM_URL (upstreams.demo.url in {args.config})"
     listeners = {
-        (server.host, server.port): _gateway_listener(args.config, server.port),
-        (upstream_host, upstream_port): _Listener(
+        (server.host, server.port): gateway_listener(args.config, server.port),
+        (upstream_host, upstream_port): Listener(
             "the demo upstream",
             upstream_setting,
             upstream_setting,
@@ -206,7 +153,7 @@ def demo(args: argparse.Namespace) -> int:
     try:
         return run(demoing())
     except ListenError as exc:
-        raise _cannot_listen(exc, listeners) from None
+        raise cannot_listen(exc, listeners) from None
 
 
 async def _ensure_demo_user(config: GatewayConfig) -> None:
