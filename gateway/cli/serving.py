@@ -7,12 +7,13 @@ import http.client
 import logging
 import sys
 import urllib.request
+from dataclasses import dataclass
 
 from ..app import create_app, create_metrics_app, reload_config
 from ..auth.passwords import PasswordHasher
 from ..config import GatewayConfig
 from ..server import ListenError, run, serve_until_stopped, supervise_workers, worker_argv
-from ..storage import open_store
+from ..storage import Store, open_store
 from ..telemetry.logs import configure_logging
 from .config_file import read_config
 from .errors import CommandError
@@ -21,6 +22,7 @@ from .listening import Listener, cannot_listen, check_can_listen, gateway_listen
 __all__ = ["check_config", "demo", "healthcheck", "serve"]
 
 log = logging.getLogger("gateway")
+DEMO_USER, DEMO_PASSWORD = "guang", "123456"
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -125,17 +127,20 @@ def demo(args: argparse.Namespace) -> int:
     }
 
     async def demoing() -> int:
-        await _ensure_demo_user(config)
+        demo_user = await _ensure_demo_user(config)
+        username, password = (
+            (DEMO_USER, DEMO_PASSWORD) if demo_user.usable else ("<username>", "<password>")
+        )
 
         async def started() -> None:
             print(
                 f"\nDemo upstream on {upstream.url}, gateway on {base}\n"
-                f"Demo user: guang / 123456\n"
+                f"{demo_user.line}\n"
                 f"Open the demo page: {base}/demo\n\n"
                 f"  curl {base}/aaa\n"
                 f"  curl -i {base}/bbb\n"
                 f"  curl -s -X POST {base}/user/login -H 'Content-Type: application/json' \\\n"
-                f'       -d \'{{"username":"guang","password":"123456"}}\'\n'
+                f'       -d \'{{"username":"{username}","password":"{password}"}}\'\n'
                 f"  curl {base}/bbb -H 'Authorization: Bearer <access_token>'\n\n"
                 "Stop with Ctrl-C.\n",
                 flush=True,
@@ -156,21 +161,54 @@ def demo(args: argparse.Namespace) -> int:
         raise cannot_listen(exc, listeners) from None
 
 
-async def _ensure_demo_user(config: GatewayConfig) -> None:
+@dataclass(frozen=True, slots=True)
+class _DemoUser:
+    """What the demo found or did about its user: a line for the banner, and whether
+    guang / 123456 logs in."""
+
+    line: str
+    usable: bool
+
+
+async def _ensure_demo_user(config: GatewayConfig) -> _DemoUser:
     async with open_store(config.database, create=True) as store:
-        if await store.get_user_by_name("guang") is not None:
-            return
-        # Never plant a known password in a database that holds real users.
-        if await store.list_users():
-            log.warning("not creating the demo user guang: the database already has users")
-            return
         hasher = PasswordHasher(config.passwords)
         await hasher.start()
         try:
-            await store.add_user("guang", await hasher.hash("123456"))
+            return await _demo_user(store, hasher)
         finally:
             await hasher.close()
-        log.info("created the demo user guang")
+
+
+async def _demo_user(store: Store, hasher: PasswordHasher) -> _DemoUser:
+    existing = await store.get_user_by_name(DEMO_USER)
+    if existing is not None:
+        if not await hasher.verify(existing.password_hash, DEMO_PASSWORD):
+            return _DemoUser(
+                f"Demo user: {DEMO_USER} exists with a password other than {DEMO_PASSWORD} "
+                f"(left as it is; `gateway user passwd {DEMO_USER}` sets one)",
+                usable=False,
+            )
+        if existing.disabled:
+            return _DemoUser(
+                f"Demo user: {DEMO_USER} / {DEMO_PASSWORD} exists but is disabled "
+                f"(`gateway user enable {DEMO_USER}`)",
+                usable=False,
+            )
+        return _DemoUser(
+            f"Demo user: {DEMO_USER} / {DEMO_PASSWORD} (already in the database)", usable=True
+        )
+    # Never plant a known password in a database that holds real users.
+    if await store.list_users():
+        log.warning("not creating the demo user guang: the database already has users")
+        return _DemoUser(
+            f"No demo user: {DEMO_USER} / {DEMO_PASSWORD} was not created because the database "
+            "has other users (`gateway user list`); log in as one of them",
+            usable=False,
+        )
+    await store.add_user(DEMO_USER, await hasher.hash(DEMO_PASSWORD))
+    log.info("created the demo user guang")
+    return _DemoUser(f"Demo user: {DEMO_USER} / {DEMO_PASSWORD} (created now)", usable=True)
 
 
 def _warn_if_ephemeral(config: GatewayConfig) -> None:
