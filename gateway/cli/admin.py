@@ -139,10 +139,17 @@ def _valid_role(args: argparse.Namespace) -> None:
 @admin_command(check=_valid_new_name, new_password=True)
 async def user_add(admin: Admin) -> None:
     """Add a user."""
+    name: str = admin.args.name
     try:
-        user = await admin.store.add_user(admin.args.name, admin.password_hash)
+        user = await admin.store.add_user(name, admin.password_hash)
     except UserExists:
-        raise CommandError(f"user {admin.args.name!r} already exists") from None
+        same = await _same_name(admin.store, name)
+        if same is None or same.username == name:
+            raise CommandError(f"user {name!r} already exists") from None
+        raise CommandError(
+            f"cannot add {name!r}: user {same.username!r} exists, and names that differ only "
+            "in case are one user"
+        ) from None
     print(f"added user {user.username} (id {user.id})")
 
 
@@ -243,8 +250,16 @@ async def _existing_user(admin: Admin) -> User:
     name: str = admin.args.name
     user = await admin.store.get_user_by_name(name)
     if user is None:
-        raise CommandError(f"no user named {name!r}")
+        same = await _same_name(admin.store, name)
+        hint = f" (user names are exact: did you mean {same.username!r}?)" if same else ""
+        raise CommandError(f"no user named {name!r}{hint}")
     return user
+
+
+async def _same_name(store: Store, name: str) -> User | None:
+    """The user whose name differs from `name` at most in case (the store folds with lower())."""
+    folded = name.lower()
+    return next((u for u in await store.list_users() if u.username.lower() == folded), None)
 
 
 async def _end_sessions(store: Store, user: User, reason: str) -> None:
