@@ -3,30 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 from pathlib import Path
 
 from . import admin, serving
 
-__all__ = ["build_parser"]
+__all__ = ["DISTRIBUTION", "build_parser"]
+
+DISTRIBUTION = "auth-gateway"  # pyproject.toml's project.name, for --version
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The `gateway` parser; each leaf command sets `handler(args) -> exit code`."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config",
-        type=Path,
-        default=Path("config.yaml"),
-        help="config file (default ./config.yaml)",
+    parser = argparse.ArgumentParser(
+        prog="gateway", description="Authentication gateway", parents=[_options(top=True)]
     )
-    common.add_argument(
-        "--log-level",
-        default=None,
-        choices=["debug", "info", "warning", "error"],
-        help="default: the config's logging.level",
-    )
-
-    parser = argparse.ArgumentParser(prog="gateway", description="Authentication gateway")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    common = _options(top=False)
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", parents=[common], help="run the gateway")
@@ -106,3 +99,32 @@ def build_parser() -> argparse.ArgumentParser:
     session_revoke.add_argument("name")
     session_revoke.set_defaults(handler=admin.session_revoke)
     return parser
+
+
+def _options(*, top: bool) -> argparse.ArgumentParser:
+    """--config and --log-level, accepted before the subcommand and after it (after wins).
+
+    The defaults live on the top-level parser only: a subcommand's parser copies its own
+    values over the top-level ones, so its defaults must not exist (SUPPRESS).
+    """
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--config",
+        type=Path,
+        default=Path("config.yaml") if top else argparse.SUPPRESS,
+        help="config file (default ./config.yaml)",
+    )
+    options.add_argument(
+        "--log-level",
+        default=None if top else argparse.SUPPRESS,
+        choices=["debug", "info", "warning", "error"],
+        help="default: the config's logging.level",
+    )
+    return options
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
