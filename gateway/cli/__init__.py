@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {exc}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
+        if sys.stderr is not None and sys.stderr.isatty():
+            print(file=sys.stderr)  # the shell's prompt on a line of its own, not after ours
         code = 130
     except BrokenPipeError:
         # `gateway user list | head -1`: the reader has all it wanted. Point stdout at

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import select
 import socket
 import subprocess
 import sys
+import termios
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -277,3 +282,74 @@ def test_healthcheck_of_an_ipv6_host_builds_a_valid_url(workdir: Path, database_
     result = run_gateway(workdir, env, "healthcheck")
     assert result.returncode == 1
     assert result.stderr.startswith(f"unhealthy: http://[::1]:{port}/healthz: <urlopen error")
+
+
+class Terminal:
+    """The command on a pseudo-terminal of its own, as a person at a keyboard runs it."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], *args: str) -> None:
+        self.master, slave = os.openpty()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", *args],
+            cwd=workdir,
+            env=env,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+            # The new session takes the pty as its controlling terminal, for getpass and ^C.
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+        )
+        os.close(slave)
+        self.output = b""
+
+    def wait_for(self, text: bytes) -> None:
+        deadline = time.monotonic() + 30
+        while text not in self.output:
+            assert time.monotonic() < deadline, self.output
+            if select.select([self.master], [], [], 0.2)[0]:
+                self.output += os.read(self.master, 4096)
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def finish(self) -> tuple[int, str]:
+        code = self.proc.wait(timeout=30)
+        with contextlib.suppress(OSError):  # EIO once the other side has closed
+            while select.select([self.master], [], [], 0.2)[0]:
+                chunk = os.read(self.master, 4096)
+                if not chunk:
+                    break
+                self.output += chunk
+        os.close(self.master)
+        return code, self.output.decode(errors="replace")
+
+
+@pytest.mark.parametrize(
+    ("keys", "code", "said"),
+    [
+        (b"\x03", 130, ""),  # Ctrl-C
+        (b"\x04", 1, "error: no password given"),  # Ctrl-D
+        (b"first-pass\rother-pass\r", 1, "error: the passwords do not match"),
+        (b"good-pass1\rgood-pass1\r", 0, "added user bob"),
+    ],
+)
+def test_the_password_prompt_at_a_terminal(
+    workdir: Path, database_url: str, keys: bytes, code: int, said: str
+) -> None:
+    terminal = Terminal(workdir, env_for(database_url), "user", "add", "bob")
+    terminal.wait_for(b"Password: ")
+    if len(keys) > 1:
+        first, second = keys.split(b"\r")[:2]
+        terminal.type(first + b"\r")
+        terminal.wait_for(b"Repeat password: ")
+        terminal.type(second + b"\r")
+    else:
+        terminal.type(keys)
+    returncode, output = terminal.finish()
+    assert returncode == code, output
+    assert said in output
+    assert "Traceback" not in output
+    for typed in keys.split(b"\r"):
+        if len(typed) > 1:
+            assert typed.decode() not in output  # never echoed
