@@ -40,7 +40,7 @@ from .ops.health import Health
 from .ops.openapi import openapi_handler
 from .proxy.handler import ProxyHandler
 from .proxy.runtime import Runtime, RuntimeHolder
-from .storage import create_store
+from .storage import create_store, open_store
 from .telemetry.access_log import AccessLog
 from .telemetry.metrics import GatewayMetrics
 
@@ -141,13 +141,8 @@ async def reload_config(app: web.Application, path: str) -> bool:
 
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
-    store = app[STORE]
-    await store.open()
-    try:
-        await store.migrate()
+    async with open_store(app[CONFIG].database, store=app[STORE]):
         yield
-    finally:
-        await store.close()
 
 
 async def _passwords(app: web.Application) -> AsyncIterator[None]:

@@ -24,11 +24,20 @@ from aiohttp.log import access_logger
 from .telemetry.access_log import AccessLogger
 from .telemetry.logs import LogOutput
 
-__all__ = ["run", "serve_until_stopped", "supervise_workers"]
+__all__ = ["ListenError", "run", "serve_until_stopped", "supervise_workers"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 Site = tuple[web.Application, str, int]
+
+
+class ListenError(OSError):
+    """A site could not listen on its (host, port): the port is in use, the host is not here."""
+
+    def __init__(self, host: str, port: int, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.host = host
+        self.port = port
 
 
 def run(main: Coroutine[Any, Any, _T]) -> _T:
@@ -77,7 +86,10 @@ async def serve_until_stopped(
             )
             runners.append(runner)
             await runner.setup()
-            await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
+            try:
+                await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
+            except OSError as exc:
+                raise ListenError(host, port, exc) from exc
         if on_started is not None:
             await on_started()
         await stop.wait()

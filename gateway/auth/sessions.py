@@ -16,11 +16,17 @@ from collections.abc import Callable
 
 from ..config import GatewayConfig, SessionConfig, TokenConfig
 from ..errors import Unauthorized
-from ..storage import Session, Store, User
+from ..storage import Session, SessionStore, Store, User
 from .revocation import RevocationView
 from .tokens import TokenPair, TokenService
 
-__all__ = ["BAD_CREDENTIALS", "SessionService", "prune_sessions", "revocation_window"]
+__all__ = [
+    "BAD_CREDENTIALS",
+    "SessionService",
+    "end_user_sessions",
+    "prune_sessions",
+    "revocation_window",
+]
 
 # One answer for an unknown user, a wrong password and a user disabled mid-login.
 BAD_CREDENTIALS = "Invalid username or password"
@@ -48,6 +54,15 @@ async def prune_sessions(store: Store, config: GatewayConfig, now: float) -> int
         revoked_before=now - revocation_window(config.tokens, config.sessions),
         expired_before=now - config.tokens.leeway,
     )
+
+
+async def end_user_sessions(store: SessionStore, user_id: int, reason: str, now: float) -> int:
+    """End every live session of a user (disabled, deleted, new password, admin); return how
+    many. Their access tokens stop working once each process reloads its revocations."""
+    ended = await store.revoke_user_sessions(user_id, reason=reason, now=now)
+    if ended:
+        log.info("ended %d session(s) user_id=%d reason=%s", ended, user_id, reason)
+    return ended
 
 
 class SessionService:
@@ -131,6 +146,13 @@ class SessionService:
             token_presented=True,
             reason="reuse_detected",
         )
+
+    async def end_user_sessions(self, user_id: int, reason: str) -> int:
+        """End every live session of a user, effective in this process at once."""
+        ended = await end_user_sessions(self._store, user_id, reason, self._clock())
+        if ended:
+            await self._revocations.reload()
+        return ended
 
     async def logout(self, session_id: str) -> None:
         """End a session (idempotent: unknown and revoked sessions are fine)."""

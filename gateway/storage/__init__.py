@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from yarl import URL
 
+from ..config.model import DatabaseConfig
 from .base import (
     SCHEMA_VERSION,
     Session,
@@ -24,8 +28,8 @@ __all__ = [
     "User",
     "UserExists",
     "UserStore",
-    "create_database",
     "create_store",
+    "open_store",
 ]
 
 
@@ -37,7 +41,30 @@ def create_store(url: str, *, timeout: float = 5.0) -> Store:
     return MySqlStore(url, timeout=timeout)
 
 
-async def create_database(url: str) -> None:
+async def create_database(url: str, *, connect_timeout: float = 5.0) -> None:
     """Create the database itself where that is a separate step (MySQL) and the account may."""
     if URL(url).scheme != "sqlite":
-        await create_mysql_database(url)
+        await create_mysql_database(url, connect_timeout=connect_timeout)
+
+
+@asynccontextmanager
+async def open_store(
+    database: DatabaseConfig, *, create: bool = False, store: Store | None = None
+) -> AsyncIterator[Store]:
+    """The store for `database`, opened and migrated; closed on exit. Every user of the
+    database goes through here.
+
+    `create`: first create the database itself where that is a separate step (`db init`, `demo`).
+    `store`: open this one, made by create_store for the same database, instead of a new one (the
+    app creates its store up front because its services hold it).
+    """
+    if create:
+        await create_database(database.url, connect_timeout=database.timeout)
+    if store is None:
+        store = create_store(database.url, timeout=database.timeout)
+    await store.open()
+    try:
+        await store.migrate()
+        yield store
+    finally:
+        await store.close()

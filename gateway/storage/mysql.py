@@ -83,20 +83,39 @@ async def create_mysql_database(url: str, *, connect_timeout: float = 5.0) -> bo
     args = _connect_args(url)
     database = args.pop("db")
     try:
-        conn = await aiomysql.connect(**args, connect_timeout=connect_timeout, autocommit=True)
+        async with asyncio.timeout(connect_timeout):
+            conn = await aiomysql.connect(**args, connect_timeout=connect_timeout, autocommit=True)
     except (pymysql.err.MySQLError, OSError) as exc:
         raise StorageUnavailable(
-            f"cannot connect to MySQL at {args['host']}:{args['port']}: {exc}"
+            f"cannot connect to MySQL at {args['host']}:{args['port']}: "
+            f"{_reason(exc, connect_timeout)}"
         ) from exc
     try:
         async with conn.cursor() as cur:
-            await cur.execute(f"CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4")
+            # Checked first: CREATE DATABASE IF NOT EXISTS on an existing one makes aiomysql
+            # print MySQL's "database exists" note as a Python warning.
+            await cur.execute(
+                "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (database,)
+            )
+            if await cur.fetchone() is None:
+                # IF NOT EXISTS still: another process may create it in between.
+                await cur.execute(
+                    f"CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4"
+                )
         return True
     except pymysql.err.MySQLError as exc:
         log.warning("could not create database %s (%s); assuming it exists", database, exc.args[0])
         return False
     finally:
         conn.close()
+
+
+def _reason(exc: BaseException, timeout: float) -> str:
+    # aiomysql's connect_timeout bounds the TCP connect only; the asyncio.timeout around it
+    # also bounds a server that accepts but never greets (TimeoutError, with no message).
+    if isinstance(exc, TimeoutError) and not exc.args:
+        return f"no answer within {timeout:g}s"
+    return str(exc.args[-1] if exc.args else exc)
 
 
 class MySqlStore(SqlStore):
@@ -111,19 +130,20 @@ class MySqlStore(SqlStore):
     async def open(self) -> None:
         args = self._args
         try:
-            self._pool = await aiomysql.create_pool(
-                **args,
-                minsize=1,
-                maxsize=self._pool_size,
-                autocommit=True,
-                charset="utf8mb4",
-                connect_timeout=self._timeout,
-                pool_recycle=3600,
-            )
+            async with asyncio.timeout(self._timeout):
+                self._pool = await aiomysql.create_pool(
+                    **args,
+                    minsize=1,
+                    maxsize=self._pool_size,
+                    autocommit=True,
+                    charset="utf8mb4",
+                    connect_timeout=self._timeout,
+                    pool_recycle=3600,
+                )
         except (pymysql.err.MySQLError, OSError) as exc:
             raise StorageUnavailable(
                 f"cannot connect to MySQL database {args['db']!r} at "
-                f"{args['host']}:{args['port']}: {exc.args[-1] if exc.args else exc}"
+                f"{args['host']}:{args['port']}: {_reason(exc, self._timeout)}"
             ) from exc
 
     async def close(self) -> None:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import StorageUnavailable
 from .base import SCHEMA_VERSION, Session, User, UserExists
 
 __all__ = ["SqlStore"]
@@ -58,7 +59,7 @@ class SqlStore(abc.ABC):
     async def migrate(self) -> int:
         version = await self.apply_migrations()
         if version > SCHEMA_VERSION:
-            raise RuntimeError(
+            raise StorageUnavailable(
                 f"the database schema is version {version}, newer than this gateway "
                 f"understands ({SCHEMA_VERSION}); upgrade the gateway"
             )

@@ -77,10 +77,17 @@ class SqliteStore(SqlStore):
     async def open(self) -> None:
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
+            # Tried with plain sqlite3 first: an aiosqlite connect that fails leaves its worker
+            # thread to report into the closed event loop, a traceback at exit.
+            await asyncio.to_thread(_check_opens, self._path)
             conn = await aiosqlite.connect(self._path, isolation_level=None)
+        except (OSError, ValueError, sqlite3.Error) as exc:
+            raise StorageUnavailable(f"cannot open SQLite database {self._path}: {exc}") from exc
+        try:
             await conn.execute("PRAGMA journal_mode=WAL")
             await conn.execute("PRAGMA busy_timeout=5000")
-        except (OSError, sqlite3.Error) as exc:
+        except sqlite3.Error as exc:
+            await conn.close()  # an open connection's thread keeps the process from exiting
             raise StorageUnavailable(f"cannot open SQLite database {self._path}: {exc}") from exc
         self._connection = conn
 
@@ -151,6 +158,15 @@ class SqliteStore(SqlStore):
             raise
         await self.execute("COMMIT")
         return version
+
+
+def _check_opens(path: Path) -> None:
+    """Open the file and read its header, as the first statement will."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA schema_version")
+    finally:
+        conn.close()
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
