@@ -31,8 +31,6 @@ from .errors import CommandError
 from .passwords import read_password
 
 __all__ = [
-    "Admin",
-    "admin_command",
     "db_init",
     "db_prune",
     "session_list",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import admin, serving
 
-__all__ = ["DISTRIBUTION", "build_parser"]
+__all__ = ["build_parser"]
 
 DISTRIBUTION = "auth-gateway"  # pyproject.toml's project.name, for --version
 

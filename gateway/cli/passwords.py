@@ -7,7 +7,7 @@ import sys
 
 from .errors import CommandError
 
-__all__ = ["MAX_PASSWORD_LENGTH", "MIN_PASSWORD_LENGTH", "read_password"]
+__all__ = ["read_password"]
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
