@@ -156,8 +156,10 @@ def serve(
     upstream: TestServer,
     routes: list[dict[str, Any]],
     *args: str,
+    **extra: Any,
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """`gateway serve` as a process on a free port: `routes` to `upstream`, SQLite in tmp_path."""
+    """`gateway serve` as a process on a free port: `routes` to `upstream`, SQLite in tmp_path,
+    `extra` config sections, `args` on the command line."""
     port = free_port()
     write_config(
         tmp_path / "config.yaml",
@@ -165,6 +167,7 @@ def serve(
         f"sqlite:///{tmp_path / 'gw.db'}",
         routes,
         str(upstream.make_url("/")),
+        **extra,
     )
     env = {**os.environ, "GATEWAY_PORT": str(port)}
     return start_gateway_process(processes, tmp_path, env, *args)
