@@ -60,6 +60,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 @pytest.fixture
+def mysql_database() -> Iterator[MySqlDatabase]:
+    """A fresh MariaDB database, dropped after the test; mark the test `mysql`."""
+    db = MySqlDatabase()
+    db.create()
+    try:
+        yield db
+    finally:
+        db.drop()
+
+
+@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .units import parse_duration, parse_size
 
@@ -18,6 +19,7 @@ __all__ = ["Node", "Problems", "join"]
 
 _WHOLE_NUMBER = re.compile(r"-?\d+")
 _MISSING: Any = object()
+_Amount = TypeVar("_Amount", int, float)
 
 
 def join(where: str, key: str) -> str:
@@ -122,34 +124,37 @@ class Node:
     def duration(
         self, key: str, default: float, *, minimum: float, maximum: float | None = None
     ) -> float:
-        value = self._get(key)
-        if value is _MISSING or value == "":
-            return default
-        try:
-            seconds = parse_duration(value)
-        except ValueError as exc:
-            self.problem(key, str(exc))
-            return default
-        if seconds < minimum or (maximum is not None and seconds > maximum):
-            bound = f"at least {minimum:g}s" + (f" and at most {maximum:g}s" if maximum else "")
-            self.problem(key, f"{value!r} must be {bound}")
-            return default
-        return seconds
+        return self._measure(key, default, parse_duration, minimum, maximum, "{:g}s", "")
 
     def size(self, key: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
+        return self._measure(key, default, parse_size, minimum, maximum, "{}", " bytes")
+
+    def _measure(
+        self,
+        key: str,
+        default: _Amount,
+        parse: Callable[[Any], _Amount],
+        minimum: _Amount,
+        maximum: _Amount | None,
+        bound_format: str,
+        unit: str,
+    ) -> _Amount:
+        """A duration or a size: parsed by `parse`, kept within minimum..maximum."""
         value = self._get(key)
         if value is _MISSING or value == "":
             return default
         try:
-            size = parse_size(value)
+            amount = parse(value)
         except ValueError as exc:
             self.problem(key, str(exc))
             return default
-        if size < minimum or (maximum is not None and size > maximum):
-            bound = f"at least {minimum}" + (f" and at most {maximum}" if maximum else "")
-            self.problem(key, f"{value!r} must be {bound} bytes")
+        if amount < minimum or (maximum is not None and amount > maximum):
+            bound = "at least " + bound_format.format(minimum)
+            if maximum:
+                bound += " and at most " + bound_format.format(maximum)
+            self.problem(key, f"{value!r} must be {bound}{unit}")
             return default
-        return size
+        return amount
 
     def boolean(self, key: str, default: bool) -> bool:
         value = self._get(key)

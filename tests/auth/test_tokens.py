@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from gateway.auth.tokens import Identity, TokenService
 from gateway.config import parse_config
 from gateway.errors import ConfigError, Unauthorized
-from tests.support.gateways import TEST_SECRET, FakeClock, Gateway, GatewayFactory
+from tests.support.gateways import TEST_SECRET, FakeClock, Gateway, GatewayFactory, access_claims
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
@@ -112,17 +112,7 @@ def test_identity_cannot_be_made_outside_the_token_service() -> None:
 
 @pytest.mark.parametrize("missing", ["exp", "iat", "sub", "jti", "iss", "aud", "token_use"])
 def test_required_claims(clock: FakeClock, missing: str) -> None:
-    now = int(clock())
-    claims = {
-        "sub": "1",
-        "username": "u",
-        "token_use": "access",
-        "iss": "auth-gateway",
-        "aud": "auth-gateway",
-        "iat": now,
-        "exp": now + 60,
-        "jti": "j",
-    }
+    claims = access_claims(clock())
     del claims[missing]
     with pytest.raises(Unauthorized):
         service(clock).verify_access(jwt.encode(claims, TEST_SECRET, algorithm="HS256"))
@@ -133,18 +123,7 @@ def test_required_claims(clock: FakeClock, missing: str) -> None:
     [{"sub": 1}, {"sub": "abc"}, {"username": 5}, {"exp": "soon"}, {"iat": True}, {"iss": "other"}],
 )
 def test_malformed_claims(clock: FakeClock, override: dict[str, Any]) -> None:
-    now = int(clock())
-    claims = {
-        "sub": "1",
-        "username": "u",
-        "token_use": "access",
-        "iss": "auth-gateway",
-        "aud": "auth-gateway",
-        "iat": now,
-        "exp": now + 60,
-        "jti": "j",
-        **override,
-    }
+    claims = access_claims(clock(), **override)
     with pytest.raises(Unauthorized):
         service(clock).verify_access(jwt.encode(claims, TEST_SECRET, algorithm="HS256"))
 
@@ -205,17 +184,7 @@ async def test_hs256_signed_with_the_public_key_is_refused(
     public_pem = private.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    now = int(gw.clock())
-    claims = {
-        "sub": "1",
-        "username": "guang",
-        "token_use": "access",
-        "iss": "auth-gateway",
-        "aud": "auth-gateway",
-        "iat": now,
-        "exp": now + 60,
-        "jti": "j",
-    }
+    claims = access_claims(gw.clock())
     # PyJWT refuses to HMAC with a PEM key, so build the confused token by hand.
     import hashlib
     import hmac

@@ -116,17 +116,22 @@ def silent_mysql() -> Iterator[socket.socket]:
         yield sock
 
 
+def env_against(silent: socket.socket, **settings: str) -> dict[str, str]:
+    """The environment of a gateway command whose database is the silent server."""
+    return env_for(
+        f"mysql://root@127.0.0.1:{silent.getsockname()[1]}/gateway",
+        JWT_SECRET=TEST_SECRET,
+        GATEWAY_PORT=str(free_port()),
+        **settings,
+    )
+
+
 @pytest.mark.parametrize("command", [["db", "init"], ["user", "list"], ["serve"]])
 def test_a_mysql_server_that_never_answers_times_out_in_one_line(
     home: Path, silent_mysql: socket.socket, command: list[str]
 ) -> None:
     port = silent_mysql.getsockname()[1]
-    env = env_for(
-        f"mysql://root@127.0.0.1:{port}/gateway",
-        DATABASE_TIMEOUT="1s",
-        JWT_SECRET=TEST_SECRET,
-        GATEWAY_PORT=str(free_port()),
-    )
+    env = env_against(silent_mysql, DATABASE_TIMEOUT="1s")
     started = time.monotonic()
     result = run_gateway(home, env, *command)
     assert time.monotonic() - started < 15
@@ -139,13 +144,8 @@ def test_a_mysql_server_that_never_answers_times_out_in_one_line(
 def test_ctrl_c_while_waiting_for_the_database_exits_without_a_traceback(
     home: Path, silent_mysql: socket.socket, command: list[str]
 ) -> None:
-    port = silent_mysql.getsockname()[1]
-    env = env_for(
-        f"mysql://root@127.0.0.1:{port}/gateway",
-        DATABASE_TIMEOUT="3s",
-        JWT_SECRET=TEST_SECRET,
-        GATEWAY_PORT=str(free_port()),
-        UPSTREAM_URL=f"http://127.0.0.1:{free_port()}",
+    env = env_against(
+        silent_mysql, DATABASE_TIMEOUT="3s", UPSTREAM_URL=f"http://127.0.0.1:{free_port()}"
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", *command],

@@ -16,10 +16,7 @@ def test_adding_a_name_that_differs_only_in_case_names_the_existing_user(
     workdir: Path, database_url: str
 ) -> None:
     env = env_for(database_url)
-    add = run_gateway(
-        workdir, env, "user", "add", "alice", "--password-stdin", stdin="pass-word1\n"
-    )
-    assert add.returncode == 0, add.stderr
+    add_alice(workdir, env)
     clash = run_gateway(
         workdir, env, "user", "add", "Alice", "--password-stdin", stdin="pass-word2\n"
     )
@@ -38,10 +35,7 @@ def test_a_name_in_the_wrong_case_is_not_found_but_the_right_one_is_suggested(
     workdir: Path, database_url: str
 ) -> None:
     env = env_for(database_url)
-    add = run_gateway(
-        workdir, env, "user", "add", "alice", "--password-stdin", stdin="pass-word1\n"
-    )
-    assert add.returncode == 0, add.stderr
+    add_alice(workdir, env)
     for command in (["user", "disable"], ["session", "list"]):
         result = run_gateway(workdir, env, *command, "ALICE")
         assert (result.returncode, result.stderr.strip()) == (

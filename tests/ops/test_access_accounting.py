@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +17,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.request_keys import MID_RESPONSE, UPSTREAM_WAIT
-from tests.ops.test_operations import sample, write_config
-from tests.support.processes import Processes, free_port, start_gateway_process
+from tests.ops.test_operations import sample, serve
+from tests.support.processes import Processes
 
 
 class SlowUpstream:
@@ -72,19 +71,9 @@ async def slow_upstream(aiohttp_server: Callable[..., Any]) -> tuple[SlowUpstrea
 def start(
     tmp_path: Path, processes: Processes, upstream: TestServer, **extra: Any
 ) -> tuple[Any, str, int]:
-    port = free_port()
-    write_config(
-        tmp_path / "config.yaml",
-        port,
-        f"sqlite:///{tmp_path / 'gw.db'}",
-        [{"path": "/**", "upstream": "demo", "auth": "public", "name": "all"}],
-        str(upstream.make_url("/")),
-        **extra,
-    )
-    proc, base = start_gateway_process(
-        processes, tmp_path, {**os.environ, "GATEWAY_PORT": str(port)}
-    )
-    return proc, base, port
+    routes = [{"path": "/**", "upstream": "demo", "auth": "public", "name": "all"}]
+    proc, base = serve(tmp_path, processes, upstream, routes, **extra)
+    return proc, base, int(base.rsplit(":", 1)[1])
 
 
 async def stop(proc: Any, processes: Processes) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -149,6 +150,29 @@ def write_config(
     path.write_text(yaml.safe_dump(config))
 
 
+def serve(
+    tmp_path: Path,
+    processes: Processes,
+    upstream: TestServer,
+    routes: list[dict[str, Any]],
+    *args: str,
+    **extra: Any,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`gateway serve` as a process on a free port: `routes` to `upstream`, SQLite in tmp_path,
+    `extra` config sections, `args` on the command line."""
+    port = free_port()
+    write_config(
+        tmp_path / "config.yaml",
+        port,
+        f"sqlite:///{tmp_path / 'gw.db'}",
+        routes,
+        str(upstream.make_url("/")),
+        **extra,
+    )
+    env = {**os.environ, "GATEWAY_PORT": str(port)}
+    return start_gateway_process(processes, tmp_path, env, *args)
+
+
 @pytest.fixture
 async def slow_upstream(aiohttp_server: Callable[..., Any]) -> TestServer:
     async def slow(request: web.Request) -> web.Response:
@@ -275,17 +299,8 @@ async def test_sighup_reloads_routes_and_keeps_in_flight_requests(
 async def test_sigterm_drains_requests_in_flight(
     tmp_path: Path, processes: Processes, slow_upstream: TestServer
 ) -> None:
-    port = free_port()
-    write_config(
-        tmp_path / "config.yaml",
-        port,
-        f"sqlite:///{tmp_path / 'gw.db'}",
-        [{"path": "/slow", "upstream": "demo", "auth": "public"}],
-        str(slow_upstream.make_url("/")),
-    )
-    proc, base = start_gateway_process(
-        processes, tmp_path, {**os.environ, "GATEWAY_PORT": str(port)}
-    )
+    routes = [{"path": "/slow", "upstream": "demo", "auth": "public"}]
+    proc, base = serve(tmp_path, processes, slow_upstream, routes)
     thread, in_flight = background_get(f"{base}/slow?s=2")
     await asyncio.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
@@ -315,16 +330,13 @@ def children_of(pid: int) -> list[int]:
 async def test_workers_share_one_port(
     tmp_path: Path, processes: Processes, slow_upstream: TestServer
 ) -> None:
-    port = free_port()
-    write_config(
-        tmp_path / "config.yaml",
-        port,
-        f"sqlite:///{tmp_path / 'gw.db'}",
+    proc, base = serve(
+        tmp_path,
+        processes,
+        slow_upstream,
         [{"path": "/**", "upstream": "demo", "auth": "public"}],
-        str(slow_upstream.make_url("/")),
-    )
-    proc, base = start_gateway_process(
-        processes, tmp_path, {**os.environ, "GATEWAY_PORT": str(port)}, "--workers", "2"
+        "--workers",
+        "2",
     )
     await asyncio.sleep(1.0)  # let the second worker bind too
     workers = children_of(proc.pid)

@@ -16,7 +16,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory, random_secret
+from tests.support.gateways import (
+    TEST_SECRET,
+    Gateway,
+    GatewayFactory,
+    access_claims,
+    random_secret,
+)
 from tests.support.upstreams import RecordingUpstream
 from tests.support.wire import raw_http
 
@@ -281,16 +287,7 @@ async def test_forged_tokens_are_refused(
 ) -> None:
     gw, upstream = guarded
     now = int(gw.clock())
-    claims = {
-        "sub": "1",
-        "username": "guang",
-        "token_use": "access",
-        "iss": "auth-gateway",
-        "aud": "auth-gateway",
-        "iat": now,
-        "exp": now + 600,
-        "jti": "x",
-    }
+    claims = access_claims(now, exp=now + 600, jti="x")
     if forge == "other-secret":
         token = jwt.encode(claims, random_secret(), algorithm="HS256")
     elif forge == "alg-none":

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 from gateway.appkeys import STORE
 from tests.support.gateways import Gateway, GatewayFactory
 from tests.support.upstreams import RecordingUpstream
-from tests.support.wire import raw_http
+from tests.support.wire import connect, raw_http
 
 
 def header_values(echoed: dict[str, Any], name: str) -> list[str]:
@@ -200,8 +200,7 @@ async def test_too_many_or_too_large_headers_are_431(gateway: Gateway) -> None:
 
 
 async def test_expect_100_continue(gateway: Gateway) -> None:
-    server = gateway.client.server
-    reader, writer = await asyncio.open_connection(str(server.host), int(server.port or 0))
+    reader, writer = await connect(gateway.client.server)
     try:
         writer.write(
             b"PUT /echo/expect HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"

@@ -6,12 +6,12 @@ import asyncio
 import time
 
 from tests.support.gateways import Gateway, GatewayFactory
+from tests.support.wire import connect
 
 
 async def test_request_head_never_finished_is_closed(start_gateway: GatewayFactory) -> None:
     gw: Gateway = await start_gateway(server={"idle_timeout": "1s"})
-    server = gw.client.server
-    reader, writer = await asyncio.open_connection(str(server.host), int(server.port or 0))
+    reader, writer = await connect(gw.client.server)
     writer.write(b"GET /aaa HTTP/1.1\r\nHost: x\r\nX-Slow: ")
     await writer.drain()
     started = time.monotonic()
@@ -23,8 +23,7 @@ async def test_request_head_never_finished_is_closed(start_gateway: GatewayFacto
 
 async def test_trickled_body_gets_408(start_gateway: GatewayFactory) -> None:
     gw: Gateway = await start_gateway(server={"client_body_timeout": "1s"})
-    server = gw.client.server
-    reader, writer = await asyncio.open_connection(str(server.host), int(server.port or 0))
+    reader, writer = await connect(gw.client.server)
     writer.write(b"POST /echo/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
     await writer.drain()
     started = time.monotonic()
@@ -40,10 +39,9 @@ async def test_trickled_body_gets_408(start_gateway: GatewayFactory) -> None:
 
 async def test_slow_connections_do_not_starve_others(start_gateway: GatewayFactory) -> None:
     gw: Gateway = await start_gateway(server={"idle_timeout": "5s"})
-    server = gw.client.server
     stalled = []
     for _ in range(200):
-        _, writer = await asyncio.open_connection(str(server.host), int(server.port or 0))
+        _, writer = await connect(gw.client.server)
         writer.write(b"GET /aaa HTTP/1.1\r\nHost: x\r\n")
         stalled.append(writer)
     started = time.monotonic()

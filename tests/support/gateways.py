@@ -33,6 +33,22 @@ TEST_SECRET = "test-secret-" + "x" * 40
 FAST_PASSWORDS = {"memory_kib": 8192, "time_cost": 1, "parallelism": 1, "workers": 2}
 
 
+def access_claims(now: float, **overrides: Any) -> dict[str, Any]:
+    """The claims of a well-formed access token issued at `now`, with `overrides` applied."""
+    issued = int(now)
+    return {
+        "sub": "1",
+        "username": "guang",
+        "token_use": "access",
+        "iss": "auth-gateway",
+        "aud": "auth-gateway",
+        "iat": issued,
+        "exp": issued + 60,
+        "jti": "j",
+        **overrides,
+    }
+
+
 class FakeClock:
     """An injectable clock so expiry is tested without sleeping."""
 

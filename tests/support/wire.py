@@ -8,6 +8,13 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from aiohttp.test_utils import BaseTestServer
+
+
+async def connect(server: BaseTestServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A bare TCP connection to a test server, for writing requests byte by byte."""
+    return await asyncio.open_connection(str(server.host), int(server.port or 0))
+
 
 async def raw_http(
     host: str, port: int, request_target: str, *, method: str = "GET", headers: str = ""

@@ -14,7 +14,7 @@ import pytest
 from gateway.appkeys import PASSWORDS, STORE
 from gateway.storage import Session
 from gateway.telemetry.redaction import ParseErrorRedactor
-from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory
+from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory, access_claims
 from tests.support.upstreams import RecordingUpstream
 from tests.support.wire import raw_http
 
@@ -97,17 +97,7 @@ async def test_tokens_with_infinite_expiry_are_refused(
     recorded: tuple[Gateway, RecordingUpstream],
 ) -> None:
     gw, upstream = recorded
-    claims = {
-        "sub": "1",
-        "username": "guang",
-        "sid": "0" * 32,
-        "token_use": "access",
-        "iss": "auth-gateway",
-        "aud": "auth-gateway",
-        "iat": 0,
-        "exp": float("inf"),
-        "jti": "x",
-    }
+    claims = access_claims(0, sid="0" * 32, exp=float("inf"), jti="x")
     token = jwt.encode(claims, TEST_SECRET, algorithm="HS256")
     resp = await gw.client.get("/bbb", headers={"Authorization": f"Bearer {token}"})
     assert resp.status == 401

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
 from pathlib import Path
@@ -416,14 +415,6 @@ def test_the_network_check_notices_a_loophole(
 
 
 # --- the pod's commands, run natively -----------------------------------------------------------
-
-
-@pytest.fixture
-def mysql_database() -> Iterator[MySqlDatabase]:
-    db = MySqlDatabase()
-    db.create()
-    yield db
-    db.drop()
 
 
 def natively(value: str, ports: dict[str, int]) -> str:

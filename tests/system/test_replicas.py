@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,14 +17,6 @@ from tests.support.services import MySqlDatabase
 from tests.support.wire import http, raw_get
 
 pytestmark = [pytest.mark.mysql, pytest.mark.redis]
-
-
-@pytest.fixture
-def mysql_database() -> Iterator[MySqlDatabase]:
-    db = MySqlDatabase()
-    db.create()
-    yield db
-    db.drop()
 
 
 def test_two_replicas_share_sessions_and_limits(

@@ -35,28 +35,23 @@ def load_soak() -> ModuleType:
     return module
 
 
-async def test_soak(tmp_path: Path, processes: Processes) -> None:
+async def test_soak(tmp_path: Path, processes: Processes, mysql_database: MySqlDatabase) -> None:
     soak = load_soak()
-    database = MySqlDatabase()
-    database.create()
-    try:
-        deployment = Deployment.create(
-            processes,
-            tmp_path,
-            database_url=database.url,
-            TRUSTED_PROXIES="127.0.0.1",
-            LOG_LEVEL="warning",
-        )
-        deployment.add_user("soak", soak.PASSWORD)
-        deployment.start_upstream()
-        gateway, base = deployment.start_gateway()
-        report = await soak.soak(
-            base, gateway.pid, seconds=SOAK_SECONDS, concurrency=48, username="soak"
-        )
-        print(report.summary())
-        assert report.requests > 1000
-        assert report.good_ok > 0 and report.bad_refused > 0
-        assert report.violations() == []
-        assert "Traceback" not in processes.output(gateway)
-    finally:
-        database.drop()
+    deployment = Deployment.create(
+        processes,
+        tmp_path,
+        database_url=mysql_database.url,
+        TRUSTED_PROXIES="127.0.0.1",
+        LOG_LEVEL="warning",
+    )
+    deployment.add_user("soak", soak.PASSWORD)
+    deployment.start_upstream()
+    gateway, base = deployment.start_gateway()
+    report = await soak.soak(
+        base, gateway.pid, seconds=SOAK_SECONDS, concurrency=48, username="soak"
+    )
+    print(report.summary())
+    assert report.requests > 1000
+    assert report.good_ok > 0 and report.bad_refused > 0
+    assert report.violations() == []
+    assert "Traceback" not in processes.output(gateway)
