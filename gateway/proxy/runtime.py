@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from ..auth.cookies import cookie_names
 from ..config import GatewayConfig, changes_needing_restart, load_config
 from ..errors import ConfigError
 from ..telemetry.metrics import GatewayMetrics
@@ -41,6 +42,9 @@ class Runtime:
             config.server.trusted_proxies,
             request_id_header=config.server.request_id_header,
             gateway_owns_cors=config.cors.enabled,
+            gateway_cookies=cookie_names(config.browser)
+            if config.browser.cookie_sessions
+            else frozenset(),
         )
         return cls(
             config=config,
