@@ -36,7 +36,7 @@ html, body { margin: 0; min-height: 100%; }
 body { font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
   background: var(--bg); color: var(--text); display: flex; min-height: 100vh;
   align-items: center; justify-content: center; padding: 1rem; }
-main { width: 100%; max-width: 23rem; }
+main { width: 100%; max-width: 25rem; }
 .card { background: var(--card); border: 1px solid var(--border); border-radius: 12px;
   padding: 2rem 1.75rem 1.75rem; box-shadow: 0 2px 10px rgb(0 0 0 / 6%); }
 .logo { display: block; max-height: 56px; max-width: 100%; margin: 0 auto 1rem; }
