@@ -42,9 +42,9 @@ class Runtime:
             config.server.trusted_proxies,
             request_id_header=config.server.request_id_header,
             gateway_owns_cors=config.cors.enabled,
-            gateway_cookies=cookie_names(config.browser)
-            if config.browser.cookie_sessions
-            else frozenset(),
+            # Stripped with cookie sessions off too: browsers keep sending the cookies of an
+            # earlier run for days, and an upstream must never see a refresh token.
+            gateway_cookies=cookie_names(config.browser),
         )
         return cls(
             config=config,
