@@ -24,7 +24,12 @@ from .appkeys import (
     TOKENS,
 )
 from .auth.authenticator import Authenticator
+from .auth.browser_endpoints import BrowserEndpoints
+from .auth.browser_sessions import BrowserSessions
+from .auth.cookies import SessionCookies
 from .auth.endpoints import UserEndpoints
+from .auth.origins import OriginPolicy
+from .auth.pages import PageStyle
 from .auth.passwords import PasswordHasher
 from .auth.rate_limits import LoginLimiter, create_counters
 from .auth.revocation import RevocationView
@@ -33,13 +38,14 @@ from .auth.tokens import TokenService
 from .config import PARSER_FIELD_LIMIT, PARSER_MAX_HEADERS, GatewayConfig
 from .config.endpoints import OWN_ENDPOINTS
 from .edge import EdgePolicy
-from .errors import StorageUnavailable
+from .errors import NotFound, StorageUnavailable
 from .middleware import gateway_middleware
 from .ops.browser_module import client_module_handler
 from .ops.health import Health
 from .ops.openapi import openapi_handler
 from .proxy.handler import ProxyHandler
 from .proxy.runtime import Runtime, RuntimeHolder
+from .request_keys import ROUTE_NAME
 from .storage import create_store, open_store
 from .telemetry.access_log import AccessLog
 from .telemetry.metrics import GatewayMetrics
@@ -116,15 +122,74 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         "metrics": metrics.handle,
         "openapi": openapi_handler,
         "client_module": client_module_handler,
+        "login_page": _cookie_sessions_off,
     }
+    browser: BrowserSessions | None = None
+    if config.browser.cookie_sessions:
+        browser = _browser_sessions(app, config, tokens, revocations, sessions, metrics, clock)
+        pages = BrowserEndpoints(
+            users=users,
+            browser=browser,
+            sessions=sessions,
+            tokens=tokens,
+            metrics=metrics,
+            style=PageStyle.build(config.browser, browser.origins.trusted),
+        )
+        handlers["login_page"], handlers["logout"] = pages.login, pages.logout
     for endpoint in OWN_ENDPOINTS:
         if endpoint.name == "metrics" and not (config.metrics.enabled and not config.metrics.port):
             continue  # served on its own port, or not at all
         app.router.add_route(endpoint.method, endpoint.path, handlers[endpoint.name])
-    proxy = ProxyHandler(runtime, Authenticator(tokens, revocations, metrics))
+    proxy = ProxyHandler(runtime, Authenticator(tokens, revocations, metrics), browser)
     # [\s\S]: a decoded newline must reach normalize_path (400), not fall out of routing.
     app.router.add_route("*", r"/{tail:[\s\S]*}", proxy.forward)
     return app
+
+
+def _browser_sessions(
+    app: web.Application,
+    config: GatewayConfig,
+    tokens: TokenService,
+    revocations: RevocationView,
+    sessions: SessionService,
+    metrics: GatewayMetrics,
+    clock: Callable[[], float],
+) -> BrowserSessions:
+    """Cookie sessions: built here, their cookies written on every response, their refreshes in
+    flight cancelled on cleanup, and how their cookies are secured logged at start."""
+    trusted_proxies = config.server.trusted_proxies
+    browser = BrowserSessions(
+        config,
+        cookies=SessionCookies(config.browser, trusted_proxies),
+        origins=OriginPolicy(config.browser.trusted_origins, trusted_proxies),
+        tokens=tokens,
+        revocations=revocations,
+        sessions=sessions,
+        metrics=metrics,
+        clock=clock,
+    )
+    app.on_response_prepare.append(browser.on_prepare)
+
+    async def started(app: web.Application) -> None:
+        if config.browser.insecure_loopback:
+            log.warning(
+                "cookie sessions: plain-HTTP loopback requests get cookies WITHOUT Secure "
+                "(browser.insecure_loopback); every other request gets __Host- Secure cookies"
+            )
+        else:
+            log.info("cookie sessions: __Host- cookies, Secure, HttpOnly, SameSite=Lax")
+
+    async def stopped(app: web.Application) -> None:
+        await browser.close()
+
+    app.on_startup.append(started)
+    app.on_cleanup.append(stopped)
+    return browser
+
+
+async def _cookie_sessions_off(request: web.Request) -> web.Response:
+    request[ROUTE_NAME] = "login_page"
+    raise NotFound("There is no login page: cookie sessions are off (browser.cookie_sessions)")
 
 
 def create_metrics_app(gateway: web.Application) -> web.Application:

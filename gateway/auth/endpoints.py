@@ -67,6 +67,12 @@ class UserEndpoints:
         except GatewayError:
             outcomes.labels("bad_request").inc()
             raise
+        return _token_response(await self.log_in(request, username, password))
+
+    async def log_in(self, request: web.Request, username: str, password: str) -> TokenPair:
+        """Check the credentials under the login limits and start a session: the JSON login and
+        the login page's form both come here, so both count against the same limits."""
+        outcomes = self._metrics.logins
         limiter, address = self._limiter, request[CLIENT]
         try:
             await limiter.check(username, address)  # before any hashing
@@ -81,7 +87,7 @@ class UserEndpoints:
             raise
         outcomes.labels("success").inc()
         await limiter.succeeded(username, address)
-        return _token_response(pair)
+        return pair
 
     async def _authenticate_and_start_session(
         self, request: web.Request, username: str, password: str

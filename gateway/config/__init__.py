@@ -10,6 +10,7 @@ YAML. The modules, from the bottom up:
 - ``model``: the frozen dataclasses, each default stated once on its field;
 - ``sections``: the generic section reader and the named cross-field checks;
 - ``routes``: upstreams and routes, with the route table's conflict checks;
+- ``browser``: the browser section (cookie sessions, the login page) and its logo file;
 - ``reader``: the file, YAML, interpolation and the assembly of a ``GatewayConfig``.
 """
 
@@ -20,6 +21,7 @@ from .model import (
     PARSER_MAX_HEADERS,
     RESTART_SECTIONS,
     AuthPolicy,
+    BrowserConfig,
     CorsConfig,
     GatewayConfig,
     IdentityHeaders,
@@ -41,6 +43,7 @@ __all__ = [
     "PARSER_MAX_HEADERS",
     "RESTART_SECTIONS",
     "AuthPolicy",
+    "BrowserConfig",
     "CorsConfig",
     "GatewayConfig",
     "IdentityHeaders",

@@ -28,6 +28,8 @@ OWN_ENDPOINTS = (
     OwnEndpoint("metrics", "/metrics", "GET"),
     OwnEndpoint("openapi", "/openapi.json", "GET"),
     OwnEndpoint("client_module", "/_gateway/client.js", "GET"),
+    # The login form for browser navigations (browser.cookie_sessions).
+    OwnEndpoint("login_page", "/_gateway/login", "*"),
 )
 # Everything under this prefix is the gateway's own, named in the table or not.
 OWN_PREFIX = "/_gateway/"

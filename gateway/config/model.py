@@ -44,6 +44,7 @@ __all__ = [
     "PARSER_MAX_HEADERS",
     "RESTART_SECTIONS",
     "AuthPolicy",
+    "BrowserConfig",
     "CorsConfig",
     "DatabaseConfig",
     "GatewayConfig",
@@ -162,6 +163,30 @@ class CorsConfig:
 
     def allows(self, origin: str) -> bool:
         return origin in self.allowed_origins or "*" in self.allowed_origins
+
+
+@dataclass(frozen=True)
+class BrowserConfig:
+    """Web apps a browser navigates to: the login page and cookie sessions (README "Protecting a
+    web app"). Checked and the logo read in config/browser.py."""
+
+    # The sessions of /user/login carried in HttpOnly cookies, refreshed inside the gateway, with
+    # a login page at /_gateway/login for browser navigations. Bearer clients are unaffected.
+    cookie_sessions: bool = setting(True, Boolean())
+    # Cookies are __Host-<name>-access, -refresh and -csrf (letters, digits, '-' and '_').
+    cookie_name: str = setting("gateway", Text())
+    # Plain-HTTP requests between loopback addresses (the demo on http://127.0.0.1) get cookies
+    # without Secure, and so without the __Host- prefix; every other request gets Secure ones.
+    insecure_loopback: bool = setting(False, Boolean())
+    # Other origins of this deployment (https://admin.example): unsafe requests by cookie from
+    # them are accepted, and a login may return to them. The gateway's own origin always is.
+    trusted_origins: frozenset[str] = setting(frozenset(), Origins())
+    # The login page's heading (the app's name), and an image file (PNG, SVG, JPEG, GIF or
+    # WebP, at most 64 KiB) shown above it, relative to the config file.
+    title: str = setting("", Text())
+    logo: str = setting("", Text())
+    # The logo as a data: URL, read when the config is loaded (not a setting).
+    logo_data_url: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -289,6 +314,7 @@ class GatewayConfig:
     logging: LoggingConfig = field(default=LoggingConfig(), metadata=ON_RESTART)
     metrics: MetricsConfig = field(default=MetricsConfig(), metadata=ON_RESTART)
     rate_limits: RateLimitConfig = field(default=RateLimitConfig(), metadata=ON_RESTART)
+    browser: BrowserConfig = field(default=BrowserConfig(), metadata=ON_RESTART)
     # The query parameter a WebSocket client may carry its access token in (browsers cannot
     # set Authorization on a WebSocket). It is removed before forwarding and never logged.
     websocket_token_parameter: str = setting(

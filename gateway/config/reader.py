@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from .browser import read_browser
 from .model import (
     CorsConfig,
     DatabaseConfig,
@@ -115,6 +116,7 @@ def parse_config(
     logging_config = read_section(root.child("logging"), LoggingConfig)
     metrics = read_section(root.child("metrics"), MetricsConfig)
     rate_limits = read_section(root.child("rate_limits"), RateLimitConfig, check_redis_url)
+    browser = read_browser(root.child("browser"), base_dir=base_dir)
     top_level = read_settings(root, GatewayConfig)
     root.close()
     if problems or tokens is None:
@@ -132,6 +134,7 @@ def parse_config(
         logging=logging_config,
         metrics=metrics,
         rate_limits=rate_limits,
+        browser=browser,
         source=source,
         **top_level,
     )

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from ..auth.authenticator import Authenticator
 from ..auth.bearer import bearer_token, websocket_credentials
+from ..auth.browser_sessions import BrowserSessions
 from ..auth.tokens import Identity
 from ..config import RouteConfig
 from ..config.endpoints import is_own_path
@@ -22,9 +23,16 @@ __all__ = ["ProxyHandler"]
 class ProxyHandler:
     """Every request that is not one of the gateway's own endpoints comes here."""
 
-    def __init__(self, runtime: RuntimeHolder, authenticator: Authenticator) -> None:
+    def __init__(
+        self,
+        runtime: RuntimeHolder,
+        authenticator: Authenticator,
+        browser: BrowserSessions | None = None,
+    ) -> None:
         self._runtime = runtime
         self._authenticator = authenticator
+        # Cookie sessions (browser.cookie_sessions): None when they are off.
+        self._browser = browser
 
     async def forward(self, request: web.Request) -> web.StreamResponse:
         # The runtime (routes, upstream pools) is held for the whole request: a reload
@@ -40,15 +48,26 @@ class ProxyHandler:
             request[ROUTE_NAME] = route.name
             request[UPSTREAM_NAME] = route.upstream
             request_id = request[REQUEST_ID]
+            browser = self._browser
             if _is_websocket_upgrade(request):
                 credentials = websocket_credentials(
                     request, runtime.config.websocket_token_parameter
                 )
-                identity = self._identify(request, route, lambda: credentials.token)
+                if (
+                    browser is not None
+                    and credentials.token is None
+                    and browser.applies(request, route)
+                ):
+                    identity = await self._by_cookie(browser, request, route, path, websocket=True)
+                else:
+                    identity = self._identify(request, route, lambda: credentials.token)
                 return await runtime.proxy.forward_websocket(
                     request, route, path, identity, request_id, credentials
                 )
-            identity = self._identify(request, route, lambda: bearer_token(request.headers))
+            if browser is not None and browser.applies(request, route):
+                identity = await self._by_cookie(browser, request, route, path)
+            else:
+                identity = self._identify(request, route, lambda: bearer_token(request.headers))
             return await runtime.proxy.forward(request, route, path, identity, request_id)
         finally:
             self._runtime.release(runtime)
@@ -59,6 +78,24 @@ class ProxyHandler:
         identity = self._authenticator.identify(route, read_token)
         if identity is not None:
             request[USER_ID] = identity.user_id  # logged even when the roles refuse it
+        self._authenticator.authorize(route, identity)
+        return identity
+
+    async def _by_cookie(
+        self,
+        browser: BrowserSessions,
+        request: web.Request,
+        route: RouteConfig,
+        path: str,
+        *,
+        websocket: bool = False,
+    ) -> Identity | None:
+        """The identity of the session cookies (a request without Authorization)."""
+        query = request.rel_url.raw_query_string
+        return_to = f"{path}?{query}" if query else path
+        identity = await browser.identify(request, route, return_to, websocket=websocket)
+        if identity is not None:
+            request[USER_ID] = identity.user_id
         self._authenticator.authorize(route, identity)
         return identity
 

@@ -11,6 +11,7 @@
 - ``X-Forwarded-For/-Proto/-Host`` are set by the gateway; the client's values are kept only when
   the peer is a trusted proxy. ``Forwarded`` and ``X-Real-IP`` from clients are dropped.
 - The request id replaces any the client sent (it was validated or generated at the edge).
+- The gateway's own cookies (cookie sessions) are removed from ``Cookie``; the app's own stay.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from aiohttp import web
 from multidict import CIMultiDict
 
+from ..auth.cookies import strip_cookies
 from ..auth.tokens import Identity
 from ..config import IdentityHeaders, RouteConfig
 from ..networks import IpNetwork, address_in
@@ -117,8 +119,11 @@ class HeaderPolicy:
         *,
         request_id_header: str,
         gateway_owns_cors: bool,
+        gateway_cookies: frozenset[str] = frozenset(),
     ) -> None:
         self._identity = identity_headers
+        # Cookie names that are the gateway's own: never sent upstream.
+        self._gateway_cookies = frozenset(name.encode() for name in gateway_cookies)
         self._dropped_folded = frozenset(
             fold(n) for n in (*identity_headers.names, request_id_header)
         )
@@ -203,6 +208,10 @@ class HeaderPolicy:
                 or (websocket and lower in _WEBSOCKET_HANDSHAKE_RAW)
             ):
                 continue
+            if lower == b"cookie" and self._gateway_cookies:
+                value = strip_cookies(value, self._gateway_cookies)
+                if not value:
+                    continue
             kept.append((name, value))
         return kept
 

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
+from ..auth.cookies import cookie_names
 from ..config import GatewayConfig, changes_needing_restart, load_config
 from ..errors import ConfigError
 from ..telemetry.metrics import GatewayMetrics
@@ -40,6 +41,9 @@ class Runtime:
             config.server.trusted_proxies,
             request_id_header=config.server.request_id_header,
             gateway_owns_cors=config.cors.enabled,
+            # Stripped with cookie sessions off too: browsers keep sending the cookies of an
+            # earlier run for days, and an upstream must never see a refresh token.
+            gateway_cookies=cookie_names(config.browser),
         )
         return cls(
             config=config,

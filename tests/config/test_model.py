@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 import gateway.config
 from gateway.config import (
     RESTART_SECTIONS,
+    BrowserConfig,
     GatewayConfig,
     RouteConfig,
     TokenConfig,
@@ -32,6 +33,7 @@ EXPLICIT_FIELDS = {
     TokenConfig: {"key", "ephemeral", "key_fingerprint"},
     UpstreamConfig: {"name", "url"},
     RouteConfig: {"name", "pattern", "upstream", "auth"},
+    BrowserConfig: {"logo_data_url"},
 }
 
 
@@ -127,7 +129,8 @@ def test_each_declared_bound_is_enforced(where: str, key: str, value: object, me
 def test_bound_cases_cover_the_sections() -> None:
     covered = {case.values[0] for case in _bound_cases()}
     # Routes have no bound a value can cross (max_body_size: any size from 0).
-    assert covered == set(WHERE.values()) - {"identity_headers", "logging", "routes[0]"}
+    unbounded = {"identity_headers", "logging", "routes[0]", "browser"}
+    assert covered == set(WHERE.values()) - unbounded
 
 
 def test_a_setting_is_read_from_its_declared_key() -> None:
@@ -164,6 +167,7 @@ def test_restart_sections_are_derived_from_the_model() -> None:
         "logging",
         "metrics",
         "rate_limits",
+        "browser",
     )
 
 

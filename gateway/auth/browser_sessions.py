@@ -1,0 +1,187 @@
+"""Cookie sessions for proxied requests: who a request's cookies say it is.
+
+- A request with an `Authorization` header is a Bearer client and never comes here: its token
+  alone decides, as before (a bad token is a 401 even when cookies would do).
+- A valid, unexpired access cookie is the identity, as a Bearer token would be.
+- An expired (or missing) access cookie with a refresh cookie is refreshed here, by the same
+  SessionService rotation as `/user/refresh`, and the request is forwarded; its response sets the
+  new cookies. Concurrent requests carrying the same refresh cookie share one rotation
+  (SingleFlight), and so do those arriving within `sessions.reuse_grace` after it; across
+  replicas the grace window answers the rest with the same head.
+- An unsafe method (or a WebSocket handshake) by cookie must pass the Origin check (403).
+- Without a usable session, a top-level GET navigation is redirected to the login page with its
+  URL; everything else gets the JSON 401. Dead cookies are cleared on the way.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from ..config import AuthPolicy, GatewayConfig, RouteConfig
+from ..errors import Unauthorized
+from ..telemetry.metrics import GatewayMetrics
+from .bearer import authenticate
+from .cookies import CookieSet, PresentedCookies, SessionCookies
+from .navigation import wants_login_redirect
+from .origins import OriginPolicy
+from .redirects import login_location
+from .revocation import RevocationView
+from .sessions import SessionService
+from .single_flight import SingleFlight
+from .tokens import Identity, TokenPair, TokenService
+
+__all__ = ["BrowserSessions"]
+
+log = logging.getLogger(__name__)
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Set-Cookie values to add to this request's response (written by on_prepare).
+_SET_COOKIES = web.RequestKey("gateway_set_cookies", list[str])
+
+
+class BrowserSessions:
+    """Built once by create_app; `identify` for the proxy, `on_prepare` for every response."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        cookies: SessionCookies,
+        origins: OriginPolicy,
+        tokens: TokenService,
+        revocations: RevocationView,
+        sessions: SessionService,
+        metrics: GatewayMetrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cookies = cookies
+        self.origins = origins
+        self._tokens = tokens
+        self._revocations = revocations
+        self._sessions = sessions
+        self._refreshes = metrics.refreshes
+        self._rejections = metrics.token_rejections
+        self._clock = clock
+        # Results are shared as long as the grace window would honour the old token anyway,
+        # measured on the same clock.
+        self.flights: SingleFlight[str, TokenPair] = SingleFlight(
+            remember=config.sessions.reuse_grace, clock=clock
+        )
+
+    @staticmethod
+    def applies(request: web.BaseRequest, route: RouteConfig) -> bool:
+        """Cookies decide only on routes that look at identity, and never for Bearer clients."""
+        return route.auth is not AuthPolicy.PUBLIC and "Authorization" not in request.headers
+
+    async def current(self, request: web.BaseRequest) -> Identity | None:
+        """The identity of the request's session cookies, refreshing them when needed (for
+        the login page: a browser with a live session goes on to where it was going)."""
+        presented = self.cookies.read(request)
+        return await self._session(request, presented) if presented.has_session else None
+
+    async def identify(
+        self, request: web.Request, route: RouteConfig, return_to: str, *, websocket: bool = False
+    ) -> Identity | None:
+        """The identity the cookies prove under the route's policy (None: anonymous on an
+        optional route), refreshing an expired access cookie; or 403 (cross-origin unsafe
+        request), a redirect to the login page (a navigation) or 401."""
+        presented = self.cookies.read(request)
+        if not presented.has_session:
+            self._anonymous(request, route, return_to, presented=False)
+            return None
+        if websocket or request.method not in SAFE_METHODS:
+            self.origins.check(request)
+        identity = await self._session(request, presented)
+        if identity is None:
+            self._anonymous(request, route, return_to, presented=True)
+        return identity
+
+    def start(self, request: web.BaseRequest, cookies: CookieSet, pair: TokenPair) -> None:
+        """Have the response to `request` store a new token pair."""
+        request[_SET_COOKIES] = cookies.session(pair)
+
+    def end(self, request: web.BaseRequest, cookies: CookieSet) -> None:
+        """Have the response to `request` delete the session cookies."""
+        request[_SET_COOKIES] = cookies.cleared()
+
+    def also_set(self, request: web.BaseRequest, cookie: str) -> None:
+        """Add one more Set-Cookie (the login form's CSRF token) to the response."""
+        request[_SET_COOKIES] = [*request.get(_SET_COOKIES, ()), cookie]
+
+    async def on_prepare(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
+        """Write the pending cookies; a response carrying them is never stored by a cache (a
+        shared cache would hand one user's session to the next)."""
+        pending = request.get(_SET_COOKIES)
+        if pending:
+            for cookie in pending:
+                response.headers.add("Set-Cookie", cookie)
+            response.headers["Cache-Control"] = "no-store"
+
+    async def close(self) -> None:
+        await self.flights.close()
+
+    async def _session(
+        self, request: web.BaseRequest, presented: PresentedCookies
+    ) -> Identity | None:
+        """The access cookie's identity while it lasts, else a refreshed one; None (and the
+        cookies cleared) when the session is over."""
+        identity = self._verified(presented.access)
+        if identity is not None and (
+            identity.expires_at > self._clock() or presented.refresh is None
+        ):
+            return identity
+        if presented.refresh is not None:
+            identity = await self._refreshed(request, presented.cookies, presented.refresh)
+            if identity is not None:
+                return identity
+        self.end(request, presented.cookies)
+        return None
+
+    def _verified(self, access: str | None) -> Identity | None:
+        if access is None:
+            return None
+        try:
+            return authenticate(access, self._tokens, self._revocations)
+        except Unauthorized:
+            return None
+
+    async def _refreshed(
+        self, request: web.BaseRequest, cookies: CookieSet, token: str
+    ) -> Identity | None:
+        try:
+            pair = await self.flights.run(token, lambda: self._rotate(token))
+            # A shared or remembered pair is checked like any token: a logout since then wins.
+            identity = authenticate(pair.access_token, self._tokens, self._revocations)
+        except Unauthorized:
+            return None
+        self.start(request, cookies, pair)
+        return identity
+
+    async def _rotate(self, token: str) -> TokenPair:
+        try:
+            refreshed = await self._sessions.refresh(token)
+        except Unauthorized as exc:
+            self._refreshes.labels(exc.reason).inc()
+            raise
+        self._refreshes.labels(refreshed.outcome).inc()
+        return refreshed.pair
+
+    def _anonymous(
+        self, request: web.BaseRequest, route: RouteConfig, return_to: str, *, presented: bool
+    ) -> None:
+        """Anonymous is fine on an optional route; otherwise the login redirect or the 401."""
+        if route.auth is AuthPolicy.OPTIONAL:
+            return
+        self._rejections.labels("session_expired" if presented else "missing").inc()
+        if wants_login_redirect(request):
+            raise web.HTTPFound(login_location(return_to), headers={"Cache-Control": "no-store"})
+        if presented:
+            raise Unauthorized(
+                "Session has expired or ended; log in again",
+                token_presented=True,
+                reason="session_expired",
+            )
+        raise Unauthorized("Missing bearer token", token_presented=False, reason="missing")
