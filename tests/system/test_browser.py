@@ -74,6 +74,15 @@ async def open_demo(page: Page, gw: Gateway) -> None:
     await page.wait_for_selector("body[data-ready=true]", state="attached")
 
 
+@pytest.fixture
+async def page(browser: Browser, demo: Gateway) -> Page:
+    """A browser tab on the demo page, logged in as guang."""
+    tab = await browser.new_page()
+    await open_demo(tab, demo)
+    await log_in(tab)
+    return tab
+
+
 async def results(page: Page, count: int) -> list[str]:
     """The result lines without their timestamps."""
     await page.wait_for_function(
@@ -93,10 +102,7 @@ async def log_in(page: Page) -> None:
     )
 
 
-async def test_demo_page_refreshes_once_for_three_requests(browser: Browser, demo: Gateway) -> None:
-    page = await browser.new_page()
-    await open_demo(page, demo)
-    await log_in(page)
+async def test_demo_page_refreshes_once_for_three_requests(page: Page, demo: Gateway) -> None:
     await page.click("#get-aaa")
     await page.click("#get-bbb")
     assert await results(page, 2) == ["/aaa → 200 aaa", "/bbb → 200 bbb"]
@@ -117,10 +123,7 @@ async def test_demo_page_refreshes_once_for_three_requests(browser: Browser, dem
     assert await page.locator("#who").inner_text() == "logged in as guang"
 
 
-async def test_expired_session_says_login_required_once(browser: Browser, demo: Gateway) -> None:
-    page = await browser.new_page()
-    await open_demo(page, demo)
-    await log_in(page)
+async def test_expired_session_says_login_required_once(page: Page, demo: Gateway) -> None:
     await page.click("#spoil-both")
     await page.click("#three-bbb")
     lines = await results(page, 3)
@@ -137,10 +140,7 @@ async def test_expired_session_says_login_required_once(browser: Browser, demo: 
     assert await page.evaluate("window.gatewayClient.tokens") is None
 
 
-async def test_logout_shows_its_result_and_clears_the_user(browser: Browser, demo: Gateway) -> None:
-    page = await browser.new_page()
-    await open_demo(page, demo)
-    await log_in(page)
+async def test_logout_shows_its_result_and_clears_the_user(page: Page, demo: Gateway) -> None:
     await page.click("#logout")
     status = page.locator("#status")
     await status.wait_for(state="visible")
