@@ -110,7 +110,14 @@ def make_dry_run(tmp_path: Path, target: str) -> str:
     if make is None:
         pytest.skip("make is not installed")
     result = subprocess.run(
-        [make, "--dry-run", "--always-make", f"VENV={tmp_path / 'venv'}", target],
+        [
+            make,
+            "--dry-run",
+            "--always-make",
+            "--no-print-directory",
+            f"VENV={tmp_path / 'venv'}",
+            target,
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
