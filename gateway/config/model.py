@@ -47,6 +47,7 @@ __all__ = [
     "BrowserConfig",
     "CorsConfig",
     "DatabaseConfig",
+    "ForwardAuthConfig",
     "GatewayConfig",
     "IdentityHeaders",
     "LoggingConfig",
@@ -241,6 +242,17 @@ class PasswordConfig:
 
 
 @dataclass(frozen=True)
+class ForwardAuthConfig:
+    """The decision endpoint for an ingress (README "Forward auth behind nginx, Caddy, Traefik
+    and Envoy"); its requests are believed only from server.trusted_proxies."""
+
+    # Seconds an ingress may cache a permitted decision (`Cache-Control: private, max-age=N`,
+    # never past the token's expiry); at most sessions.revocation_poll, so a revoked session is
+    # refused within the same bound as when proxying. 0: no caching.
+    cache_max_age: int = setting(0, Duration(minimum=0, maximum=60, whole=True))
+
+
+@dataclass(frozen=True)
 class IdentityHeaders:
     user_id: str = setting("X-User-Id", Text())
     username: str = setting("X-User-Name", Text())
@@ -315,6 +327,7 @@ class GatewayConfig:
     metrics: MetricsConfig = field(default=MetricsConfig(), metadata=ON_RESTART)
     rate_limits: RateLimitConfig = field(default=RateLimitConfig(), metadata=ON_RESTART)
     browser: BrowserConfig = field(default=BrowserConfig(), metadata=ON_RESTART)
+    forward_auth: ForwardAuthConfig = field(default=ForwardAuthConfig(), metadata=ON_RESTART)
     # The query parameter a WebSocket client may carry its access token in (browsers cannot
     # set Authorization on a WebSocket). It is removed before forwarding and never logged.
     websocket_token_parameter: str = setting(

@@ -226,7 +226,10 @@ async def test_logout_with_an_unknown_token_succeeds(
             {},
             "Send {\"refresh_token\": ...} as JSON, or the access token as 'Authorization: Bearer'",
         ),
-        ({"data": b"nope"}, "Request body is not valid JSON"),
+        (
+            {"data": b"nope", "headers": {"Content-Type": "application/json"}},
+            "Request body is not valid JSON",
+        ),
         ({"json": {"refresh_token": 3}}, "'refresh_token' must be a string, not a number"),
         ({"json": {}}, "'refresh_token' is required"),
     ],

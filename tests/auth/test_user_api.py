@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -104,6 +105,52 @@ async def test_bad_login_bodies_get_400_saying_what_is_wrong(
     )
     assert resp.status == 400
     assert await resp.json() == {"statusCode": 400, "message": message, "error": "Bad Request"}
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/user/login", "text/plain"),  # what a cross-site <form enctype="text/plain"> sends
+        ("/user/login", "application/x-www-form-urlencoded"),
+        ("/user/login", "multipart/form-data; boundary=x"),
+        ("/user/login", "application/jsonx"),
+        ("/user/login", None),  # no Content-Type at all
+        ("/user/refresh", "text/plain"),
+        ("/user/logout", "text/plain"),
+    ],
+)
+async def test_json_endpoints_require_application_json(
+    gateway: Gateway, path: str, content_type: str | None
+) -> None:
+    pair = await gateway.login()
+    body = {"username": "guang", "password": "123456", "refresh_token": pair["refresh_token"]}
+    headers = {"Content-Type": content_type} if content_type else {}
+    resp = await gateway.client.post(
+        path, data=json.dumps(body).encode(), headers=headers, skip_auto_headers=["Content-Type"]
+    )
+    assert resp.status == 415
+    assert await resp.json() == {
+        "statusCode": 415,
+        "message": "Send the body as application/json (Content-Type: application/json)",
+        "error": "Unsupported Media Type",
+    }
+    assert "access_token" not in resp.headers.get("Set-Cookie", "")
+    # The refresh token was not spent or revoked by the refused requests.
+    refreshed = await gateway.client.post(
+        "/user/refresh", json={"refresh_token": pair["refresh_token"]}
+    )
+    assert refreshed.status == 200
+
+
+async def test_json_endpoints_take_application_json_with_parameters(gateway: Gateway) -> None:
+    await gateway.add_user("alice", "pw-alice")
+    resp = await gateway.client.post(
+        "/user/login",
+        data=b'{"username": "alice", "password": "pw-alice"}',
+        headers={"Content-Type": "Application/JSON; charset=utf-8"},
+    )
+    assert resp.status == 200
+    assert "access_token" in await resp.json()
 
 
 async def test_missing_username_never_logs_in_as_some_user(gateway: Gateway) -> None:

@@ -428,19 +428,12 @@ async def test_upstream_down_is_502(start_gateway: GatewayFactory) -> None:
     }
 
 
-async def test_slow_upstream_is_504(
-    start_gateway: GatewayFactory, aiohttp_server: Callable[..., Any]
-) -> None:
+async def test_slow_upstream_is_504(gateway_before: GatewayFactory) -> None:
     async def slow(request: web.Request) -> web.Response:
         await asyncio.sleep(5)
         return web.Response(text="late")
 
-    app = web.Application()
-    app.router.add_get("/aaa", slow)
-    server = await aiohttp_server(app)
-    gw: Gateway = await start_gateway(
-        upstream_url=str(server.make_url("/")), upstream={"timeout": "200ms"}
-    )
+    gw: Gateway = await gateway_before({"/aaa": slow}, upstream={"timeout": "200ms"})
     resp = await gw.client.get("/aaa")
     assert resp.status == 504
     body = await resp.json()

@@ -379,7 +379,7 @@ async def test_cors_headers_on_answers_including_401(cors_gateway: Gateway) -> N
 
 
 async def test_upstream_cors_headers_give_way_to_the_gateways(
-    start_gateway: GatewayFactory, aiohttp_server: Callable[..., Any]
+    gateway_before: GatewayFactory,
 ) -> None:
     async def loose(request: web.Request) -> web.Response:
         return web.Response(
@@ -390,11 +390,8 @@ async def test_upstream_cors_headers_give_way_to_the_gateways(
             },
         )
 
-    app = web.Application()
-    app.router.add_get("/loose", loose)
-    server = await aiohttp_server(app)
-    gw: Gateway = await start_gateway(
-        upstream_url=str(server.make_url("/")),
+    gw: Gateway = await gateway_before(
+        {"/loose": loose},
         routes=[{"path": "/loose", "upstream": "demo", "auth": "public"}],
         cors={"allowed_origins": [ORIGIN]},
     )
