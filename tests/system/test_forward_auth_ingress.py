@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from yarl import URL
 
 from gateway import create_app
 from gateway.appkeys import PASSWORDS, STORE
@@ -23,7 +24,7 @@ from tests.support import ingresses
 from tests.support.gateways import make_config
 from upstream_demo import create_upstream_app
 
-ROUTES = [
+ROUTES: list[dict[str, Any]] = [
     {"path": "/aaa", "upstream": "demo", "auth": "public", "methods": ["GET"]},
     {"path": "/bbb", "upstream": "demo", "auth": "required", "methods": ["GET"]},
     {"path": "/whoami", "upstream": "demo", "auth": "required"},
@@ -166,7 +167,7 @@ async def test_a_path_bypass_spelling_is_refused(
     stack: Stack, http: aiohttp.ClientSession, path: str
 ) -> None:
     # yarl would tidy the path: send it as written.
-    async with http.get(aiohttp.client.URL(f"{stack.url}{path}", encoded=True)) as response:
+    async with http.get(URL(f"{stack.url}{path}", encoded=True)) as response:
         assert response.status in (400, 403), path  # nginx or Caddy may refuse it first
     assert stack.seen == []
 
@@ -174,7 +175,7 @@ async def test_a_path_bypass_spelling_is_refused(
 async def test_a_dot_segment_spelling_needs_the_token_of_the_path_it_resolves_to(
     stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    url = aiohttp.client.URL(f"{stack.url}/aaa/%2e%2e/bbb", encoded=True)
+    url = URL(f"{stack.url}/aaa/%2e%2e/bbb", encoded=True)
     async with http.get(url) as response:
         assert response.status in (400, 401), await response.text()
     assert stack.seen == []
