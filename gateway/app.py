@@ -24,9 +24,11 @@ from .appkeys import (
     STORE,
     TOKENS,
 )
+from .auth.account import AccountEndpoints
 from .auth.authenticator import Authenticator
 from .auth.browser_endpoints import BrowserEndpoints
 from .auth.browser_sessions import BrowserSessions
+from .auth.callers import Callers
 from .auth.cookies import SessionCookies
 from .auth.endpoints import UserEndpoints
 from .auth.origins import OriginPolicy
@@ -41,11 +43,13 @@ from .config.endpoints import OWN_ENDPOINTS
 from .config.tls import follow_reloads
 from .edge import EdgePolicy
 from .errors import NotFound, StorageUnavailable
+from .forward_auth import Decisions
 from .middleware import gateway_middleware
 from .ops.browser_module import client_module_handler
 from .ops.health import Health
 from .ops.openapi import openapi_handler
 from .proxy.handler import ProxyHandler
+from .proxy.policy import RequestPolicy
 from .proxy.runtime import Runtime, RuntimeHolder
 from .request_keys import ROUTE_NAME
 from .storage import create_store, open_store
@@ -105,6 +109,10 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         [access_log.cleanup_ctx, _store, _passwords, _runtime, _limiter, _background]
     )
 
+    browser: BrowserSessions | None = None
+    if config.browser.cookie_sessions:
+        browser = _browser_sessions(app, config, tokens, revocations, sessions, metrics, clock)
+    account = AccountEndpoints(callers=Callers(tokens, revocations, browser), sessions=sessions)
     users = UserEndpoints(
         sessions=sessions,
         passwords=passwords,
@@ -112,12 +120,15 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         limiter=limiter,
         tokens=tokens,
         metrics=metrics,
+        account=account,
     )
     health = Health(runtime, store)
     handlers: dict[str, Handler] = {
         "login": users.login,
         "refresh": users.refresh,
         "logout": users.logout,
+        "sessions": account.list_sessions,
+        "session": account.end_session,
         "jwks": users.jwks,
         "healthz": health.healthz,
         "readyz": health.readyz,
@@ -126,9 +137,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         "client_module": client_module_handler,
         "login_page": _cookie_sessions_off,
     }
-    browser: BrowserSessions | None = None
-    if config.browser.cookie_sessions:
-        browser = _browser_sessions(app, config, tokens, revocations, sessions, metrics, clock)
+    if browser is not None:
         pages = BrowserEndpoints(
             users=users,
             browser=browser,
@@ -138,11 +147,16 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
             style=PageStyle.build(config.browser, browser.origins.trusted),
         )
         handlers["login_page"], handlers["logout"] = pages.login, pages.logout
+    # The one policy path, for proxied requests and forward-auth decisions alike.
+    policy = RequestPolicy(Authenticator(tokens, revocations, metrics), browser)
+    decisions = Decisions(runtime, policy, config, clock=clock)
+    handlers["forward_auth"], handlers["ext_authz"] = decisions.auth, decisions.ext_authz
     for endpoint in OWN_ENDPOINTS:
         if endpoint.name == "metrics" and not (config.metrics.enabled and not config.metrics.port):
             continue  # served on its own port, or not at all
-        app.router.add_route(endpoint.method, endpoint.path, handlers[endpoint.name])
-    proxy = ProxyHandler(runtime, Authenticator(tokens, revocations, metrics), browser)
+        path = endpoint.path + r"/{tail:[\s\S]*}" if endpoint.prefix else endpoint.path
+        app.router.add_route(endpoint.method, path, handlers[endpoint.name])
+    proxy = ProxyHandler(runtime, policy)
     # [\s\S]: a decoded newline must reach normalize_path (400), not fall out of routing.
     app.router.add_route("*", r"/{tail:[\s\S]*}", proxy.forward)
     return app

@@ -71,18 +71,38 @@ def env_for(database_url: str, **extra: str) -> dict[str, str]:
 
 
 def run_gateway(
-    workdir: Path, env: dict[str, str], *args: str, stdin: str = ""
+    workdir: Path,
+    env: dict[str, str],
+    *args: str,
+    stdin: str | None = "",
+    detached: bool = False,
 ) -> subprocess.CompletedProcess[str]:
+    """`python -m gateway ARGS` to completion, with `stdin` as its input. `stdin=None`: stdin
+    closed (`<&-`), as some service managers start it; `detached`: stdin from /dev/null and no
+    controlling terminal, as under CI."""
+    command = [sys.executable, "-m", "gateway", *args]
+    if stdin is None:
+        command = ["/bin/sh", "-c", 'exec "$0" -m gateway "$@" <&-', sys.executable, *args]
     return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
+        command,
         cwd=workdir,
         env=env,
-        input=stdin,
+        input=None if detached else stdin,
+        stdin=subprocess.DEVNULL if detached else None,
+        start_new_session=detached,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def add_user_by_cli(workdir: Path, env: dict[str, str], name: str, password: str) -> None:
+    """`gateway user add NAME --password-stdin`, which must succeed."""
+    added = run_gateway(
+        workdir, env, "user", "add", name, "--password-stdin", stdin=f"{password}\n"
+    )
+    assert added.returncode == 0, added.stderr
 
 
 def start_gateway_process(
@@ -128,8 +148,7 @@ class Deployment:
         return run_gateway(self.workdir, self.env, *args, stdin=stdin)
 
     def add_user(self, name: str, password: str) -> None:
-        added = self.run("user", "add", name, "--password-stdin", stdin=f"{password}\n")
-        assert added.returncode == 0, added.stderr
+        add_user_by_cli(self.workdir, self.env, name, password)
 
     def start_upstream(self) -> subprocess.Popen[bytes]:
         port = self.upstream_port
