@@ -15,6 +15,7 @@ from aiohttp.typedefs import Handler
 from .appkeys import (
     BACKGROUND,
     CONFIG,
+    DRAIN,
     LIMITER,
     METRICS,
     PASSWORDS,
@@ -41,6 +42,7 @@ from .auth.tokens import TokenService
 from .config import PARSER_FIELD_LIMIT, PARSER_MAX_HEADERS, GatewayConfig
 from .config.endpoints import OWN_ENDPOINTS
 from .config.tls import follow_reloads
+from .draining import Drain
 from .edge import EdgePolicy
 from .errors import NotFound, StorageUnavailable
 from .forward_auth import Decisions
@@ -65,9 +67,10 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     """Build the gateway application for a validated config. `clock` is injectable for tests."""
     metrics = GatewayMetrics(config.metrics)
     edge = EdgePolicy(config.server, config.cors)
+    drain = Drain()
     access_log = AccessLog(enabled=config.logging.access_log)
     app = web.Application(
-        middlewares=[gateway_middleware(edge, metrics, access_log)],
+        middlewares=[gateway_middleware(edge, metrics, access_log, drain)],
         handler_args={
             # A client that goes away cancels its handler, and so the upstream request.
             "handler_cancellation": True,
@@ -82,6 +85,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         },
     )
     app.on_response_prepare.append(edge.on_prepare)
+    app.on_response_prepare.append(drain.on_prepare)
     store = create_store(config.database.url, timeout=config.database.timeout)
     tokens = TokenService(config.tokens, clock=clock)
     revocations = RevocationView(
@@ -104,6 +108,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     app[PASSWORDS] = passwords
     app[LIMITER] = limiter
     app[BACKGROUND] = []
+    app[DRAIN] = drain
     # The access log first: it is flushed last, after the final requests and cleanup logs.
     app.cleanup_ctx.extend(
         [access_log.cleanup_ctx, _store, _passwords, _runtime, _limiter, _background]
@@ -122,7 +127,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         metrics=metrics,
         account=account,
     )
-    health = Health(runtime, store)
+    health = Health(runtime, store, drain)
     handlers: dict[str, Handler] = {
         "login": users.login,
         "refresh": users.refresh,
@@ -156,7 +161,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
             continue  # served on its own port, or not at all
         path = endpoint.path + r"/{tail:[\s\S]*}" if endpoint.prefix else endpoint.path
         app.router.add_route(endpoint.method, path, handlers[endpoint.name])
-    proxy = ProxyHandler(runtime, policy)
+    proxy = ProxyHandler(runtime, policy, drain)
     # [\s\S]: a decoded newline must reach normalize_path (400), not fall out of routing.
     app.router.add_route("*", r"/{tail:[\s\S]*}", proxy.forward)
     return app

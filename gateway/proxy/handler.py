@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..auth.bearer import bearer_token, websocket_credentials
+from ..draining import Drain
 from ..request_keys import REQUEST_ID, ROUTE_NAME, UPSTREAM_NAME
 from .policy import RequestPolicy
 from .runtime import RuntimeHolder
@@ -15,9 +16,10 @@ __all__ = ["ProxyHandler"]
 class ProxyHandler:
     """Every request that is not one of the gateway's own endpoints comes here."""
 
-    def __init__(self, runtime: RuntimeHolder, policy: RequestPolicy) -> None:
+    def __init__(self, runtime: RuntimeHolder, policy: RequestPolicy, drain: Drain) -> None:
         self._runtime = runtime
         self._policy = policy
+        self._drain = drain
 
     async def forward(self, request: web.Request) -> web.StreamResponse:
         # The runtime (routes, upstream pools) is held for the whole request: a reload
@@ -44,7 +46,7 @@ class ProxyHandler:
                     websocket=True,
                 )
                 return await runtime.proxy.forward_websocket(
-                    request, route, path, identity, request_id, credentials
+                    request, route, path, identity, request_id, credentials, self._drain
                 )
             identity = await policy.identify(
                 request, route, path, lambda: bearer_token(request.headers)
