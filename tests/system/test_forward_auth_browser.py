@@ -20,7 +20,7 @@ require_chromium()
 
 from playwright.async_api import Browser  # noqa: E402
 
-ROUTES = [
+ROUTES: list[dict[str, Any]] = [
     {"path": "/bbb", "upstream": "demo", "auth": "required", "methods": ["GET"]},
     {"path": "/whoami", "upstream": "demo", "auth": "required"},
     {"path": "/echo/**", "upstream": "demo", "auth": "required"},
