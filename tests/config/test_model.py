@@ -31,7 +31,7 @@ from .test_config import minimal, problems_of
 # The fields read by hand (each next to its own reader) rather than from a declaration.
 EXPLICIT_FIELDS = {
     TokenConfig: {"key", "ephemeral", "key_fingerprint"},
-    UpstreamConfig: {"name", "url"},
+    UpstreamConfig: {"name", "url", "targets", "health"},
     RouteConfig: {"name", "pattern", "upstream", "auth"},
     BrowserConfig: {"logo_data_url"},
 }
