@@ -39,11 +39,13 @@ from .config import PARSER_FIELD_LIMIT, PARSER_MAX_HEADERS, GatewayConfig
 from .config.endpoints import OWN_ENDPOINTS
 from .edge import EdgePolicy
 from .errors import NotFound, StorageUnavailable
+from .forward_auth import Decisions
 from .middleware import gateway_middleware
 from .ops.browser_module import client_module_handler
 from .ops.health import Health
 from .ops.openapi import openapi_handler
 from .proxy.handler import ProxyHandler
+from .proxy.policy import RequestPolicy
 from .proxy.runtime import Runtime, RuntimeHolder
 from .request_keys import ROUTE_NAME
 from .storage import create_store, open_store
@@ -136,11 +138,16 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
             style=PageStyle.build(config.browser, browser.origins.trusted),
         )
         handlers["login_page"], handlers["logout"] = pages.login, pages.logout
+    # The one policy path, for proxied requests and forward-auth decisions alike.
+    policy = RequestPolicy(Authenticator(tokens, revocations, metrics), browser)
+    decisions = Decisions(runtime, policy, config, clock=clock)
+    handlers["forward_auth"], handlers["ext_authz"] = decisions.auth, decisions.ext_authz
     for endpoint in OWN_ENDPOINTS:
         if endpoint.name == "metrics" and not (config.metrics.enabled and not config.metrics.port):
             continue  # served on its own port, or not at all
-        app.router.add_route(endpoint.method, endpoint.path, handlers[endpoint.name])
-    proxy = ProxyHandler(runtime, Authenticator(tokens, revocations, metrics), browser)
+        path = endpoint.path + r"/{tail:[\s\S]*}" if endpoint.prefix else endpoint.path
+        app.router.add_route(endpoint.method, path, handlers[endpoint.name])
+    proxy = ProxyHandler(runtime, policy)
     # [\s\S]: a decoded newline must reach normalize_path (400), not fall out of routing.
     app.router.add_route("*", r"/{tail:[\s\S]*}", proxy.forward)
     return app

@@ -9,7 +9,7 @@
     ├── MethodNotAllowed        405   the route does not take the method (with Allow)
     ├── RequestTimeout          408   a request body that stalled (closes the connection)
     ├── PayloadTooLarge         413   a body over the route's limit (closes the connection)
-    ├── UnsupportedMediaType    415   a login/refresh/logout body with a Content-Encoding
+    ├── UnsupportedMediaType    415   a JSON body not sent as application/json, or encoded
     ├── TooManyRequests         429   failed-login limits (with Retry-After)
     ├── HeaderBlockTooLarge     431   too many or too large request headers
     ├── ServiceUnavailable      503

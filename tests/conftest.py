@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
+from aiohttp.typedefs import Handler
 
 from gateway import create_app
 from tests.support.gateways import FakeClock, Gateway, GatewayFactory, make_config
@@ -93,6 +95,26 @@ def start_gateway(
         config = make_config(database_url=database_url, **config_overrides)
         client = await aiohttp_client(create_app(config, clock=clock))
         return Gateway(client, clock)
+
+    return start
+
+
+@pytest.fixture
+def gateway_before(
+    aiohttp_server: Callable[..., Any], start_gateway: GatewayFactory
+) -> GatewayFactory:
+    """Start a gateway in front of an upstream made of `handlers` (path -> handler, any method)
+    instead of the demo: for tests about what an upstream answers."""
+
+    async def start(handlers: dict[str, Handler], **config_overrides: Any) -> Gateway:
+        app = web.Application()
+        for path, handler in handlers.items():
+            app.router.add_route("*", path, handler)
+        server: TestServer = await aiohttp_server(app)
+        gw: Gateway = await start_gateway(
+            upstream_url=str(server.make_url("/")), **config_overrides
+        )
+        return gw
 
     return start
 

@@ -22,7 +22,7 @@ FLOORS: tuple[frozenset[str], ...] = (
     frozenset({"storage", "telemetry"}),
     frozenset({"auth"}),
     frozenset({"proxy"}),
-    frozenset({"ops"}),
+    frozenset({"ops", "forward_auth"}),
     frozenset({"edge", "middleware", "appkeys", "server", "app"}),
     frozenset({"cli"}),
     # The package's front door: the public API and `python -m gateway`.

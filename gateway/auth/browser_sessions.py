@@ -107,6 +107,12 @@ class BrowserSessions:
         """Have the response to `request` delete the session cookies."""
         request[_SET_COOKIES] = cookies.cleared()
 
+    @staticmethod
+    def pending(request: web.BaseRequest) -> list[str]:
+        """The Set-Cookie values the response to `request` is to carry (forward-auth hands a
+        refresh's new cookies to the ingress)."""
+        return list(request.get(_SET_COOKIES, ()))
+
     def also_set(self, request: web.BaseRequest, cookie: str) -> None:
         """Add one more Set-Cookie (the login form's CSRF token) to the response."""
         request[_SET_COOKIES] = [*request.get(_SET_COOKIES, ()), cookie]

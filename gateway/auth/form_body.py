@@ -8,6 +8,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from ..errors import BadRequest, UnsupportedMediaType
+from .json_body import read_small_body
 
 __all__ = ["FORM_TYPE", "read_form"]
 
@@ -18,18 +19,9 @@ MAX_FIELDS = 16
 
 async def read_form(request: web.Request, *, limit: int = MAX_FORM_BYTES) -> dict[str, str]:
     """The form's fields, read up to `limit` bytes; a field given twice is refused."""
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding != "identity":
-        raise UnsupportedMediaType(f"Content-Encoding {encoding} is not accepted here")
     if request.content_type != FORM_TYPE:
         raise UnsupportedMediaType(f"Send the form as {FORM_TYPE}")
-    if request.content_length is not None and request.content_length > limit:
-        raise BadRequest(f"Request body is larger than {limit} bytes")
-    body = bytearray()
-    async for chunk in request.content.iter_any():
-        body += chunk
-        if len(body) > limit:
-            raise BadRequest(f"Request body is larger than {limit} bytes")
+    body = await read_small_body(request, limit=limit, send="the form uncompressed")
     try:
         pairs = parse_qsl(
             body.decode("ascii"),

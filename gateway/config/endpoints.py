@@ -16,6 +16,9 @@ class OwnEndpoint:
     # "*": the handler answers every method itself (405 with Allow for the wrong ones, in the
     # JSON shape clients parse, rather than aiohttp's plain-text 405).
     method: str
+    # True: the handler also answers every path under `path` + "/" (Envoy's ext_authz appends
+    # the original path to a prefix).
+    prefix: bool = False
 
 
 OWN_ENDPOINTS = (
@@ -30,6 +33,10 @@ OWN_ENDPOINTS = (
     OwnEndpoint("client_module", "/_gateway/client.js", "GET"),
     # The login form for browser navigations (browser.cookie_sessions).
     OwnEndpoint("login_page", "/_gateway/login", "*"),
+    # Forward auth: an ingress asks whether a request may pass (any method: Envoy sends the
+    # original one).
+    OwnEndpoint("forward_auth", "/_gateway/auth", "*"),
+    OwnEndpoint("ext_authz", "/_gateway/ext-authz", "*", prefix=True),
 )
 # Everything under this prefix is the gateway's own, named in the table or not.
 OWN_PREFIX = "/_gateway/"

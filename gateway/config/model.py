@@ -29,6 +29,7 @@ from .settings import (
     Duration,
     Fraction,
     HeaderNames,
+    HeaderPatterns,
     Integer,
     Methods,
     Networks,
@@ -48,6 +49,7 @@ __all__ = [
     "BrowserConfig",
     "CorsConfig",
     "DatabaseConfig",
+    "ForwardAuthConfig",
     "GatewayConfig",
     "HealthCheckConfig",
     "IdentityHeaders",
@@ -69,6 +71,38 @@ ALL_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIO
 # aiohttp's plain 400 before the gateway sees the request; below them the gateway answers 431.
 PARSER_FIELD_LIMIT = 128 * 1024
 PARSER_MAX_HEADERS = 256
+# Headers other auth proxies set for the user they verified (Authelia, oauth2-proxy, Apache's
+# REMOTE_USER, Grafana's auth proxy, Cloudflare Access, IAP, Azure App Service...): a backend that
+# once sat behind one may still trust them, so routes drop every client copy by default.
+IDENTITY_LIKE_HEADERS = (
+    "Remote-User",
+    "Remote-Groups",
+    "Remote-Email",
+    "Remote-Name",
+    "X-Remote-User",
+    "X-Remote-Group",
+    "X-Remote-Groups",
+    "X-Remote-Email",
+    "X-Forwarded-User",
+    "X-Forwarded-Email",
+    "X-Forwarded-Groups",
+    "X-Forwarded-Preferred-Username",
+    "X-Forwarded-Access-Token",
+    "X-Auth-Request-*",
+    "X-Authenticated-*",
+    "X-Authentik-*",
+    "X-Pomerium-*",
+    "X-WebAuth-*",
+    "X-User",
+    "X-Username",
+    "X-Email",
+    "X-Groups",
+    "Cf-Access-*",
+    "X-Goog-Authenticated-*",
+    "X-Goog-Iap-*",
+    "X-Ms-Client-Principal*",
+    "X-Amzn-Oidc-*",
+)
 _DAY = 86400.0
 _MINUTE = 60.0
 # Keys the fingerprints of signing keys for this process only: configs are compared within one
@@ -244,6 +278,17 @@ class PasswordConfig:
 
 
 @dataclass(frozen=True)
+class ForwardAuthConfig:
+    """The decision endpoint for an ingress (README "Forward auth behind nginx, Caddy, Traefik
+    and Envoy"); its requests are believed only from server.trusted_proxies."""
+
+    # Seconds an ingress may cache a permitted decision (`Cache-Control: private, max-age=N`,
+    # never past the token's expiry); at most sessions.revocation_poll, so a revoked session is
+    # refused within the same bound as when proxying. 0: no caching.
+    cache_max_age: int = setting(0, Duration(minimum=0, maximum=60, whole=True))
+
+
+@dataclass(frozen=True)
 class IdentityHeaders:
     user_id: str = setting("X-User-Id", Text())
     username: str = setting("X-User-Name", Text())
@@ -336,6 +381,9 @@ class RouteConfig:
     preserve_host: bool = setting(False, Boolean())
     # Larger request bodies get 413. 0: no limit.
     max_body_bytes: int = setting(64 * 1024 * 1024, Size(minimum=0), key="max_body_size")
+    # Client headers never forwarded on this route, in any case and with '_' for '-'; 'X-Foo-*'
+    # drops a prefix. Absent: IDENTITY_LIKE_HEADERS; a list replaces it; [] drops none of them.
+    drop_request_headers: tuple[str, ...] = setting(IDENTITY_LIKE_HEADERS, HeaderPatterns())
 
     def upstream_path(self, path: str) -> str:
         """The path to forward for a matched, normalized request path."""
@@ -365,6 +413,7 @@ class GatewayConfig:
     metrics: MetricsConfig = field(default=MetricsConfig(), metadata=ON_RESTART)
     rate_limits: RateLimitConfig = field(default=RateLimitConfig(), metadata=ON_RESTART)
     browser: BrowserConfig = field(default=BrowserConfig(), metadata=ON_RESTART)
+    forward_auth: ForwardAuthConfig = field(default=ForwardAuthConfig(), metadata=ON_RESTART)
     # The query parameter a WebSocket client may carry its access token in (browsers cannot
     # set Authorization on a WebSocket). It is removed before forwarding and never logged.
     websocket_token_parameter: str = setting(

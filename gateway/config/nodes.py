@@ -192,6 +192,10 @@ class Node:
             return []
         return [(f"{join(self.where, key)}[{i}]", v) for i, v in enumerate(value)]
 
+    def given(self, key: str) -> bool:
+        """True when the mapping has `key` at all (an explicit empty list included)."""
+        return key in self.value
+
     def close(self) -> None:
         """Report every key of this mapping that no getter asked for, with the nearest key
         that was asked for (a typo is the usual reason)."""

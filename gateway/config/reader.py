@@ -20,6 +20,7 @@ from .browser import read_browser
 from .model import (
     CorsConfig,
     DatabaseConfig,
+    ForwardAuthConfig,
     GatewayConfig,
     IdentityHeaders,
     LoggingConfig,
@@ -35,6 +36,7 @@ from .sections import (
     check_cors_credentials,
     check_cors_origins,
     check_database_url,
+    check_decision_cache,
     check_identity_header_names,
     check_identity_headers_differ,
     check_redis_url,
@@ -117,6 +119,11 @@ def parse_config(
     metrics = read_section(root.child("metrics"), MetricsConfig)
     rate_limits = read_section(root.child("rate_limits"), RateLimitConfig, check_redis_url)
     browser = read_browser(root.child("browser"), base_dir=base_dir)
+    forward_auth = read_section(
+        root.child("forward_auth"),
+        ForwardAuthConfig,
+        lambda node, section: check_decision_cache(node, section, sessions),
+    )
     top_level = read_settings(root, GatewayConfig)
     root.close()
     if problems or tokens is None:
@@ -135,6 +142,7 @@ def parse_config(
         metrics=metrics,
         rate_limits=rate_limits,
         browser=browser,
+        forward_auth=forward_auth,
         source=source,
         **top_level,
     )

@@ -19,6 +19,7 @@ from .keys import KeyError_, SigningKey, hmac_key, load_private_key
 from .model import (
     CorsConfig,
     DatabaseConfig,
+    ForwardAuthConfig,
     IdentityHeaders,
     RateLimitConfig,
     ServerConfig,
@@ -32,6 +33,7 @@ __all__ = [
     "check_cors_credentials",
     "check_cors_origins",
     "check_database_url",
+    "check_decision_cache",
     "check_identity_header_names",
     "check_identity_headers_differ",
     "check_redis_url",
@@ -201,6 +203,18 @@ def check_session_outlives_refresh(
     """A session must last at least as long as one refresh token does."""
     if tokens is not None and sessions.max_lifetime < tokens.refresh_ttl:
         node.problem("max_lifetime", "must not be shorter than tokens.refresh_ttl")
+
+
+def check_decision_cache(
+    node: Node, forward_auth: ForwardAuthConfig, sessions: SessionConfig
+) -> None:
+    """A cached decision must not outlive the bound on seeing a revocation."""
+    if forward_auth.cache_max_age > sessions.revocation_poll:
+        node.problem(
+            "cache_max_age",
+            f"must not be longer than sessions.revocation_poll ({sessions.revocation_poll:g}s): "
+            "an ingress would let a revoked session through for longer",
+        )
 
 
 def _signing_key(

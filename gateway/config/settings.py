@@ -31,6 +31,7 @@ __all__ = [
     "Duration",
     "Fraction",
     "HeaderNames",
+    "HeaderPatterns",
     "Integer",
     "Kind",
     "Methods",
@@ -210,6 +211,24 @@ class HeaderNames(Kind):
             if not HEADER_NAME.fullmatch(value):
                 node.problem_at(where, f"{value!r} is not a valid name")
             values.append(value.upper() if self.upper else value)
+        return tuple(values)
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderPatterns(Kind):
+    """Header names, each exact or ending in '*' (a prefix); absent: the default list, an
+    explicit empty list: none."""
+
+    def read(self, node: Node, key: str, default: Any) -> tuple[str, ...]:
+        items = node.items(key)
+        if not items:
+            return () if node.given(key) and node.value[key] == [] else tuple(default)
+        values = []
+        for where, item in items:
+            value = str(item).strip()
+            if not HEADER_NAME.fullmatch(value) or "*" in value[:-1]:
+                node.problem_at(where, f"{value!r} is not a header name (or a prefix ending in *)")
+            values.append(value)
         return tuple(values)
 
 

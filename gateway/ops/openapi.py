@@ -31,7 +31,7 @@ _COMMON_ERRORS = {
 }
 _BODY_ERRORS = {
     "400": _error("The body is not a JSON object with the required string fields"),
-    "415": _error("The body has a Content-Encoding"),
+    "415": _error("The body is not sent as application/json, or has a Content-Encoding"),
 }
 _TOKENS = {
     "description": "A token pair",

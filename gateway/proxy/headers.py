@@ -2,8 +2,13 @@
 
 - Hop-by-hop headers and any header named in ``Connection`` are dropped both ways; ``Connection``
   cannot drop a header the gateway sets, nor ``Content-Length`` / ``Content-Type``.
-- Identity headers from the client are dropped in every spelling (any case, ``_`` for ``-``) and set
-  only from a verified token: exactly one value each, or none.
+- Every header the gateway drops or sets is matched in every spelling a backend might fold to the
+  same name (any case, ``_`` for ``-``): CGI/WSGI-style servers turn both ``X-Forwarded-For`` and
+  ``X_Forwarded_For`` into ``HTTP_X_FORWARDED_FOR``, and ``Transfer_Encoding`` into framing.
+- Identity headers from the client are dropped and set only from a verified token: exactly one
+  value each, or none.
+- Identity-like headers other auth proxies set (``Remote-User``, ``X-Forwarded-User``,
+  ``X-Auth-Request-*``...) are dropped per route (``drop_request_headers``).
 - ``Authorization`` is forwarded only when the route asks for it.
 - ``Host`` is the upstream's own unless the route preserves the client's.
 - Headers some frameworks route or pick the scheme by (``X-Original-URL``, ``X-Rewrite-URL``,
@@ -65,6 +70,8 @@ _REQUEST_DROPPED = frozenset(
         "x-method-override",
     }
 )
+# Dropped from responses: the gateway sets its own (the request id is added per policy).
+_RESPONSE_DROPPED = frozenset(HOP_BY_HOP)
 # The WebSocket handshake is redone between gateway and upstream.
 _WEBSOCKET_HANDSHAKE = frozenset(
     {
@@ -89,12 +96,25 @@ RawHeaders = list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...]
 _VERDICTS_KEPT = 4096
 
 
+def _matches(folded: str, patterns: tuple[str, ...]) -> bool:
+    """Whether a folded name is one of `patterns` (each exact, or a prefix ending in '*')."""
+    for pattern in patterns:
+        wanted = fold(pattern)
+        if (wanted.endswith("*") and folded.startswith(wanted[:-1])) or folded == wanted:
+            return True
+    return False
+
+
+def _fold_raw(name: bytes) -> bytes:
+    return name.strip().lower().replace(b"_", b"-")
+
+
 def _connection_tokens(raw: RawHeaders) -> frozenset[bytes]:
-    """Header names listed in Connection: hop-by-hop for this one message."""
+    """Header names listed in Connection (folded): hop-by-hop for this one message."""
     tokens: set[bytes] = set()
     for name, value in raw:
-        if name.lower() == b"connection":
-            tokens.update(token.strip().lower() for token in value.split(b","))
+        if _fold_raw(name) == b"connection":
+            tokens.update(_fold_raw(token) for token in value.split(b","))
     return frozenset(tokens) - _NEVER_DROPPED_BY_CONNECTION_RAW
 
 
@@ -104,7 +124,6 @@ def _decode(value: bytes) -> str:
 
 
 _NEVER_DROPPED_BY_CONNECTION_RAW = frozenset(n.encode() for n in _NEVER_DROPPED_BY_CONNECTION)
-_HOP_BY_HOP_RAW = frozenset(n.encode() for n in HOP_BY_HOP)
 _WEBSOCKET_HANDSHAKE_RAW = frozenset(n.encode() for n in _WEBSOCKET_HANDSHAKE)
 
 
@@ -130,8 +149,11 @@ class HeaderPolicy:
         self._request_id_header = request_id_header
         self._trusted = tuple(trusted_proxies)
         self._gateway_owns_cors = gateway_owns_cors
-        # name as sent -> dropped whatever the request (the static part of the policy).
-        self._verdicts: dict[bytes, bool] = {}
+        # route name -> (name as sent -> dropped whatever the request), the static part of the
+        # policy. A policy lives as long as one route table (it is rebuilt on reload).
+        self._verdicts: dict[str, dict[bytes, bool]] = {}
+        self._response_dropped = _RESPONSE_DROPPED | {fold(request_id_header)}
+        self._response_verdicts: dict[bytes, bool] = {}
 
     def upstream_head(
         self,
@@ -176,16 +198,18 @@ class HeaderPolicy:
         """The upstream's response headers that may reach the client."""
         kept: list[tuple[bytes, bytes]] = []
         named: list[bytes] = []
+        verdicts = self._response_verdicts
         for name, value in raw:
-            lower = name.lower()
-            if lower in _HOP_BY_HOP_RAW:
-                if lower == b"connection":
-                    named.append(value)
-            elif not (self._gateway_owns_cors and lower.startswith(b"access-control-")):
+            dropped = verdicts.get(name)
+            if dropped is None:
+                dropped = self._response_header_dropped(name)
+            if not dropped:
                 kept.append((name, value))
+            elif _fold_raw(name) == b"connection":
+                named.append(value)
         if named:  # rare: headers the upstream made hop-by-hop for this message
             tokens = _connection_tokens([(b"connection", value) for value in named])
-            kept = [(n, v) for n, v in kept if n.lower() not in tokens]
+            kept = [(n, v) for n, v in kept if _fold_raw(n) not in tokens]
         return CIMultiDict([(_decode(n), _decode(v)) for n, v in kept])
 
     def _kept(
@@ -193,19 +217,21 @@ class HeaderPolicy:
     ) -> list[tuple[bytes, bytes]]:
         raw = request.raw_headers
         named_in_connection = _connection_tokens(raw)
-        verdicts = self._verdicts
+        verdicts = self._verdicts.get(route.name)
+        if verdicts is None:
+            verdicts = self._verdicts[route.name] = {}
         kept = []
         for name, value in raw:
             dropped = verdicts.get(name)
             if dropped is None:
-                dropped = self._always_dropped(name)
+                dropped = self._always_dropped(name, route, verdicts)
             if dropped:
                 continue
             lower = name.lower()
             if (
-                lower in named_in_connection
+                (named_in_connection and _fold_raw(name) in named_in_connection)
                 or (lower == b"authorization" and not route.forward_authorization)
-                or (websocket and lower in _WEBSOCKET_HANDSHAKE_RAW)
+                or (websocket and _fold_raw(name) in _WEBSOCKET_HANDSHAKE_RAW)
             ):
                 continue
             if lower == b"cookie" and self._gateway_cookies:
@@ -215,16 +241,26 @@ class HeaderPolicy:
             kept.append((name, value))
         return kept
 
-    def _always_dropped(self, name: bytes) -> bool:
-        lower = name.decode("latin-1").lower()
+    def _always_dropped(self, name: bytes, route: RouteConfig, verdicts: dict[bytes, bool]) -> bool:
+        folded = fold(name.decode("latin-1"))
         dropped = (
-            lower in HOP_BY_HOP
-            or lower in _REQUEST_DROPPED
-            or lower.startswith("proxy-")
-            or fold(lower) in self._dropped_folded
+            folded in HOP_BY_HOP
+            or folded in _REQUEST_DROPPED
+            or folded.startswith("proxy-")
+            or folded in self._dropped_folded
+            or _matches(folded, route.drop_request_headers)
         )
-        if len(self._verdicts) < _VERDICTS_KEPT:
-            self._verdicts[name] = dropped
+        if len(verdicts) < _VERDICTS_KEPT:
+            verdicts[name] = dropped
+        return dropped
+
+    def _response_header_dropped(self, name: bytes) -> bool:
+        folded = fold(name.decode("latin-1"))
+        dropped = folded in self._response_dropped or (
+            self._gateway_owns_cors and folded.startswith("access-control-")
+        )
+        if len(self._response_verdicts) < _VERDICTS_KEPT:
+            self._response_verdicts[name] = dropped
         return dropped
 
     def _added(

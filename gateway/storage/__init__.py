@@ -8,29 +8,15 @@ from contextlib import asynccontextmanager
 from yarl import URL
 
 from ..config.model import DatabaseConfig
-from .base import (
-    SCHEMA_VERSION,
-    Session,
-    SessionStore,
-    Store,
-    User,
-    UserExists,
-    UserStore,
-)
+from . import base
+from .base import *  # noqa: F403
+from .base import Store
 from .mysql import MySqlStore, create_mysql_database
 from .sqlite import SqliteStore
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "Session",
-    "SessionStore",
-    "Store",
-    "User",
-    "UserExists",
-    "UserStore",
-    "create_store",
-    "open_store",
-]
+# The records and interfaces of `base`, and how to open a store.
+__all__ = ["create_store", "open_store"]
+__all__ += base.__all__
 
 
 def create_store(url: str, *, timeout: float = 5.0) -> Store:

@@ -15,7 +15,7 @@ import pytest
 from gateway.appkeys import SESSIONS, STORE
 from gateway.storage import SCHEMA_VERSION, UserExists, create_store
 from gateway.storage.sql import SqlStore
-from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory
+from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory, bearer_of
 from tests.support.processes import Processes, env_for, free_port, run_gateway, wait_for_port
 from tests.support.wire import http
 
@@ -195,9 +195,7 @@ async def test_logout_with_refresh_token(gateway: Gateway) -> None:
 async def test_logout_with_access_token(gateway: Gateway) -> None:
     pair = await gateway.login()
     other = await gateway.login()  # a second session of the same user stays alive
-    resp = await gateway.client.post(
-        "/user/logout", headers={"Authorization": f"Bearer {pair['access_token']}"}
-    )
+    resp = await gateway.client.post("/user/logout", headers=bearer_of(pair))
     assert resp.status == 200
     assert (await refresh(gateway, pair["refresh_token"]))[0] == 401
     assert await protected_status(gateway, other["access_token"]) == 200
@@ -226,7 +224,10 @@ async def test_logout_with_an_unknown_token_succeeds(
             {},
             "Send {\"refresh_token\": ...} as JSON, or the access token as 'Authorization: Bearer'",
         ),
-        ({"data": b"nope"}, "Request body is not valid JSON"),
+        (
+            {"data": b"nope", "headers": {"Content-Type": "application/json"}},
+            "Request body is not valid JSON",
+        ),
         ({"json": {"refresh_token": 3}}, "'refresh_token' must be a string, not a number"),
         ({"json": {}}, "'refresh_token' is required"),
     ],

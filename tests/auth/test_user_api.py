@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -10,7 +11,7 @@ import jwt
 import pytest
 
 from gateway.appkeys import STORE
-from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory
+from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory, bearer_of
 
 
 async def test_whole_flow_login_public_protected_refresh(gateway: Gateway) -> None:
@@ -41,9 +42,7 @@ async def test_whole_flow_login_public_protected_refresh(gateway: Gateway) -> No
         1800,
         7 * 86400,
     )
-    authorized = await client.get(
-        "/bbb", headers={"Authorization": f"Bearer {pair['access_token']}"}
-    )
+    authorized = await client.get("/bbb", headers=bearer_of(pair))
     assert (authorized.status, await authorized.text()) == (200, "bbb")
 
     by_get = await client.get("/user/refresh", params={"refresh_token": pair["refresh_token"]})
@@ -106,6 +105,50 @@ async def test_bad_login_bodies_get_400_saying_what_is_wrong(
     assert await resp.json() == {"statusCode": 400, "message": message, "error": "Bad Request"}
 
 
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/user/login", "text/plain"),  # what a cross-site <form enctype="text/plain"> sends
+        ("/user/login", "application/x-www-form-urlencoded"),
+        ("/user/login", "multipart/form-data; boundary=x"),
+        ("/user/login", "application/jsonx"),
+        ("/user/login", None),  # no Content-Type at all
+        ("/user/refresh", "text/plain"),
+        ("/user/logout", "text/plain"),
+    ],
+)
+async def test_json_endpoints_require_application_json(
+    gateway: Gateway, path: str, content_type: str | None
+) -> None:
+    pair = await gateway.login()
+    body = {"username": "guang", "password": "123456", "refresh_token": pair["refresh_token"]}
+    headers = {"Content-Type": content_type} if content_type else {}
+    resp = await gateway.client.post(
+        path, data=json.dumps(body).encode(), headers=headers, skip_auto_headers=["Content-Type"]
+    )
+    assert resp.status == 415
+    assert await resp.json() == {
+        "statusCode": 415,
+        "message": "Send the body as application/json (Content-Type: application/json)",
+        "error": "Unsupported Media Type",
+    }
+    assert "access_token" not in resp.headers.get("Set-Cookie", "")
+    # The refresh token was not spent or revoked by the refused requests.
+    refreshed = await gateway.refresh(pair)
+    assert refreshed.status == 200
+
+
+async def test_json_endpoints_take_application_json_with_parameters(gateway: Gateway) -> None:
+    await gateway.add_user("alice", "pw-alice")
+    resp = await gateway.client.post(
+        "/user/login",
+        data=b'{"username": "alice", "password": "pw-alice"}',
+        headers={"Content-Type": "Application/JSON; charset=utf-8"},
+    )
+    assert resp.status == 200
+    assert "access_token" in await resp.json()
+
+
 async def test_missing_username_never_logs_in_as_some_user(gateway: Gateway) -> None:
     # A reference implementation looked up `WHERE username = undefined` and got the first user.
     await gateway.add_user("first", "password-1")
@@ -151,9 +194,7 @@ async def test_disabled_user_cannot_log_in_or_refresh(gateway: Gateway) -> None:
         "/user/login", json={"username": "guang", "password": "123456"}
     )
     assert login.status == 401
-    refresh = await gateway.client.post(
-        "/user/refresh", json={"refresh_token": pair["refresh_token"]}
-    )
+    refresh = await gateway.refresh(pair)
     assert refresh.status == 401
     assert (await refresh.json())["message"] == "User no longer exists or is disabled"
 

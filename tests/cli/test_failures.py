@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from subprocess import CompletedProcess
 
 import pytest
 
@@ -28,7 +27,7 @@ def database_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'gateway.db'}"
 
 
-def error_line(result: CompletedProcess[str], code: int = 1) -> str:
+def error_line(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
     """The one error line of a failed command (log lines may come before it)."""
     assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr
@@ -105,42 +104,14 @@ def test_serve_on_an_address_not_on_this_machine_names_the_host_setting(
     assert "check GATEWAY_HOST (server.host in config.yaml)" in line
 
 
-def run_without_stdin(workdir: Path, env: dict[str, str], *args: str) -> CompletedProcess[str]:
-    """The command with its stdin closed (`<&-`), as some service managers start it."""
-    return subprocess.run(
-        ["/bin/sh", "-c", 'exec "$0" -m gateway "$@" <&-', sys.executable, *args],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def run_with_devnull(workdir: Path, env: dict[str, str], *args: str) -> CompletedProcess[str]:
-    """The command with stdin from /dev/null and no controlling terminal (as under CI)."""
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
-        cwd=workdir,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        start_new_session=True,
-    )
-
-
 @pytest.mark.parametrize("command", ["add", "passwd"])
 def test_a_password_prompt_without_a_terminal_says_to_use_password_stdin(
     workdir: Path, database_url: str, command: str
 ) -> None:
     env = env_for(database_url)
     for result in (
-        run_with_devnull(workdir, env, "user", command, "bob"),
-        run_without_stdin(workdir, env, "user", command, "bob"),
+        run_gateway(workdir, env, "user", command, "bob", detached=True),
+        run_gateway(workdir, env, "user", command, "bob", stdin=None),
     ):
         assert error_line(result) == (
             "error: no terminal to ask for the password on: pipe it in with --password-stdin"
@@ -149,9 +120,9 @@ def test_a_password_prompt_without_a_terminal_says_to_use_password_stdin(
 
 def test_password_stdin_that_is_closed_or_empty_says_so(workdir: Path, database_url: str) -> None:
     env = env_for(database_url)
-    closed = run_without_stdin(workdir, env, "user", "add", "bob", "--password-stdin")
+    closed = run_gateway(workdir, env, "user", "add", "bob", "--password-stdin", stdin=None)
     assert error_line(closed) == "error: no password on stdin: it is closed"
-    empty = run_with_devnull(workdir, env, "user", "add", "bob", "--password-stdin")
+    empty = run_gateway(workdir, env, "user", "add", "bob", "--password-stdin", detached=True)
     assert error_line(empty) == "error: no password on stdin: write it as one line"
 
 

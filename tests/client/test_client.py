@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import stat
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,7 @@ async def test_403_never_refreshes(start_gateway: GatewayFactory) -> None:
 
 
 async def test_a_replay_that_fails_again_is_not_refreshed_again(
-    start_gateway: GatewayFactory, aiohttp_server: Callable[..., Any]
+    gateway_before: GatewayFactory,
 ) -> None:
     hits: list[str] = []
 
@@ -103,11 +103,8 @@ async def test_a_replay_that_fails_again_is_not_refreshed_again(
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
 
-    app = web.Application()
-    app.router.add_get("/no", always_401)
-    server = await aiohttp_server(app)
-    gw: Gateway = await start_gateway(
-        upstream_url=str(server.make_url("/")),
+    gw: Gateway = await gateway_before(
+        {"/no": always_401},
         routes=[{"path": "/no", "upstream": "demo", "auth": "required"}],
     )
     await gw.add_user()

@@ -235,6 +235,30 @@ def test_bad_identity_header_names(headers: dict[str, str], fragment: str) -> No
     assert any(fragment in p for p in problems), problems
 
 
+def test_drop_request_headers_takes_names_and_prefixes_only() -> None:
+    route = {"path": "/a", "upstream": "demo", "auth": "public"}
+    config = parse_config(
+        minimal(
+            routes=[
+                route,
+                {**route, "path": "/b", "drop_request_headers": ["X-Legacy-*", "remote_user"]},
+                {**route, "path": "/c", "drop_request_headers": []},
+            ]
+        ),
+        environ={},
+    )
+    default, listed, empty = (r.drop_request_headers for r in config.routes)
+    assert "Remote-User" in default and "X-Auth-Request-*" in default
+    assert (listed, empty) == (("X-Legacy-*", "remote_user"), ())
+    problems = problems_of(
+        minimal(routes=[{**route, "drop_request_headers": ["X-*-User", "X Bad"]}])
+    )
+    assert "routes[0].drop_request_headers[0]: 'X-*-User' is not a header name" in " ".join(
+        problems
+    ), problems
+    assert any("drop_request_headers[1]: 'X Bad'" in p for p in problems), problems
+
+
 def test_two_key_sources_are_refused(tmp_path: Path) -> None:
     problems = problems_of(
         minimal(tokens={"secret": TEST_SECRET, "private_key_file": str(tmp_path / "k.pem")})

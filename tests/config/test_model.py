@@ -168,6 +168,7 @@ def test_restart_sections_are_derived_from_the_model() -> None:
         "metrics",
         "rate_limits",
         "browser",
+        "forward_auth",
     )
 
 

@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway.app import create_metrics_app
 from gateway.appkeys import STORE
-from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory
+from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory, bearer_of
 from tests.support.processes import Processes, free_port, run_gateway, start_gateway_process
 from tests.support.wire import http, raw_get
 
@@ -82,7 +82,7 @@ async def test_metrics_count_what_happened(gateway: Gateway) -> None:
     await client.post("/user/login", json={"username": "guang", "password": "wrong"})
     await client.get("/bbb")
     await client.get("/bbb", headers={"Authorization": "Bearer garbage"})
-    await client.get("/bbb", headers={"Authorization": f"Bearer {pair['access_token']}"})
+    await client.get("/bbb", headers=bearer_of(pair))
     await client.post("/user/refresh", json={"refresh_token": pair["refresh_token"]})
     for i in range(30):  # random paths must not create series
         await client.get(f"/nowhere/{i}")

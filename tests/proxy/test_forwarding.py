@@ -197,6 +197,106 @@ async def test_hop_by_hop_and_proxy_headers_are_dropped(gateway: Gateway) -> Non
     assert header_values(echoed, "X-Kept") == ["yes"]
 
 
+def folded_names(echoed: dict[str, Any]) -> list[str]:
+    """The names that reached the upstream as a CGI/WSGI backend folds them."""
+    return [k.lower().replace("_", "-") for k, _ in echoed["headers"]]
+
+
+async def test_framing_and_routing_headers_are_dropped_in_every_spelling(gateway: Gateway) -> None:
+    # WSGI servers fold X_Forwarded_For into the same HTTP_X_FORWARDED_FOR as X-Forwarded-For.
+    spoofed = [
+        ("Transfer_Encoding", "chunked"),
+        ("transfer_encoding", "chunked"),
+        ("X_Forwarded_For", "6.6.6.6"),
+        ("x_forwarded_proto", "https"),
+        ("X_FORWARDED_HOST", "evil.example"),
+        ("X_Original_URL", "/admin"),
+        ("X_Rewrite_URL", "/admin"),
+        ("X_HTTP_Method_Override", "DELETE"),
+        ("X_Method_Override", "DELETE"),
+        ("X_Forwarded_Prefix", "/admin"),
+        ("X_Real_IP", "6.6.6.6"),
+        ("Keep_Alive", "timeout=5"),
+        ("Proxy_Authorization", "Basic Zm9vOmJhcg=="),
+        ("Proxy_Connection", "keep-alive"),
+        ("X_Request_ID", "forged-id"),
+        ("Connection", "X_Secret_Hop"),
+        ("X-Secret-Hop", "1"),
+        ("X-Kept", "yes"),
+    ]
+    echoed = await (await gateway.client.get("/echo/x", headers=spoofed)).json()
+    names = folded_names(echoed)
+    for name, _ in spoofed[:-1]:
+        folded = name.lower().replace("_", "-")
+        if folded in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id"):
+            assert names.count(folded) == 1, (folded, echoed["headers"])  # the gateway's own
+        else:
+            assert folded not in names, (folded, echoed["headers"])
+    assert header_values(echoed, "X-Forwarded-For") == ["127.0.0.1"]
+    assert header_values(echoed, "X-Request-ID") != ["forged-id"]
+    assert header_values(echoed, "X-Kept") == ["yes"]
+
+
+IDENTITY_LIKE = [
+    ("Remote-User", "admin"),
+    ("remote_user", "admin"),
+    ("REMOTE-GROUPS", "admins"),
+    ("X-Remote-User", "admin"),
+    ("X-Forwarded-User", "admin"),
+    ("X_Forwarded_Email", "admin@example.com"),
+    ("X-Auth-Request-User", "admin"),
+    ("x_auth_request_email", "admin@example.com"),
+    ("X-Auth-Request-Groups", "admins"),
+    ("X-WebAuth-User", "admin"),
+    ("Cf-Access-Authenticated-User-Email", "admin@example.com"),
+    ("X-Goog-Authenticated-User-Email", "accounts.google.com:admin@example.com"),
+]
+
+
+async def test_identity_like_headers_of_other_auth_proxies_are_dropped_by_default(
+    gateway: Gateway,
+) -> None:
+    for path, headers in (("/echo/x", {}), ("/echo/x", await bearer(gateway))):
+        sent = [*IDENTITY_LIKE, ("X-Kept", "yes"), *headers.items()]
+        echoed = await (await gateway.client.get(path, headers=sent)).json()
+        names = folded_names(echoed)
+        assert not {n.lower().replace("_", "-") for n, _ in IDENTITY_LIKE} & set(names), names
+        assert header_values(echoed, "X-Kept") == ["yes"]
+
+
+async def test_a_route_sets_its_own_list_of_dropped_headers(start_gateway: GatewayFactory) -> None:
+    gw: Gateway = await start_gateway(
+        routes=[
+            {
+                "path": "/echo/legacy/**",
+                "upstream": "demo",
+                "auth": "public",
+                "drop_request_headers": ["X-Legacy-*", "X-Tenant"],
+            },
+            {
+                "path": "/echo/none/**",
+                "upstream": "demo",
+                "auth": "public",
+                "drop_request_headers": [],
+            },
+            {"path": "/echo/**", "upstream": "demo", "auth": "public"},
+        ],
+    )
+    sent = [("X_Legacy_User", "admin"), ("x-tenant", "7"), ("Remote-User", "admin")]
+    legacy = await (await gw.client.get("/echo/legacy/x", headers=sent)).json()
+    assert folded_names(legacy).count("x-legacy-user") == 0
+    assert folded_names(legacy).count("x-tenant") == 0
+    assert header_values(legacy, "Remote-User") == ["admin"]  # the list replaced the default
+    none = await (await gw.client.get("/echo/none/x", headers=sent)).json()
+    assert header_values(none, "Remote-User") == ["admin"]
+    default = await (await gw.client.get("/echo/x", headers=sent)).json()
+    assert "remote-user" not in folded_names(default)
+    assert header_values(default, "X_Legacy_User") == ["admin"]
+    # The identity headers the gateway sets stay dropped whatever a route's list says.
+    forged = await (await gw.client.get("/echo/none/x", headers=FORGED_SPELLINGS)).json()
+    assert "x-user-id" not in folded_names(forged)
+
+
 async def test_connection_header_cannot_drop_gateway_headers(gateway: Gateway) -> None:
     headers = {
         "Connection": "X-User-Id, X-Forwarded-For, X-User-Name, Content-Length",
@@ -428,19 +528,12 @@ async def test_upstream_down_is_502(start_gateway: GatewayFactory) -> None:
     }
 
 
-async def test_slow_upstream_is_504(
-    start_gateway: GatewayFactory, aiohttp_server: Callable[..., Any]
-) -> None:
+async def test_slow_upstream_is_504(gateway_before: GatewayFactory) -> None:
     async def slow(request: web.Request) -> web.Response:
         await asyncio.sleep(5)
         return web.Response(text="late")
 
-    app = web.Application()
-    app.router.add_get("/aaa", slow)
-    server = await aiohttp_server(app)
-    gw: Gateway = await start_gateway(
-        upstream_url=str(server.make_url("/")), upstream={"timeout": "200ms"}
-    )
+    gw: Gateway = await gateway_before({"/aaa": slow}, upstream={"timeout": "200ms"})
     resp = await gw.client.get("/aaa")
     assert resp.status == 504
     body = await resp.json()

@@ -133,9 +133,7 @@ async def test_roles_reach_old_sessions_at_the_next_refresh(start_gateway: Gatew
     await gw.app[STORE].set_roles(user.id, ("admin",))
     old = {"Authorization": f"Bearer {pair['access_token']}"}
     assert (await gw.client.get("/echo/x", headers=old)).status == 403
-    renewed = await (
-        await gw.client.post("/user/refresh", json={"refresh_token": pair["refresh_token"]})
-    ).json()
+    renewed = await (await gw.refresh(pair)).json()
     new = {"Authorization": f"Bearer {renewed['access_token']}"}
     assert (await gw.client.get("/echo/x", headers=new)).status == 200
 
@@ -379,7 +377,7 @@ async def test_cors_headers_on_answers_including_401(cors_gateway: Gateway) -> N
 
 
 async def test_upstream_cors_headers_give_way_to_the_gateways(
-    start_gateway: GatewayFactory, aiohttp_server: Callable[..., Any]
+    gateway_before: GatewayFactory,
 ) -> None:
     async def loose(request: web.Request) -> web.Response:
         return web.Response(
@@ -390,11 +388,8 @@ async def test_upstream_cors_headers_give_way_to_the_gateways(
             },
         )
 
-    app = web.Application()
-    app.router.add_get("/loose", loose)
-    server = await aiohttp_server(app)
-    gw: Gateway = await start_gateway(
-        upstream_url=str(server.make_url("/")),
+    gw: Gateway = await gateway_before(
+        {"/loose": loose},
         routes=[{"path": "/loose", "upstream": "demo", "auth": "public"}],
         cors={"allowed_origins": [ORIGIN]},
     )

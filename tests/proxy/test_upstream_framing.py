@@ -130,6 +130,27 @@ async def test_informational_responses_before_the_final_one_are_skipped(raw_gate
     assert "Link" not in resp.headers
 
 
+async def test_hop_by_hop_response_headers_are_dropped_in_every_spelling(
+    raw_gateway: Any,
+) -> None:
+    client, _ = await start_with(
+        raw_gateway,
+        answer_each(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
+            b"Transfer_Encoding: chunked\r\nKeep_Alive: timeout=600\r\n"
+            b"Proxy_Authenticate: Basic\r\nX_Request_ID: forged\r\n"
+            b"Connection: X_Secret\r\nX-Secret: 1\r\nX-Kept: yes\r\n\r\nfinal"
+        ),
+    )
+    resp = await client.get("/raw/x")
+    assert (resp.status, await resp.text()) == (200, "final")
+    names = [name.lower().replace("_", "-") for name in resp.headers]
+    for dropped in ("transfer-encoding", "keep-alive", "proxy-authenticate", "x-secret"):
+        assert dropped not in names, resp.headers
+    assert names.count("x-request-id") == 1 and resp.headers["X-Request-ID"] != "forged"
+    assert resp.headers["X-Kept"] == "yes"
+
+
 async def test_a_head_response_has_no_body_and_keeps_the_connection(raw_gateway: Any) -> None:
     client, upstream = await start_with(
         raw_gateway, answer_each(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -92,9 +91,7 @@ async def test_upstream_close_code_reaches_the_client(ws_gateway: Gateway) -> No
         assert (message.data, message.extra) == (4001, "closed by upstream")
 
 
-async def test_client_close_code_reaches_the_upstream(
-    start_gateway: GatewayFactory, aiohttp_server: Callable[..., Any]
-) -> None:
+async def test_client_close_code_reaches_the_upstream(gateway_before: GatewayFactory) -> None:
     closed: asyncio.Future[tuple[int | None, str]] = asyncio.get_running_loop().create_future()
 
     async def handler(request: web.Request) -> web.WebSocketResponse:
@@ -105,11 +102,8 @@ async def test_client_close_code_reaches_the_upstream(
         closed.set_result((ws.close_code, request.headers.get("X-User-Id", "")))
         return ws
 
-    app = web.Application()
-    app.router.add_get("/ws", handler)
-    server = await aiohttp_server(app)
-    gw: Gateway = await start_gateway(
-        upstream_url=str(server.make_url("/")),
+    gw: Gateway = await gateway_before(
+        {"/ws": handler},
         routes=[{"path": "/ws", "upstream": "demo", "auth": "required"}],
     )
     await gw.add_user()

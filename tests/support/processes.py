@@ -71,13 +71,25 @@ def env_for(database_url: str, **extra: str) -> dict[str, str]:
 
 
 def run_gateway(
-    workdir: Path, env: dict[str, str], *args: str, stdin: str = ""
+    workdir: Path,
+    env: dict[str, str],
+    *args: str,
+    stdin: str | None = "",
+    detached: bool = False,
 ) -> subprocess.CompletedProcess[str]:
+    """`python -m gateway ARGS` to completion, with `stdin` as its input. `stdin=None`: stdin
+    closed (`<&-`), as some service managers start it; `detached`: stdin from /dev/null and no
+    controlling terminal, as under CI."""
+    command = [sys.executable, "-m", "gateway", *args]
+    if stdin is None:
+        command = ["/bin/sh", "-c", 'exec "$0" -m gateway "$@" <&-', sys.executable, *args]
     return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
+        command,
         cwd=workdir,
         env=env,
-        input=stdin,
+        input=None if detached else stdin,
+        stdin=subprocess.DEVNULL if detached else None,
+        start_new_session=detached,
         capture_output=True,
         text=True,
         timeout=60,

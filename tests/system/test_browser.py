@@ -5,8 +5,6 @@ another origin."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -15,41 +13,26 @@ import pytest
 from aiohttp import web
 
 from gateway.appkeys import METRICS, STORE
+from tests.support.browsers import chromium, require_chromium
 from tests.support.gateways import Gateway, GatewayFactory
 from tests.support.services import IN_CI
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 AXIOS = Path(__file__).parent / "browser" / "node_modules" / "axios" / "dist" / "axios.min.js"
 CLASSIC_PAGE = Path(__file__).parent / "browser" / "classic.html"
-# As the machine's notes advise: no background networking in a closed network.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
-if not (os.path.exists(CHROMIUM) and AXIOS.exists()):
+require_chromium()
+if not AXIOS.exists():
     if IN_CI:
-        raise RuntimeError(f"CI needs {CHROMIUM} and {AXIOS} (.ci/run installs them)")
-    pytest.skip(
-        "needs Debian's chromium (apt-get install chromium) and "
-        "`npm ci --prefix tests/system/browser`",
-        allow_module_level=True,
-    )
+        raise RuntimeError(f"CI needs {AXIOS} (make test installs it with npm)")
+    pytest.skip("needs `npm ci --prefix tests/system/browser`", allow_module_level=True)
 
-from playwright.async_api import Browser, Page, async_playwright  # noqa: E402
+from playwright.async_api import Browser, Page  # noqa: E402
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        await chromium.close()
+    async with chromium() as launched:
+        yield launched
 
 
 def refreshes(gw: Gateway, outcome: str = "rotated") -> float:

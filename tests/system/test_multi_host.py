@@ -32,7 +32,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -489,44 +489,45 @@ class Traffic:
         except ValueError:
             return status, raw.decode(errors="replace")
 
+    async def attempts(
+        self, http: aiohttp.ClientSession, kind: str, path: str, body: Any, tries: int
+    ) -> AsyncIterator[tuple[int, Any] | None]:
+        """Up to `tries` POSTs of `body`, 0.3 s apart, until the caller stops listening: a call
+        can be lost while hosts die, and the client's answer to that is to try again."""
+        for _ in range(tries):
+            yield await self.call(http, kind, "POST", path, body=body)
+            await asyncio.sleep(0.3)
+
     async def login(self, http: aiohttp.ClientSession, user: str) -> Pair:
-        for _ in range(10):
-            answer = await self.call(
-                http, "login", "POST", "/user/login", body={"username": user, "password": PASSWORD}
-            )
+        body = {"username": user, "password": PASSWORD}
+        async for answer in self.attempts(http, "login", "/user/login", body, tries=10):
             if answer is not None and answer[0] == 200:
                 self.figures.counts["logins"] += 1
                 return Pair(answer[1]["access_token"], answer[1]["refresh_token"])
-            await asyncio.sleep(0.3)
         raise AssertionError(f"{user} could not log in")
 
     async def refresh(self, http: aiohttp.ClientSession, pair: Pair) -> Pair:
         """Rotate; when the answer is lost, present the same token again (the grace window)."""
-        for attempt in range(8):
-            answer = await self.call(
-                http, "refresh", "POST", "/user/refresh", body={"refresh_token": pair.refresh}
-            )
+        body, retried = {"refresh_token": pair.refresh}, False
+        async for answer in self.attempts(http, "refresh", "/user/refresh", body, tries=8):
             if answer is not None and answer[0] == 200:
                 self.figures.counts["refreshes"] += 1
-                if attempt:
+                if retried:
                     self.figures.counts["refreshes retried after a lost answer"] += 1
                 return Pair(answer[1]["access_token"], answer[1]["refresh_token"])
             if answer is not None and answer[0] == 401:
                 self.figures.problem(f"refresh wrongly refused: {answer[1]}")
                 raise SessionLost
-            await asyncio.sleep(0.3)
+            retried = True
         self.figures.problem("a refresh never got an answer")
         raise SessionLost
 
     async def logout(self, http: aiohttp.ClientSession, pair: Pair) -> None:
-        for _ in range(10):
-            answer = await self.call(
-                http, "logout", "POST", "/user/logout", body={"refresh_token": pair.refresh}
-            )
+        body = {"refresh_token": pair.refresh}
+        async for answer in self.attempts(http, "logout", "/user/logout", body, tries=10):
             if answer is not None and answer[0] == 200:
                 self.figures.counts["logouts"] += 1
                 return
-            await asyncio.sleep(0.3)
         raise AssertionError("logout never succeeded")
 
     async def websocket(self, http: aiohttp.ClientSession, pair: Pair, step: int) -> None:
@@ -635,34 +636,28 @@ async def refused_within(
     return dict(zip(hosts, await asyncio.gather(*(one(h) for h in hosts)), strict=True))
 
 
+async def refresh_on(
+    http: aiohttp.ClientSession, cluster: Cluster, host: str, refresh_token: str
+) -> tuple[int, Any]:
+    """Present a refresh token to one host, past the balancer."""
+    return await _direct(
+        http, "POST", f"{cluster.url(host)}/user/refresh", json={"refresh_token": refresh_token}
+    )
+
+
 async def check_reuse_across_hosts(
     http: aiohttp.ClientSession, cluster: Cluster, figures: Figures
 ) -> None:
     bound = revocation_poll() + 1.0
     status, first = await login_on(http, cluster, "h1", "carol")
     assert status == 200, first
-    status, second = await _direct(
-        http,
-        "POST",
-        f"{cluster.url('h2')}/user/refresh",
-        json={"refresh_token": first["refresh_token"]},
-    )
+    status, second = await refresh_on(http, cluster, "h2", first["refresh_token"])
     assert status == 200, second
-    status, third = await _direct(
-        http,
-        "POST",
-        f"{cluster.url('h3')}/user/refresh",
-        json={"refresh_token": second["refresh_token"]},
-    )
+    status, third = await refresh_on(http, cluster, "h3", second["refresh_token"])
     assert status == 200, third
     await asyncio.sleep(GRACE + 0.5)
     # The first token was used on h2; presented again on h3 it is theft.
-    status, body = await _direct(
-        http,
-        "POST",
-        f"{cluster.url('h3')}/user/refresh",
-        json={"refresh_token": first["refresh_token"]},
-    )
+    status, body = await refresh_on(http, cluster, "h3", first["refresh_token"])
     if (status, body.get("message") if isinstance(body, dict) else body) != (
         401,
         "Refresh token was already used; the session has been revoked",
@@ -670,12 +665,7 @@ async def check_reuse_across_hosts(
         figures.problem(
             f"reuse on h3 of a token used on h2 was not refused as reuse: {status} {body}"
         )
-    status, body = await _direct(
-        http,
-        "POST",
-        f"{cluster.url('h1')}/user/refresh",
-        json={"refresh_token": third["refresh_token"]},
-    )
+    status, body = await refresh_on(http, cluster, "h1", third["refresh_token"])
     if status != 401:
         figures.problem(f"the newest token of a revoked session still refreshed on h1: {status}")
     times = await refused_within(

@@ -1,0 +1,171 @@
+"""The decision endpoints: "may this request pass?" for an ingress that proxies by itself.
+
+The original request (forward_auth.shapes) goes through the proxy's own policy path
+(proxy.policy.RequestPolicy: normalization, the route table, the Authenticator, cookie sessions),
+so what the gateway would refuse when proxying it refuses here. No body is read, nothing is
+forwarded, and the answers are small:
+
+- 200, with the identity headers for a permitted request (none for a public route; empty ones
+  for Envoy, whose `allowed_upstream_headers` must overwrite a client's copies);
+- 401 with `WWW-Authenticate` for a missing or bad token; a browser navigation with cookie
+  sessions is sent to the login page: a 302 for Traefik, Caddy and Envoy, which pass it on, and
+  for nginx (whose `auth_request` takes only 2xx, 401 and 403) a 401 with the `Location` its
+  `error_page 401 = @login` location redirects to;
+- 403 for roles, for a path no route names, for a spelling the proxy would refuse, the wrong
+  method, and for any request from a peer outside `server.trusted_proxies`.
+
+A refresh inside the decision puts the new cookies on the answer as Set-Cookie (and for nginx
+also as X-Gateway-Set-Cookie-1, -2, which `auth_request_set` can read one by one).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+
+from aiohttp import web
+from yarl import URL
+
+from ..auth.bearer import bearer_token
+from ..auth.tokens import Identity
+from ..config import GatewayConfig, RouteConfig
+from ..errors import BadRequest, Forbidden, GatewayError, MethodNotAllowed, NotFound, Unauthorized
+from ..networks import IpNetwork, address_in
+from ..proxy.policy import RequestPolicy
+from ..proxy.runtime import RuntimeHolder
+from ..request_keys import ROUTE_NAME, USER_ID
+from .shapes import Ingress, OriginalRequest, from_ext_authz, from_headers
+
+__all__ = ["Decisions"]
+
+NGINX_COOKIE_HEADER = "X-Gateway-Set-Cookie-{}"
+# The proxy's refusals of a path or method: auth_request turns anything but 401/403 into a
+# 500, so here they are all 403 (deny by default), with the proxy's message.
+_ROUTE_REFUSALS = (BadRequest, NotFound, MethodNotAllowed)
+
+
+class Decisions:
+    """Built once by create_app; `auth` answers /_gateway/auth, `ext_authz` Envoy's checks."""
+
+    def __init__(
+        self,
+        runtime: RuntimeHolder,
+        policy: RequestPolicy,
+        config: GatewayConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._runtime = runtime
+        self._policy = policy
+        self._trusted: Sequence[IpNetwork] = config.server.trusted_proxies
+        self._names = config.identity_headers
+        self._max_age = config.forward_auth.cache_max_age
+        self._clock = clock
+        # Rendered once: every anonymous answer is the same.
+        self._anonymous = {
+            Ingress.ENVOY: {name: "" for name in config.identity_headers.names},
+        }
+
+    async def auth(self, request: web.Request) -> web.Response:
+        """nginx auth_request, Traefik forwardAuth, Caddy forward_auth."""
+        request[ROUTE_NAME] = "forward_auth"
+        self._check_peer(request)
+        return await self._decide(request, from_headers(request.headers))
+
+    async def ext_authz(self, request: web.Request) -> web.Response:
+        """Envoy's ext_authz HTTP service: /_gateway/ext-authz/<original path>."""
+        request[ROUTE_NAME] = "ext_authz"
+        self._check_peer(request)
+        return await self._decide(request, from_ext_authz(request))
+
+    def _check_peer(self, request: web.Request) -> None:
+        if not address_in(request.remote, self._trusted):
+            raise Forbidden(
+                "Forward-auth answers only the ingress: add its address to server.trusted_proxies"
+            )
+
+    async def _decide(self, request: web.Request, original: OriginalRequest) -> web.Response:
+        runtime = self._runtime.acquire()
+        try:
+            policy = self._policy
+            try:
+                path, route = policy.route(runtime.routes, original.raw_path, original.method)
+            except _ROUTE_REFUSALS as exc:
+                raise Forbidden(exc.message) from None
+            if not policy.by_cookie(request, route):
+                identity = await policy.identify(
+                    request, route, path, lambda: bearer_token(request.headers)
+                )
+                return self._permit(original, identity, ())
+            return await self._by_cookie(request, original, route, path)
+        finally:
+            self._runtime.release(runtime)
+
+    async def _by_cookie(
+        self, request: web.Request, original: OriginalRequest, route: RouteConfig, path: str
+    ) -> web.Response:
+        """Cookie sessions look at the request as the browser sent it (method, URL, scheme and
+        host: navigation, Origin and which cookies apply), so they get a copy that is it."""
+        assert self._policy.browser is not None  # noqa: S101 - by_cookie said so
+        browser = self._policy.browser
+        seen = request.clone(
+            method=original.method,
+            rel_url=URL.build(path=path, query_string=original.query, encoded=True),
+            scheme=original.scheme or request.scheme,
+            host=original.host or request.host,
+        )
+        cookies: list[str] = []
+        try:
+            identity = await self._policy.identify(seen, route, path, _no_token)
+        except web.HTTPFound as found:
+            if original.ingress is not Ingress.NGINX:
+                raise
+            login = Unauthorized("Log in first", token_presented=False, reason="missing")
+            login.headers.update({"Location": str(found.location), "Cache-Control": "no-store"})
+            login.headers.update(self._cookie_headers(original, browser.pending(seen)))
+            raise login from None
+        except GatewayError as exc:
+            exc.headers.update(self._cookie_headers(original, browser.pending(seen)))
+            raise
+        finally:
+            # The copy's findings belong to the request the middleware logs and answers.
+            if USER_ID in seen:
+                request[USER_ID] = seen[USER_ID]
+            cookies = browser.pending(seen)
+            for cookie in cookies:
+                browser.also_set(request, cookie)
+        return self._permit(original, identity, cookies)
+
+    def _permit(
+        self, original: OriginalRequest, identity: Identity | None, cookies: Sequence[str]
+    ) -> web.Response:
+        if identity is None:
+            headers = dict(self._anonymous.get(original.ingress, {}))
+            expires = math.inf
+        else:
+            names = self._names
+            headers = {
+                names.user_id: identity.user_id,
+                names.username: identity.username,
+                names.roles: ",".join(identity.roles),
+            }
+            expires = identity.expires_at
+        if cookies:
+            headers.update(self._cookie_headers(original, cookies))
+        elif self._max_age:
+            # Never cached past the token's own expiry (nor, by config, past the revocation bound).
+            seconds = min(self._max_age, math.floor(expires - self._clock()))
+            if seconds > 0:
+                headers["Cache-Control"] = f"private, max-age={seconds}"
+        return web.Response(headers=headers)
+
+    @staticmethod
+    def _cookie_headers(original: OriginalRequest, cookies: Sequence[str]) -> dict[str, str]:
+        if original.ingress is not Ingress.NGINX:
+            return {}  # Set-Cookie itself is added to every answer by BrowserSessions
+        return {NGINX_COOKIE_HEADER.format(n): cookie for n, cookie in enumerate(cookies, 1)}
+
+
+def _no_token() -> str | None:
+    return None  # cookies decide: there is no Authorization header
