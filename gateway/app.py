@@ -23,9 +23,11 @@ from .appkeys import (
     STORE,
     TOKENS,
 )
+from .auth.account import AccountEndpoints
 from .auth.authenticator import Authenticator
 from .auth.browser_endpoints import BrowserEndpoints
 from .auth.browser_sessions import BrowserSessions
+from .auth.callers import Callers
 from .auth.cookies import SessionCookies
 from .auth.endpoints import UserEndpoints
 from .auth.origins import OriginPolicy
@@ -105,6 +107,10 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         [access_log.cleanup_ctx, _store, _passwords, _runtime, _limiter, _background]
     )
 
+    browser: BrowserSessions | None = None
+    if config.browser.cookie_sessions:
+        browser = _browser_sessions(app, config, tokens, revocations, sessions, metrics, clock)
+    account = AccountEndpoints(callers=Callers(tokens, revocations, browser), sessions=sessions)
     users = UserEndpoints(
         sessions=sessions,
         passwords=passwords,
@@ -112,12 +118,15 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         limiter=limiter,
         tokens=tokens,
         metrics=metrics,
+        account=account,
     )
     health = Health(runtime, store)
     handlers: dict[str, Handler] = {
         "login": users.login,
         "refresh": users.refresh,
         "logout": users.logout,
+        "sessions": account.list_sessions,
+        "session": account.end_session,
         "jwks": users.jwks,
         "healthz": health.healthz,
         "readyz": health.readyz,
@@ -126,9 +135,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         "client_module": client_module_handler,
         "login_page": _cookie_sessions_off,
     }
-    browser: BrowserSessions | None = None
-    if config.browser.cookie_sessions:
-        browser = _browser_sessions(app, config, tokens, revocations, sessions, metrics, clock)
+    if browser is not None:
         pages = BrowserEndpoints(
             users=users,
             browser=browser,

@@ -16,7 +16,13 @@ from gateway.appkeys import SESSIONS, STORE
 from gateway.storage import SCHEMA_VERSION, UserExists, create_store
 from gateway.storage.sql import SqlStore
 from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory, bearer_of
-from tests.support.processes import Processes, env_for, free_port, run_gateway, wait_for_port
+from tests.support.processes import (
+    Processes,
+    add_user_by_cli,
+    env_for,
+    free_port,
+    wait_for_port,
+)
 from tests.support.wire import http
 
 
@@ -138,10 +144,7 @@ async def test_concurrent_refreshes_across_two_gateway_processes(
     base_env = env_for(
         database_url, JWT_SECRET=TEST_SECRET, UPSTREAM_URL=f"http://127.0.0.1:{upstream_port}"
     )
-    add = run_gateway(
-        workdir, base_env, "user", "add", "guang", "--password-stdin", stdin="12345678\n"
-    )
-    assert add.returncode == 0, add.stderr
+    add_user_by_cli(workdir, base_env, "guang", "12345678")
     for i, port in enumerate(ports):
         proc = processes.start(
             f"gateway{i}",

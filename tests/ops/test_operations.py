@@ -22,7 +22,12 @@ from aiohttp.test_utils import TestServer
 from gateway.app import create_metrics_app
 from gateway.appkeys import STORE
 from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory, bearer_of
-from tests.support.processes import Processes, free_port, run_gateway, start_gateway_process
+from tests.support.processes import (
+    Processes,
+    add_user_by_cli,
+    free_port,
+    start_gateway_process,
+)
 from tests.support.wire import http, raw_get
 
 # --- health -----------------------------------------------------------------------------------
@@ -217,12 +222,7 @@ async def test_json_access_log_lines(
         str(slow_upstream.make_url("/")),
     )
     env = {**os.environ, "GATEWAY_PORT": str(port)}
-    assert (
-        run_gateway(
-            tmp_path, env, "user", "add", "guang", "--password-stdin", stdin="12345678\n"
-        ).returncode
-        == 0
-    )
+    add_user_by_cli(tmp_path, env, "guang", "12345678")
     proc, base = start_gateway_process(processes, tmp_path, env)
     _, pair = await asyncio.to_thread(
         http, "POST", f"{base}/user/login", {"username": "guang", "password": "12345678"}
