@@ -15,7 +15,7 @@
     ├── ServiceUnavailable      503
     │   └── StorageUnavailable  503   the database is unreachable or failed (with Retry-After)
     └── UpstreamFailure               an upstream gave no usable answer; `kind` says how
-        ├── BadGateway          502   refused, broken off, malformed, handshake refused
+        ├── BadGateway          502   refused, TLS failed, broken off, malformed, handshake refused
         ├── UpstreamUnavailable 503   no target can take it now: all ejected or unhealthy, or
         │                             the chosen target's circuit breaker is full (Retry-After)
         └── GatewayTimeout      504   no answer within the upstream's timeout
@@ -164,8 +164,8 @@ class StorageUnavailable(ServiceUnavailable):
 
 
 class UpstreamFailure(GatewayError):
-    """An upstream gave no usable answer. `kind` names how (connect, timeout, protocol,
-    handshake, broken_body): the label of gateway_upstream_errors."""
+    """An upstream gave no usable answer. `kind` names how (connect, tls, timeout,
+    protocol, handshake, broken_body): the label of gateway_upstream_errors."""
 
     def __init__(self, upstream: str, kind: str, what: str) -> None:
         super().__init__(f"Upstream '{upstream}' {what}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 from yarl import URL
@@ -20,6 +21,7 @@ from .model import AuthPolicy, HealthCheckConfig, RouteConfig, TargetConfig, Ups
 from .nodes import Node, Problems
 from .patterns import PathPattern, PatternError, patterns_overlap
 from .sections import read_section, read_settings
+from .tls import read_upstream_tls
 
 __all__ = ["read_routes", "read_upstreams"]
 
@@ -27,8 +29,9 @@ _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _PLAIN_SEGMENTS = re.compile(r"(/[A-Za-z0-9\-._~!$&'()+,=:@]+)+")
 
 
-def read_upstreams(node: Node) -> dict[str, UpstreamConfig]:
-    """The `upstreams` mapping: name -> {url or targets, timeouts, pool, balancing, health}."""
+def read_upstreams(node: Node, *, base_dir: Path) -> dict[str, UpstreamConfig]:
+    """The `upstreams` mapping: name -> {url or targets, timeouts, pool, balancing, health,
+    tls}."""
     upstreams: dict[str, UpstreamConfig] = {}
     for name in node.keys():
         item = node.child(name)
@@ -40,15 +43,15 @@ def read_upstreams(node: Node) -> dict[str, UpstreamConfig]:
             if "health" in item.value
             else None
         )
+        first = targets[0].url if targets else URL()
+        # One TLS setting for every target: they are instances of one service.
+        tls = read_upstream_tls(item.child("tls"), first, base_dir=base_dir)
         values = read_settings(item, UpstreamConfig)
         item.close()
         check_ejection_times(item, values["ejection_time"], values["max_ejection_time"])
+        check_one_scheme(item, targets)
         upstreams[name] = UpstreamConfig(
-            name=name,
-            url=targets[0].url if targets else URL(),
-            targets=targets,
-            health=health,
-            **values,
+            name=name, url=first, targets=targets, health=health, tls=tls, **values
         )
     if not upstreams:
         node.problem("", "define at least one upstream (name: {url: http://...})")
@@ -95,6 +98,12 @@ def check_health_check(node: Node, health: HealthCheckConfig) -> None:
         node.problem("path", f"{health.path!r} must be a path starting with '/'")
     if health.timeout > health.interval:
         node.problem("timeout", "must not be longer than the interval")
+
+
+def check_one_scheme(node: Node, targets: Sequence[TargetConfig]) -> None:
+    """Targets share the upstream's TLS settings, so they all speak http or all https."""
+    if len({target.url.scheme for target in targets}) > 1:
+        node.problem("targets", "must all be http:// or all https:// (they share `tls`)")
 
 
 def check_ejection_times(node: Node, ejection_time: float, max_ejection_time: float) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -120,9 +121,18 @@ class ActiveChecks:
     """GET `health.path` on every target each `interval`, on a fresh connection; a target that
     does not answer `health.expect` within `health.timeout` is marked unhealthy until it does."""
 
-    def __init__(self, upstream: str, health: HealthCheckConfig, targets: Sequence[Target]) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        health: HealthCheckConfig,
+        targets: Sequence[Target],
+        *,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self._upstream = upstream
         self._health = health
+        # The same verification as the requests' connections (https:// targets).
+        self._tls = tls
         self._targets = tuple(targets)
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -130,7 +140,7 @@ class ActiveChecks:
     def start(self) -> None:
         self._session = aiohttp.ClientSession(
             cookie_jar=aiohttp.DummyCookieJar(),
-            connector=aiohttp.TCPConnector(force_close=True),
+            connector=aiohttp.TCPConnector(force_close=True, ssl=self._tls or True),
             timeout=aiohttp.ClientTimeout(total=self._health.timeout),
         )
         self._task = asyncio.create_task(self._run(), name=f"health-checks-{self._upstream}")

@@ -156,7 +156,9 @@ class Targets:
         self.breaker = Breaker(max_requests=upstream.max_requests, max_pending=upstream.max_pending)
         self.budget = RetryBudget(upstream.retry_budget)
         self.checks = (
-            ActiveChecks(upstream.name, upstream.health, self.all) if upstream.health else None
+            ActiveChecks(upstream.name, upstream.health, self.all, tls=upstream.tls.context)
+            if upstream.health
+            else None
         )
         self._retries = metrics.upstream_retries.labels(upstream.name)
 

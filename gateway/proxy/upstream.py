@@ -38,7 +38,7 @@ from .http1 import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from .pool import ConnectFailed
+from .pool import ConnectFailed, TlsFailed
 from .targets import Target, Targets
 from .websocket import relay
 
@@ -122,13 +122,18 @@ class Proxy:
         self._targets: dict[str, Targets] = {}
         # The WebSocket handshake and relay keep using aiohttp's client.
         self._websocket_sessions: dict[str, aiohttp.ClientSession] = {}
+        self._server_names = {n: u.tls.server_name or None for n, u in self._upstreams.items()}
 
     async def start(self) -> None:
         for name, upstream in self._upstreams.items():
             self._targets[name] = targets = Targets(upstream, self._metrics)
             targets.start()
             self._websocket_sessions[name] = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=upstream.max_connections),
+                connector=aiohttp.TCPConnector(
+                    limit=upstream.max_connections,
+                    # The same verification as the HTTP pool (True: aiohttp's default).
+                    ssl=upstream.tls.context or True,
+                ),
                 # No cookie jar shared between users, no headers the caller did not send.
                 cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
@@ -232,7 +237,14 @@ class Proxy:
                 try:
                     connection, reused = await target.pool.acquire()
                 except ConnectFailed as exc:
-                    target.failed("connect" if exc.refused else "busy", probe, refused=exc.refused)
+                    kind = (
+                        "tls"
+                        if isinstance(exc, TlsFailed)
+                        else "connect"
+                        if exc.refused
+                        else "busy"
+                    )
+                    target.failed(kind, probe, refused=exc.refused)
                     failure, unsent = exc, True
                 else:
                     try:
@@ -327,6 +339,7 @@ class Proxy:
                     protocols=credentials.protocols,
                     autoclose=False,
                     autoping=True,
+                    server_hostname=self._server_names[route.upstream],
                 )
         except UpstreamFailure as failure:
             self._record(failure)
@@ -341,7 +354,7 @@ class Proxy:
             return client_ws
 
     def _record(self, failure: UpstreamFailure) -> None:
-        if failure.kind in ("protocol", "broken_body"):
+        if failure.kind in ("protocol", "broken_body", "tls"):
             log.warning("%s: %s", failure.message, failure.__cause__)
         self._metrics.upstream_errors.labels(failure.upstream, failure.kind).inc()
 
@@ -438,6 +451,8 @@ def upstream_errors(upstream: UpstreamConfig) -> Iterator[None]:
     stalled) pass through untouched."""
     try:
         yield
+    except TlsFailed as exc:
+        raise BadGateway(upstream.name, "tls", "failed the TLS handshake") from exc
     except ConnectFailed as exc:
         raise BadGateway(upstream.name, "connect", "is unreachable") from exc
     except UpstreamTimeout as exc:
@@ -450,6 +465,8 @@ def upstream_errors(upstream: UpstreamConfig) -> Iterator[None]:
         raise BadGateway(
             upstream.name, "handshake", f"refused the WebSocket handshake ({exc.status})"
         ) from exc
+    except aiohttp.ClientSSLError as exc:
+        raise BadGateway(upstream.name, "tls", "failed the TLS handshake") from exc
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
         raise BadGateway(upstream.name, "connect", "is unreachable") from exc
     except TimeoutError as exc:

@@ -67,7 +67,7 @@ class GatewayMetrics:
         )
         self.target_failures = Counter(
             "gateway_upstream_target_failures",
-            "Requests a target failed: connect, busy, reset, timeout, protocol",
+            "Requests a target failed: connect, tls, busy, reset, timeout, protocol",
             ["upstream", "target", "kind"],
         )
         self.target_ejections = Counter(

@@ -67,7 +67,7 @@ def test_the_exposition_is_prometheus_clients() -> None:
         ),
         "target_failures": prom.Counter(
             "gateway_upstream_target_failures",
-            "Requests a target failed: connect, busy, reset, timeout, protocol",
+            "Requests a target failed: connect, tls, busy, reset, timeout, protocol",
             ["upstream", "target", "kind"],
             registry=registry,
         ),
