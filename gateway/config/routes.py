@@ -102,7 +102,7 @@ def check_health_check(node: Node, health: HealthCheckConfig) -> None:
 
 def check_one_scheme(node: Node, targets: Sequence[TargetConfig]) -> None:
     """Targets share the upstream's TLS settings, so they all speak http or all https."""
-    if len({target.url.scheme for target in targets}) > 1:
+    if {target.url.scheme for target in targets} >= {"http", "https"}:
         node.problem("targets", "must all be http:// or all https:// (they share `tls`)")
 
 

@@ -77,3 +77,9 @@ def test_every_problem_of_an_upstream_pool_is_reported_with_its_path() -> None:
 
 def test_an_upstream_needs_a_url_or_targets() -> None:
     assert problems_of(upstream(timeout="1s")) == ["c.yaml: upstreams.demo.url: is required"]
+
+
+def test_the_targets_of_one_upstream_speak_one_scheme() -> None:
+    assert problems_of(upstream(targets=["http://a:1", "https://b:2"])) == [
+        "c.yaml: upstreams.demo.targets: must all be http:// or all https:// (they share `tls`)"
+    ]
