@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -23,9 +24,11 @@ from .appkeys import (
     STORE,
     TOKENS,
 )
+from .auth.account import AccountEndpoints
 from .auth.authenticator import Authenticator
 from .auth.browser_endpoints import BrowserEndpoints
 from .auth.browser_sessions import BrowserSessions
+from .auth.callers import Callers
 from .auth.cookies import SessionCookies
 from .auth.endpoints import UserEndpoints
 from .auth.origins import OriginPolicy
@@ -37,6 +40,7 @@ from .auth.sessions import SessionService, revocation_window
 from .auth.tokens import TokenService
 from .config import PARSER_FIELD_LIMIT, PARSER_MAX_HEADERS, GatewayConfig
 from .config.endpoints import OWN_ENDPOINTS
+from .config.tls import follow_reloads
 from .edge import EdgePolicy
 from .errors import NotFound, StorageUnavailable
 from .forward_auth import Decisions
@@ -52,7 +56,7 @@ from .storage import create_store, open_store
 from .telemetry.access_log import AccessLog
 from .telemetry.metrics import GatewayMetrics
 
-__all__ = ["create_app", "create_metrics_app"]
+__all__ = ["create_app", "create_metrics_app", "listening_tls", "reload_config"]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +109,10 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         [access_log.cleanup_ctx, _store, _passwords, _runtime, _limiter, _background]
     )
 
+    browser: BrowserSessions | None = None
+    if config.browser.cookie_sessions:
+        browser = _browser_sessions(app, config, tokens, revocations, sessions, metrics, clock)
+    account = AccountEndpoints(callers=Callers(tokens, revocations, browser), sessions=sessions)
     users = UserEndpoints(
         sessions=sessions,
         passwords=passwords,
@@ -112,12 +120,15 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         limiter=limiter,
         tokens=tokens,
         metrics=metrics,
+        account=account,
     )
     health = Health(runtime, store)
     handlers: dict[str, Handler] = {
         "login": users.login,
         "refresh": users.refresh,
         "logout": users.logout,
+        "sessions": account.list_sessions,
+        "session": account.end_session,
         "jwks": users.jwks,
         "healthz": health.healthz,
         "readyz": health.readyz,
@@ -126,9 +137,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         "client_module": client_module_handler,
         "login_page": _cookie_sessions_off,
     }
-    browser: BrowserSessions | None = None
-    if config.browser.cookie_sessions:
-        browser = _browser_sessions(app, config, tokens, revocations, sessions, metrics, clock)
+    if browser is not None:
         pages = BrowserEndpoints(
             users=users,
             browser=browser,
@@ -178,7 +187,8 @@ def _browser_sessions(
     app.on_response_prepare.append(browser.on_prepare)
 
     async def started(app: web.Application) -> None:
-        if config.browser.insecure_loopback:
+        # With TLS on the gateway's port no request is plain HTTP, so every cookie is Secure.
+        if config.browser.insecure_loopback and not config.server.tls.enabled:
             log.warning(
                 "cookie sessions: plain-HTTP loopback requests get cookies WITHOUT Secure "
                 "(browser.insecure_loopback); every other request gets __Host- Secure cookies"
@@ -206,10 +216,25 @@ def create_metrics_app(gateway: web.Application) -> web.Application:
     return app
 
 
+def listening_tls(app: web.Application) -> ssl.SSLContext | None:
+    """The TLS context the gateway's port listens with (None: plain HTTP). Each new handshake
+    uses the certificate the last reload read; connections already open keep theirs."""
+    listening = app[CONFIG].server.tls.context
+    if listening is not None:
+        runtime = app[RUNTIME]
+        follow_reloads(listening, lambda: runtime.current.config.server.tls.context)
+    return listening
+
+
 async def reload_config(app: web.Application, path: str) -> bool:
-    """SIGHUP: apply the config file's routes and upstreams to new requests."""
+    """SIGHUP: apply the config file's routes and upstreams to new requests, and its TLS
+    certificate to new connections."""
     config = app[CONFIG]
-    return await app[RUNTIME].reload(path, drain_timeout=config.server.shutdown_timeout)
+    reloaded = await app[RUNTIME].reload(path, drain_timeout=config.server.shutdown_timeout)
+    tls = app[RUNTIME].current.config.server.tls
+    if reloaded and tls.enabled and config.server.tls.enabled:
+        log.info("TLS: new connections get the certificate %s", tls.certificate)
+    return reloaded
 
 
 async def _store(app: web.Application) -> AsyncIterator[None]:

@@ -15,7 +15,7 @@
     ├── ServiceUnavailable      503
     │   └── StorageUnavailable  503   the database is unreachable or failed (with Retry-After)
     └── UpstreamFailure               an upstream gave no usable answer; `kind` says how
-        ├── BadGateway          502   refused, broken off, malformed, handshake refused
+        ├── BadGateway          502   refused, TLS failed, broken off, malformed, handshake refused
         └── GatewayTimeout      504   no answer within the upstream's timeout
     ConfigError                       not HTTP: every problem in a configuration file
 
@@ -161,8 +161,8 @@ class StorageUnavailable(ServiceUnavailable):
 
 
 class UpstreamFailure(GatewayError):
-    """An upstream gave no usable answer. `kind` names how (connect, timeout, protocol,
-    handshake, broken_body): the label of gateway_upstream_errors."""
+    """An upstream gave no usable answer. `kind` names how (connect, tls, timeout,
+    protocol, handshake, broken_body): the label of gateway_upstream_errors."""
 
     def __init__(self, upstream: str, kind: str, what: str) -> None:
         super().__init__(f"Upstream '{upstream}' {what}")

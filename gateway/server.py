@@ -1,7 +1,7 @@
 """Running apps: the event loop (uvloop when installed), sites, signals, and worker processes.
 
 - SIGTERM / SIGINT: stop accepting, let requests in flight finish (up to shutdown_timeout), exit 0.
-- SIGHUP: call the reload hook (the gateway re-reads config.yaml).
+- SIGHUP: call the reload hook (the gateway re-reads config.yaml, and its TLS certificates).
 - `--workers N`: N processes share the port through SO_REUSEPORT; this process supervises them,
   passes signals on and restarts a worker that dies.
 """
@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -24,11 +25,12 @@ from aiohttp.log import access_logger
 from .telemetry.access_log import AccessLogger
 from .telemetry.logs import LogOutput
 
-__all__ = ["ListenError", "run", "serve_until_stopped", "supervise_workers"]
+__all__ = ["ListenError", "Site", "run", "serve_until_stopped", "supervise_workers"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-Site = tuple[web.Application, str, int]
+# (app, host, port) in plain HTTP, or (app, host, port, TLS context).
+Site = tuple[web.Application, str, int] | tuple[web.Application, str, int, ssl.SSLContext | None]
 
 
 class ListenError(OSError):
@@ -77,7 +79,7 @@ async def serve_until_stopped(
     loop.add_signal_handler(signal.SIGHUP, reload)
     runners: list[web.AppRunner] = []
     try:
-        for app, host, port in sites:
+        for app, host, port, *tls in sites:
             runner = web.AppRunner(
                 app,
                 access_log_class=AccessLogger,
@@ -87,7 +89,13 @@ async def serve_until_stopped(
             runners.append(runner)
             await runner.setup()
             try:
-                await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
+                await web.TCPSite(
+                    runner,
+                    host,
+                    port,
+                    ssl_context=tls[0] if tls else None,
+                    reuse_port=reuse_port or None,
+                ).start()
             except OSError as exc:
                 raise ListenError(host, port, exc) from exc
         if on_started is not None:

@@ -15,12 +15,15 @@ Semantics (the same as the browser module's):
 - 403 never refreshes; a request whose body cannot be sent twice (a stream) is not replayed;
 - with `refresh_ahead`, a token is refreshed that many seconds before it expires, measured from the
   server's `expires_in` on this machine's monotonic clock (not by comparing wall clocks);
-- `logout()` ends the session at the gateway, clears the tokens, and discards a refresh in flight.
+- `logout()` ends the session at the gateway, clears the tokens, and discards a refresh in flight;
+  `logout_everywhere()` ends every session of the user (other devices too) and does the same;
+- `sessions()` lists the user's live sessions, `end_session(id)` ends one of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import time
@@ -114,6 +117,43 @@ class GatewayClient:
                 f"{self._base}/user/logout", json={"refresh_token": tokens.refresh_token}
             ) as resp:
                 await resp.read()
+
+    async def sessions(self) -> list[dict[str, Any]]:
+        """The user's live sessions (id, created_at, last_used_at, login, last_refresh,
+        current), oldest first."""
+        body = await self._account_call("GET", "/user/sessions")
+        sessions = body.get("sessions")
+        return sessions if isinstance(sessions, list) else []
+
+    async def end_session(self, session_id: str) -> None:
+        """End one of the user's sessions; GatewayClientError when there is no such one."""
+        await self._account_call("DELETE", f"/user/sessions/{session_id}")
+        tokens = self._store.load()
+        if tokens is not None and _session_of(tokens.access_token) == session_id:
+            self._forget()  # this client's own: its tokens are dead now
+
+    async def logout_everywhere(self) -> int:
+        """End every session of the user, this one included; return how many ended."""
+        body = await self._account_call("POST", "/user/logout", json={"all": True})
+        self._forget()
+        ended = body.get("ended")
+        return ended if isinstance(ended, int) else 0
+
+    async def _account_call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        if self._store.load() is None:
+            raise LoginRequired("Login required")
+        resp = await self.request(method, path, **kwargs)
+        body = await _json(resp)
+        if resp.status == 401:
+            raise LoginRequired(str(body.get("message", "Login required")))
+        if resp.status != 200:
+            raise GatewayClientError(f"{method} {path} failed: {resp.status} {body.get('message')}")
+        return body
+
+    def _forget(self) -> None:
+        self._refreshing = None
+        self._store.clear()
+        self._generation += 1
 
     async def get(self, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
         return await self.request("GET", path, **kwargs)
@@ -247,6 +287,17 @@ def _token_refused(response: aiohttp.ClientResponse, body: bytes) -> bool:
     except ValueError:
         return False
     return isinstance(parsed, dict) and parsed.get("statusCode") == 401
+
+
+def _session_of(access_token: str) -> str | None:
+    """The `sid` claim of a token, read without verifying it (only to compare with an id)."""
+    try:
+        payload = access_token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return None
+    sid = claims.get("sid") if isinstance(claims, dict) else None
+    return sid if isinstance(sid, str) else None
 
 
 def _replayable(kwargs: Mapping[str, Any]) -> bool:

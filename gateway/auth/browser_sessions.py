@@ -30,7 +30,7 @@ from .navigation import wants_login_redirect
 from .origins import OriginPolicy
 from .redirects import login_location
 from .revocation import RevocationView
-from .sessions import SessionService
+from .sessions import Client, SessionService, client_of
 from .single_flight import SingleFlight
 from .tokens import Identity, TokenPair, TokenService
 
@@ -158,7 +158,8 @@ class BrowserSessions:
         self, request: web.BaseRequest, cookies: CookieSet, token: str
     ) -> Identity | None:
         try:
-            pair = await self.flights.run(token, lambda: self._rotate(token))
+            client = client_of(request)
+            pair = await self.flights.run(token, lambda: self._rotate(token, client))
             # A shared or remembered pair is checked like any token: a logout since then wins.
             identity = authenticate(pair.access_token, self._tokens, self._revocations)
         except Unauthorized:
@@ -166,9 +167,9 @@ class BrowserSessions:
         self.start(request, cookies, pair)
         return identity
 
-    async def _rotate(self, token: str) -> TokenPair:
+    async def _rotate(self, token: str, client: Client) -> TokenPair:
         try:
-            refreshed = await self._sessions.refresh(token)
+            refreshed = await self._sessions.refresh(token, client)
         except Unauthorized as exc:
             self._refreshes.labels(exc.reason).inc()
             raise

@@ -19,11 +19,12 @@ from ..errors import (
 from ..request_keys import CLIENT, ROUTE_NAME, USER_ID
 from ..storage import UserStore
 from ..telemetry.metrics import GatewayMetrics
+from .account import AccountEndpoints
 from .bearer import bearer_token
 from .json_body import read_json_object, require_string
 from .passwords import PasswordHasher
 from .rate_limits import LoginLimiter
-from .sessions import BAD_CREDENTIALS, SessionService
+from .sessions import BAD_CREDENTIALS, SessionService, client_of
 from .tokens import ACCESS, REFRESH, TokenPair, TokenService
 
 __all__ = ["UserEndpoints"]
@@ -46,7 +47,9 @@ class UserEndpoints:
         limiter: LoginLimiter,
         tokens: TokenService,
         metrics: GatewayMetrics,
+        account: AccountEndpoints,
     ) -> None:
+        self._account = account
         self._sessions = sessions
         self._passwords = passwords
         self._store = store
@@ -109,7 +112,7 @@ class UserEndpoints:
             if await store.set_password_hash(user.id, rehashed, replacing=user.password_hash):
                 user = dataclasses.replace(user, password_hash=rehashed)
         request[USER_ID] = str(user.id)
-        return await self._sessions.login(user)
+        return await self._sessions.login(user, client_of(request))
 
     async def refresh(self, request: web.Request) -> web.Response:
         """GET ?refresh_token=... or POST {refresh_token} -> a new pair (the old token retires)."""
@@ -125,7 +128,7 @@ class UserEndpoints:
             raise MethodNotAllowed("Use GET or POST to refresh", allowed=frozenset({"GET", "POST"}))
         outcomes = self._metrics.refreshes
         try:
-            refreshed = await self._sessions.refresh(token)
+            refreshed = await self._sessions.refresh(token, client_of(request))
         except Unauthorized as exc:
             outcomes.labels(exc.reason).inc()
             raise
@@ -134,7 +137,8 @@ class UserEndpoints:
         return _token_response(refreshed.pair)
 
     async def logout(self, request: web.Request) -> web.Response:
-        """POST {refresh_token}, or an access token in Authorization: end that session.
+        """POST {refresh_token}, or an access token in Authorization: end that session;
+        POST {"all": true} by Bearer token or cookie: end every session of the caller.
 
         As in RFC 7009, an unknown, expired or already revoked token is answered with success too:
         the caller's goal (that token no longer works) holds either way.
@@ -147,7 +151,13 @@ class UserEndpoints:
         # Expired tokens still end their session: a user coming back after a while to log out
         # holds an expired access token, and the session must not outlive the click.
         if request.body_exists:
-            token = require_string(await read_json_object(request), "refresh_token")
+            body = await read_json_object(request)
+            everywhere = body.get("all", False)
+            if not isinstance(everywhere, bool):
+                raise BadRequest("'all' must be true (end every session) or false")
+            if everywhere:
+                return await self._account.logout_everywhere(request)
+            token = require_string(body, "refresh_token")
             session_id = tokens.session_of(token, use=REFRESH)
         elif "Authorization" in request.headers:
             try:

@@ -14,15 +14,20 @@ import time
 import uuid
 from collections.abc import Callable
 
+from aiohttp import web
+
 from ..config import GatewayConfig, SessionConfig, TokenConfig
 from ..errors import Unauthorized
+from ..request_keys import CLIENT
 from ..storage import Session, SessionStore, Store, User
 from .revocation import RevocationView
 from .tokens import TokenPair, TokenService
 
 __all__ = [
     "BAD_CREDENTIALS",
+    "Client",
     "SessionService",
+    "client_of",
     "end_user_sessions",
     "prune_sessions",
     "revocation_window",
@@ -33,6 +38,28 @@ BAD_CREDENTIALS = "Invalid username or password"
 
 log = logging.getLogger(__name__)
 security_log = logging.getLogger("gateway.security")
+# Longest stored user agent and address (the columns' widths on MySQL).
+MAX_USER_AGENT = 512
+MAX_ADDRESS = 64
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Client:
+    """Who is on the other end of a login or refresh, as the session list shows it."""
+
+    address: str = ""
+    user_agent: str = ""
+
+    @classmethod
+    def seen(cls, address: str | None, user_agent: str | None) -> Client:
+        """Clipped to the stored widths; control characters dropped (it is shown back)."""
+        agent = "".join(c for c in (user_agent or "") if c.isprintable())
+        return cls((address or "")[:MAX_ADDRESS], agent[:MAX_USER_AGENT])
+
+
+def client_of(request: web.BaseRequest) -> Client:
+    """The client of a request: its address (behind trusted proxies) and user agent."""
+    return Client.seen(request.get(CLIENT), request.headers.get("User-Agent"))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -89,7 +116,7 @@ class SessionService:
     async def prune(self) -> int:
         return await prune_sessions(self._store, self._config, self._clock())
 
-    async def login(self, user: User) -> TokenPair:
+    async def login(self, user: User, client: Client = Client()) -> TokenPair:
         now = self._clock()
         expires_at = now + self._max_lifetime
         session = Session(
@@ -101,13 +128,17 @@ class SessionService:
             refresh_issued_at=int(now),
             refresh_expires_at=int(min(now + self._refresh_ttl, expires_at)),
             current_jti=uuid.uuid4().hex,
+            login_address=client.address,
+            login_user_agent=client.user_agent,
+            last_address=client.address,
+            last_user_agent=client.user_agent,
         )
         if not await self._store.create_session(session, password_hash=user.password_hash):
             raise Unauthorized(BAD_CREDENTIALS, token_presented=False, reason="credentials")
         log.info("login user_id=%d session_id=%s", user.id, session.id)
         return self._pair(user, session)
 
-    async def refresh(self, refresh_token: str) -> Refreshed:
+    async def refresh(self, refresh_token: str, client: Client = Client()) -> Refreshed:
         grant = self._tokens.verify_refresh(refresh_token)
         # Two passes at most: a refresh that loses the race for the head re-reads once.
         for _ in range(2):
@@ -123,6 +154,8 @@ class SessionService:
                     new_jti=new_jti,
                     now=now,
                     refresh_expires_at=refresh_expires_at,
+                    address=client.address,
+                    user_agent=client.user_agent,
                 ):
                     rotated = dataclasses.replace(
                         session,
@@ -152,6 +185,27 @@ class SessionService:
         ended = await end_user_sessions(self._store, user_id, reason, self._clock())
         if ended:
             await self._revocations.reload()
+        return ended
+
+    async def live_sessions(self, user_id: int) -> list[Session]:
+        """A user's sessions that a token can still use, oldest first."""
+        now = self._clock()
+        return [
+            s
+            for s in await self._store.list_sessions(user_id)
+            if s.revoked_at is None and s.expires_at > now and s.refresh_expires_at > now
+        ]
+
+    async def end_session(self, user_id: int, session_id: str) -> bool:
+        """End one live session of this user; False when there is none such (unknown, ended,
+        or someone else's: the caller cannot tell which)."""
+        session = await self._store.get_session(session_id)
+        now = self._clock()
+        if session is None or session.user_id != user_id or session.expires_at <= now:
+            return False
+        ended = await self._revoke(session_id, "ended by user")
+        if ended:
+            log.info("session ended by its user user_id=%d session_id=%s", user_id, session_id)
         return ended
 
     async def logout(self, session_id: str) -> None:

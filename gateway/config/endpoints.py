@@ -25,6 +25,9 @@ OWN_ENDPOINTS = (
     OwnEndpoint("login", "/user/login", "*"),
     OwnEndpoint("refresh", "/user/refresh", "*"),
     OwnEndpoint("logout", "/user/logout", "*"),
+    # The caller's own sessions: list them, end one (README "Your sessions").
+    OwnEndpoint("sessions", "/user/sessions", "*"),
+    OwnEndpoint("session", "/user/sessions/{session_id}", "*"),
     OwnEndpoint("jwks", "/.well-known/jwks.json", "GET"),
     OwnEndpoint("healthz", "/healthz", "GET"),
     OwnEndpoint("readyz", "/readyz", "GET"),
@@ -40,9 +43,14 @@ OWN_ENDPOINTS = (
 )
 # Everything under this prefix is the gateway's own, named in the table or not.
 OWN_PREFIX = "/_gateway/"
-_OWN_PATHS = frozenset(endpoint.path for endpoint in OWN_ENDPOINTS)
+_OWN_PATHS = frozenset(endpoint.path for endpoint in OWN_ENDPOINTS if "{" not in endpoint.path)
+# A path with a {parameter} owns everything below its literal start.
+_OWN_PREFIXES = (
+    OWN_PREFIX,
+    *(endpoint.path.partition("{")[0] for endpoint in OWN_ENDPOINTS if "{" in endpoint.path),
+)
 
 
 def is_own_path(path: str) -> bool:
     """Whether a normalized path (or a route pattern's literal path) is the gateway's own."""
-    return path in _OWN_PATHS or (path + "/").startswith(OWN_PREFIX)
+    return path in _OWN_PATHS or (path + "/").startswith(_OWN_PREFIXES)

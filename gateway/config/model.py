@@ -11,6 +11,7 @@ import enum
 import hashlib
 import hmac
 import secrets
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,9 +58,11 @@ __all__ = [
     "RateLimitConfig",
     "RouteConfig",
     "ServerConfig",
+    "ServerTlsConfig",
     "SessionConfig",
     "TokenConfig",
     "UpstreamConfig",
+    "UpstreamTlsConfig",
     "changes_needing_restart",
 ]
 
@@ -115,6 +118,45 @@ class AuthPolicy(enum.Enum):
 
 
 @dataclass(frozen=True)
+class ServerTlsConfig:
+    """TLS on the gateway's port (README "TLS"); read, and its files loaded, in config/tls.py.
+    Paths are relative to the config file. A SIGHUP reload re-reads the files."""
+
+    # The certificate (PEM; the chain after it) and its private key. Empty cert_file: no TLS.
+    cert_file: str = setting("", Text())
+    # Empty: the key is in cert_file.
+    key_file: str = setting("", Text())
+    # CA certificates (PEM) that client certificates must be signed by; set, a client without
+    # one is refused during the handshake (mutual TLS).
+    client_ca_file: str = setting("", Text())
+    # Strict-Transport-Security on every response over TLS; 0: not sent.
+    hsts_max_age: int = setting(0, Duration(minimum=0, maximum=2 * 365 * _DAY, whole=True))
+    hsts_include_subdomains: bool = setting(False, Boolean())
+    # Built from the files when the config is read (not settings).
+    context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
+    # The certificate's subject and expiry, for the log.
+    certificate: str = field(default="", compare=False)
+
+    @property
+    def enabled(self) -> bool:
+        return self.context is not None
+
+    @property
+    def hsts_header(self) -> str:
+        """The Strict-Transport-Security value; empty when off."""
+        if not self.enabled or not self.hsts_max_age:
+            return ""
+        subdomains = "; includeSubDomains" if self.hsts_include_subdomains else ""
+        return f"max-age={self.hsts_max_age}{subdomains}"
+
+    @property
+    def restart_settings(self) -> tuple[object, ...]:
+        """What a reload cannot change: whether TLS is on, whether clients need certificates,
+        the HSTS header (new files and paths are applied)."""
+        return (self.enabled, bool(self.client_ca_file), self.hsts_header)
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = setting("127.0.0.1", Text())
     port: int = setting(8080, Integer(0, 65535))
@@ -136,6 +178,9 @@ class ServerConfig:
     idle_timeout: float = setting(30.0, Duration(minimum=0.1))
     # Longest wait for the next piece of a request body (a trickling client gets 408).
     client_body_timeout: float = setting(30.0, Duration(minimum=0.1))
+    # `server.tls`; compared on its own (see changes_needing_restart): new certificates are
+    # applied on reload.
+    tls: ServerTlsConfig = field(default=ServerTlsConfig(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -298,6 +343,22 @@ class IdentityHeaders:
 
 
 @dataclass(frozen=True)
+class UpstreamTlsConfig:
+    """TLS to an https:// upstream (README "TLS"); read in config/tls.py, paths relative to
+    the config file."""
+
+    # CA certificates (PEM) the upstream's certificate must be signed by; empty: the system's.
+    ca_file: str = setting("", Text())
+    # A client certificate (and its key; empty: in cert_file) for upstreams that want mutual TLS.
+    cert_file: str = setting("", Text())
+    key_file: str = setting("", Text())
+    # The name the upstream's certificate must carry, sent as SNI; empty: the URL's host.
+    server_name: str = setting("", Text())
+    # Built when the config is read; None for a plain-HTTP upstream.
+    context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
 class UpstreamConfig:
     # The key under `upstreams`.
     name: str
@@ -307,6 +368,8 @@ class UpstreamConfig:
     # Longest wait for the upstream's response headers or for the next chunk of its body.
     read_timeout: float = setting(30.0, Duration(minimum=0.001), key="timeout")
     max_connections: int = setting(100, Integer(1, 100_000))
+    # `tls`: how an https:// upstream is verified, and the client certificate it is shown.
+    tls: UpstreamTlsConfig = UpstreamTlsConfig()
 
 
 @dataclass(frozen=True)
@@ -382,7 +445,10 @@ RESTART_SECTIONS = restart_fields(GatewayConfig)
 
 def changes_needing_restart(old: GatewayConfig, new: GatewayConfig) -> list[str]:
     """The sections that differ between two configs and that only a restart applies."""
-    return [name for name in RESTART_SECTIONS if getattr(old, name) != getattr(new, name)]
+    changed = [name for name in RESTART_SECTIONS if getattr(old, name) != getattr(new, name)]
+    if old.server.tls.restart_settings != new.server.tls.restart_settings:
+        changed.append("server.tls")
+    return changed
 
 
 def _fingerprint(key: SigningKey) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 from yarl import URL
@@ -20,6 +21,7 @@ from .model import AuthPolicy, RouteConfig, UpstreamConfig
 from .nodes import Node, Problems
 from .patterns import PathPattern, PatternError, patterns_overlap
 from .sections import read_settings
+from .tls import read_upstream_tls
 
 __all__ = ["read_routes", "read_upstreams"]
 
@@ -27,8 +29,8 @@ _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _PLAIN_SEGMENTS = re.compile(r"(/[A-Za-z0-9\-._~!$&'()+,=:@]+)+")
 
 
-def read_upstreams(node: Node) -> dict[str, UpstreamConfig]:
-    """The `upstreams` mapping: name -> {url, timeouts, pool size}."""
+def read_upstreams(node: Node, *, base_dir: Path) -> dict[str, UpstreamConfig]:
+    """The `upstreams` mapping: name -> {url, timeouts, pool size, tls}."""
     upstreams: dict[str, UpstreamConfig] = {}
     for name in node.keys():
         item = node.child(name)
@@ -36,8 +38,9 @@ def read_upstreams(node: Node) -> dict[str, UpstreamConfig]:
             node.problem(name, "upstream names may use letters, digits, '_', '.', '-'")
         raw_url = item.text("url", "", required=True)
         check_upstream_url(item, raw_url)
+        tls = read_upstream_tls(item.child("tls"), URL(raw_url), base_dir=base_dir)
         upstreams[name] = UpstreamConfig(
-            name=name, url=URL(raw_url), **read_settings(item, UpstreamConfig)
+            name=name, url=URL(raw_url), tls=tls, **read_settings(item, UpstreamConfig)
         )
         item.close()
     if not upstreams:

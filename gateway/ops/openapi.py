@@ -39,6 +39,13 @@ _TOKENS = {
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TokenPair"}}},
 }
 _UNAVAILABLE = _error("The database is unavailable; retry later", "Retry-After")
+# Bearer token or session cookies (the cookie form also passes the Origin check when unsafe).
+_CALLER_ERRORS = {
+    "401": _error("No live session: a missing, bad, expired or revoked token", "WWW-Authenticate"),
+    "403": _error("A cross-origin request by session cookie"),
+    "503": _UNAVAILABLE,
+}
+_NO_STORE_HEADER = {"Cache-Control": {"schema": {"type": "string", "enum": ["no-store"]}}}
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
@@ -107,24 +114,70 @@ OPENAPI: dict[str, Any] = {
         },
         "/user/logout": {
             "post": {
-                "summary": "End a session (success also for unknown or already ended tokens)",
+                "summary": "End a session (success also for unknown or already ended tokens); "
+                'with {"all": true}, every session of the caller (Bearer or cookie)',
                 "requestBody": {
                     "required": False,
                     "content": {
                         "application/json": {
-                            "schema": {"$ref": "#/components/schemas/RefreshRequest"}
+                            "schema": {"$ref": "#/components/schemas/LogoutRequest"}
                         }
                     },
                 },
                 "responses": {
                     "200": {
-                        "description": "The session is over",
+                        "description": "The session (or every session) is over",
                         "content": {
                             "application/json": {"schema": {"$ref": "#/components/schemas/Message"}}
                         },
                     },
                     **_BODY_ERRORS,
+                    "401": _error("all: no live session to end them from", "WWW-Authenticate"),
+                    "403": _error("all: a cross-origin request by session cookie"),
                     "503": _UNAVAILABLE,
+                    **_COMMON_ERRORS,
+                },
+            }
+        },
+        "/user/sessions": {
+            "get": {
+                "summary": "The caller's live sessions (Bearer token or session cookies)",
+                "responses": {
+                    "200": {
+                        "description": "Oldest first; `current` marks the caller's own",
+                        "headers": _NO_STORE_HEADER,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/SessionList"}
+                            }
+                        },
+                    },
+                    **_CALLER_ERRORS,
+                    **_COMMON_ERRORS,
+                },
+            }
+        },
+        "/user/sessions/{session_id}": {
+            "delete": {
+                "summary": "End one of the caller's sessions",
+                "parameters": [
+                    {
+                        "name": "session_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The session is over",
+                        "headers": _NO_STORE_HEADER,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Message"}}
+                        },
+                    },
+                    "404": _error("No live session of the caller has that id"),
+                    **_CALLER_ERRORS,
                     **_COMMON_ERRORS,
                 },
             }
@@ -222,6 +275,52 @@ OPENAPI: dict[str, Any] = {
                 "type": "object",
                 "required": ["refresh_token"],
                 "properties": {"refresh_token": {"type": "string", "minLength": 1}},
+            },
+            "LogoutRequest": {
+                "type": "object",
+                "properties": {
+                    "refresh_token": {"type": "string", "minLength": 1},
+                    "all": {"type": "boolean"},
+                },
+            },
+            "SessionList": {
+                "type": "object",
+                "required": ["sessions"],
+                "properties": {
+                    "sessions": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/UserSession"},
+                    }
+                },
+            },
+            "UserSession": {
+                "type": "object",
+                "required": [
+                    "id",
+                    "created_at",
+                    "last_used_at",
+                    "expires_at",
+                    "login",
+                    "last_refresh",
+                    "current",
+                ],
+                "properties": {
+                    "id": {"type": "string"},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "last_used_at": {"type": "string", "format": "date-time"},
+                    "expires_at": {"type": "string", "format": "date-time"},
+                    "login": {"$ref": "#/components/schemas/SeenClient"},
+                    "last_refresh": {"$ref": "#/components/schemas/SeenClient"},
+                    "current": {"type": "boolean"},
+                },
+            },
+            "SeenClient": {
+                "type": "object",
+                "required": ["address", "user_agent"],
+                "properties": {
+                    "address": {"type": "string"},
+                    "user_agent": {"type": "string"},
+                },
             },
             "TokenPair": {
                 "type": "object",

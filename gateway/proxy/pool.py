@@ -17,7 +17,7 @@ from typing import Final
 from ..config import UpstreamConfig
 from .http1 import UpstreamConnection, Watchdog
 
-__all__ = ["ConnectFailed", "ConnectionPool"]
+__all__ = ["ConnectFailed", "ConnectionPool", "TlsFailed"]
 
 # Shorter than the idle timeouts of common servers behind us would be ideal, but those vary
 # (gunicorn 2 s, nginx 75 s); a close is noticed the moment it arrives anyway.
@@ -28,15 +28,20 @@ class ConnectFailed(Exception):
     """No connection could be made (refused, unreachable, or the connect timed out)."""
 
 
+class TlsFailed(ConnectFailed):
+    """The TLS handshake failed: the upstream's certificate did not verify (expired, another
+    host's, an unknown CA), it refused ours, or it does not speak TLS."""
+
+
 class ConnectionPool:
     """Connections to one upstream, shared by every request to it."""
 
     def __init__(self, upstream: UpstreamConfig) -> None:
         self._host = upstream.url.host or "127.0.0.1"
         self._port = upstream.url.port or (443 if upstream.url.scheme == "https" else 80)
-        self._ssl: ssl.SSLContext | None = (
-            ssl.create_default_context() if upstream.url.scheme == "https" else None
-        )
+        # Built with the config (config/tls.py): None for http://.
+        self._ssl = upstream.tls.context
+        self._server_name = (upstream.tls.server_name or None) if self._ssl else None
         self._limit = upstream.max_connections
         self._connect_timeout = upstream.connect_timeout
         self._read_timeout = upstream.read_timeout
@@ -97,9 +102,15 @@ class ConnectionPool:
                     self._host,
                     self._port,
                     ssl=self._ssl,
+                    server_hostname=self._server_name,
                 )
         except TimeoutError:
             raise ConnectFailed(f"connect timed out after {self._connect_timeout:g}s") from None
+        except ssl.SSLError as exc:
+            # (An SSLError is an OSError too.) The reason is what an operator needs to see.
+            raise TlsFailed(
+                getattr(exc, "verify_message", None) or exc.reason or str(exc)
+            ) from None
         except OSError as exc:
             raise ConnectFailed(exc.strerror or type(exc).__name__) from None
         return connection

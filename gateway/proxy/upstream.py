@@ -36,7 +36,7 @@ from .http1 import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from .pool import ConnectFailed, ConnectionPool
+from .pool import ConnectFailed, ConnectionPool, TlsFailed
 from .websocket import relay
 
 __all__ = ["Proxy"]
@@ -122,12 +122,17 @@ class Proxy:
         # Per upstream: the path prefix of its URL, and the Host it is sent.
         self._prefixes = {n: u.url.raw_path.rstrip("/") for n, u in self._upstreams.items()}
         self._hosts = {n: _host_header(u.url) for n, u in self._upstreams.items()}
+        self._server_names = {n: u.tls.server_name or None for n, u in self._upstreams.items()}
 
     async def start(self) -> None:
         for name, upstream in self._upstreams.items():
             self._pools[name] = ConnectionPool(upstream)
             self._websocket_sessions[name] = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=upstream.max_connections),
+                connector=aiohttp.TCPConnector(
+                    limit=upstream.max_connections,
+                    # The same verification as the HTTP pool (True: aiohttp's default).
+                    ssl=upstream.tls.context or True,
+                ),
                 # No cookie jar shared between users, no headers the caller did not send.
                 cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
@@ -248,6 +253,7 @@ class Proxy:
                     protocols=credentials.protocols,
                     autoclose=False,
                     autoping=True,
+                    server_hostname=self._server_names[route.upstream],
                 )
         except UpstreamFailure as failure:
             self._record(failure)
@@ -262,7 +268,7 @@ class Proxy:
             return client_ws
 
     def _record(self, failure: UpstreamFailure) -> None:
-        if failure.kind in ("protocol", "broken_body"):
+        if failure.kind in ("protocol", "broken_body", "tls"):
             log.warning("%s: %s", failure.message, failure.__cause__)
         if self._metrics is not None:
             self._metrics.upstream_errors.labels(failure.upstream, failure.kind).inc()
@@ -349,6 +355,8 @@ def upstream_errors(upstream: UpstreamConfig) -> Iterator[None]:
     stalled) pass through untouched."""
     try:
         yield
+    except TlsFailed as exc:
+        raise BadGateway(upstream.name, "tls", "failed the TLS handshake") from exc
     except ConnectFailed as exc:
         raise BadGateway(upstream.name, "connect", "is unreachable") from exc
     except UpstreamTimeout as exc:
@@ -361,6 +369,8 @@ def upstream_errors(upstream: UpstreamConfig) -> Iterator[None]:
         raise BadGateway(
             upstream.name, "handshake", f"refused the WebSocket handshake ({exc.status})"
         ) from exc
+    except aiohttp.ClientSSLError as exc:
+        raise BadGateway(upstream.name, "tls", "failed the TLS handshake") from exc
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
         raise BadGateway(upstream.name, "connect", "is unreachable") from exc
     except TimeoutError as exc:

@@ -15,7 +15,7 @@ __all__ = [
     "UserStore",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class UserExists(Exception):
@@ -90,6 +90,11 @@ class Session:
     rotated_at: float | None = None
     revoked_at: float | None = None
     revoked_reason: str | None = None
+    # Where the login came from, and where the last refresh did (for the user's session list).
+    login_address: str = ""
+    login_user_agent: str = ""
+    last_address: str = ""
+    last_user_agent: str = ""
 
 
 class SessionStore(Protocol):
@@ -114,9 +119,12 @@ class SessionStore(Protocol):
         new_jti: str,
         now: float,
         refresh_expires_at: int,
+        address: str = "",
+        user_agent: str = "",
     ) -> bool:
         """Swap the head from `presented_jti` to `new_jti` if it is still the head of a live
-        session; False when another refresh (or a revocation) got there first."""
+        session (recording the client that refreshed); False when another refresh (or a
+        revocation) got there first."""
         ...
 
     async def revoke_session(self, session_id: str, *, reason: str, now: float) -> bool:

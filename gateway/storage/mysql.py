@@ -61,6 +61,15 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "UPDATE gateway_users SET username_folded = LOWER(username)",
         "ALTER TABLE gateway_users ADD UNIQUE KEY gateway_users_folded (username_folded)",
     ),
+    (
+        # Where each session was opened and last refreshed from (GET /user/sessions).
+        (
+            "ALTER TABLE gateway_sessions ADD COLUMN login_address VARCHAR(64) NOT NULL DEFAULT '',"
+            " ADD COLUMN login_user_agent VARCHAR(512) NOT NULL DEFAULT '',"
+            " ADD COLUMN last_address VARCHAR(64) NOT NULL DEFAULT '',"
+            " ADD COLUMN last_user_agent VARCHAR(512) NOT NULL DEFAULT ''"
+        ),
+    ),
 )
 
 

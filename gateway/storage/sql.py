@@ -15,7 +15,8 @@ __all__ = ["SqlStore"]
 
 _SESSION_COLUMNS = (
     "id, user_id, created_at, last_used_at, expires_at, refresh_issued_at, refresh_expires_at,"
-    " current_jti, previous_jti, rotated_at, revoked_at, revoked_reason"
+    " current_jti, previous_jti, rotated_at, revoked_at, revoked_reason,"
+    " login_address, login_user_agent, last_address, last_user_agent"
 )
 _SESSION_WIDTH = len(_SESSION_COLUMNS.split(","))
 
@@ -159,7 +160,7 @@ class SqlStore(abc.ABC):
         # lands while the login was hashing cannot be outrun.
         rows, _ = await self.execute(
             f"INSERT INTO gateway_sessions ({_SESSION_COLUMNS})"  # noqa: S608 - constant columns
-            " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM gateway_users"
+            " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM gateway_users"
             " WHERE id = ? AND password_hash = ? AND disabled = 0",
             (
                 session.id,
@@ -174,6 +175,10 @@ class SqlStore(abc.ABC):
                 session.rotated_at,
                 session.revoked_at,
                 session.revoked_reason,
+                session.login_address,
+                session.login_user_agent,
+                session.last_address,
+                session.last_user_agent,
                 session.user_id,
                 password_hash,
             ),
@@ -210,13 +215,16 @@ class SqlStore(abc.ABC):
         new_jti: str,
         now: float,
         refresh_expires_at: int,
+        address: str = "",
+        user_agent: str = "",
     ) -> bool:
         # One conditional UPDATE is the compare-and-swap: of any number of concurrent refreshes
         # of one token, on any number of processes, exactly one matches `current_jti`.
         # (MySQL assigns left to right, so previous_jti takes the old head first.)
         rows, _ = await self.execute(
             "UPDATE gateway_sessions SET previous_jti = current_jti, current_jti = ?,"
-            " rotated_at = ?, last_used_at = ?, refresh_issued_at = ?, refresh_expires_at = ?"
+            " rotated_at = ?, last_used_at = ?, refresh_issued_at = ?, refresh_expires_at = ?,"
+            " last_address = ?, last_user_agent = ?"
             " WHERE id = ? AND user_id = ? AND current_jti = ? AND revoked_at IS NULL"
             " AND expires_at > ?",
             (
@@ -225,6 +233,8 @@ class SqlStore(abc.ABC):
                 now,
                 int(now),
                 refresh_expires_at,
+                address,
+                user_agent,
                 session_id,
                 user_id,
                 presented_jti,
@@ -289,6 +299,10 @@ def _session_from_row(row: Row) -> Session:
         rotated_at=optional_float(row[9]),
         revoked_at=optional_float(row[10]),
         revoked_reason=None if row[11] is None else str(row[11]),
+        login_address=str(row[12] or ""),
+        login_user_agent=str(row[13] or ""),
+        last_address=str(row[14] or ""),
+        last_user_agent=str(row[15] or ""),
     )
 
 

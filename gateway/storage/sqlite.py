@@ -59,6 +59,13 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "UPDATE gateway_users SET username_folded = lower(username)",
         "CREATE UNIQUE INDEX gateway_users_folded ON gateway_users (username_folded)",
     ),
+    (
+        # Where each session was opened and last refreshed from (GET /user/sessions).
+        "ALTER TABLE gateway_sessions ADD COLUMN login_address TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE gateway_sessions ADD COLUMN login_user_agent TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE gateway_sessions ADD COLUMN last_address TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE gateway_sessions ADD COLUMN last_user_agent TEXT NOT NULL DEFAULT ''",
+    ),
 )
 
 

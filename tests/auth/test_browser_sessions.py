@@ -20,7 +20,7 @@ from tests.support.cookies import (
     origin_of,
     set_cookies,
 )
-from tests.support.gateways import Gateway, GatewayFactory
+from tests.support.gateways import Gateway, GatewayFactory, bearer_of
 
 ACCESS, REFRESH, CSRF = "__Host-gateway-access", "__Host-gateway-refresh", "__Host-gateway-csrf"
 ROUTES = [
@@ -137,9 +137,7 @@ async def test_the_upstream_gets_the_same_identity_and_none_of_the_gateways_cook
 ) -> None:
     jar = await logged_in(gw)
     pair = await gw.login()
-    by_bearer = await gw.client.get(
-        "/whoami", headers={"Authorization": f"Bearer {pair['access_token']}"}
-    )
+    by_bearer = await gw.client.get("/whoami", headers=bearer_of(pair))
     by_cookie = await gw.client.get("/whoami", headers=jar.headers(FETCH))
     assert by_cookie.status == 200
     assert await by_cookie.json() == await by_bearer.json()

@@ -15,8 +15,14 @@ import pytest
 from gateway.appkeys import SESSIONS, STORE
 from gateway.storage import SCHEMA_VERSION, UserExists, create_store
 from gateway.storage.sql import SqlStore
-from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory
-from tests.support.processes import Processes, env_for, free_port, run_gateway, wait_for_port
+from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory, bearer_of
+from tests.support.processes import (
+    Processes,
+    add_user_by_cli,
+    env_for,
+    free_port,
+    wait_for_port,
+)
 from tests.support.wire import http
 
 
@@ -138,10 +144,7 @@ async def test_concurrent_refreshes_across_two_gateway_processes(
     base_env = env_for(
         database_url, JWT_SECRET=TEST_SECRET, UPSTREAM_URL=f"http://127.0.0.1:{upstream_port}"
     )
-    add = run_gateway(
-        workdir, base_env, "user", "add", "guang", "--password-stdin", stdin="12345678\n"
-    )
-    assert add.returncode == 0, add.stderr
+    add_user_by_cli(workdir, base_env, "guang", "12345678")
     for i, port in enumerate(ports):
         proc = processes.start(
             f"gateway{i}",
@@ -195,9 +198,7 @@ async def test_logout_with_refresh_token(gateway: Gateway) -> None:
 async def test_logout_with_access_token(gateway: Gateway) -> None:
     pair = await gateway.login()
     other = await gateway.login()  # a second session of the same user stays alive
-    resp = await gateway.client.post(
-        "/user/logout", headers={"Authorization": f"Bearer {pair['access_token']}"}
-    )
+    resp = await gateway.client.post("/user/logout", headers=bearer_of(pair))
     assert resp.status == 200
     assert (await refresh(gateway, pair["refresh_token"]))[0] == 401
     assert await protected_status(gateway, other["access_token"]) == 200

@@ -15,7 +15,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from gateway.auth.tokens import Identity, TokenService
 from gateway.config import parse_config
 from gateway.errors import ConfigError, Unauthorized
-from tests.support.gateways import TEST_SECRET, FakeClock, Gateway, GatewayFactory, access_claims
+from tests.support.gateways import (
+    TEST_SECRET,
+    FakeClock,
+    Gateway,
+    GatewayFactory,
+    access_claims,
+    bearer_of,
+)
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
@@ -169,7 +176,7 @@ async def test_asymmetric_keys_sign_and_publish_a_jwks(
         pair["access_token"], public, algorithms=[algorithm], audience="auth-gateway"
     )
     assert claims["username"] == "guang"
-    resp = await gw.client.get("/bbb", headers={"Authorization": f"Bearer {pair['access_token']}"})
+    resp = await gw.client.get("/bbb", headers=bearer_of(pair))
     assert resp.status == 200
 
 

@@ -11,7 +11,7 @@ import jwt
 import pytest
 
 from gateway.appkeys import STORE
-from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory
+from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory, bearer_of
 
 
 async def test_whole_flow_login_public_protected_refresh(gateway: Gateway) -> None:
@@ -42,9 +42,7 @@ async def test_whole_flow_login_public_protected_refresh(gateway: Gateway) -> No
         1800,
         7 * 86400,
     )
-    authorized = await client.get(
-        "/bbb", headers={"Authorization": f"Bearer {pair['access_token']}"}
-    )
+    authorized = await client.get("/bbb", headers=bearer_of(pair))
     assert (authorized.status, await authorized.text()) == (200, "bbb")
 
     by_get = await client.get("/user/refresh", params={"refresh_token": pair["refresh_token"]})
@@ -136,9 +134,7 @@ async def test_json_endpoints_require_application_json(
     }
     assert "access_token" not in resp.headers.get("Set-Cookie", "")
     # The refresh token was not spent or revoked by the refused requests.
-    refreshed = await gateway.client.post(
-        "/user/refresh", json={"refresh_token": pair["refresh_token"]}
-    )
+    refreshed = await gateway.refresh(pair)
     assert refreshed.status == 200
 
 
@@ -198,9 +194,7 @@ async def test_disabled_user_cannot_log_in_or_refresh(gateway: Gateway) -> None:
         "/user/login", json={"username": "guang", "password": "123456"}
     )
     assert login.status == 401
-    refresh = await gateway.client.post(
-        "/user/refresh", json={"refresh_token": pair["refresh_token"]}
-    )
+    refresh = await gateway.refresh(pair)
     assert refresh.status == 401
     assert (await refresh.json())["message"] == "User no longer exists or is disabled"
 

@@ -15,6 +15,7 @@ from gateway.appkeys import METRICS, SESSIONS, STORE
 from gateway_client import (
     FileTokenStore,
     GatewayClient,
+    GatewayClientError,
     LoginRequired,
     RefreshFailed,
     Tokens,
@@ -139,10 +140,10 @@ async def test_logout_ends_the_session_and_voids_a_refresh_in_flight(
     refreshing, release = asyncio.Event(), asyncio.Event()
     real_refresh = sessions.refresh
 
-    async def held_refresh(token: str) -> Any:
+    async def held_refresh(token: str, *args: Any) -> Any:
         refreshing.set()
         await release.wait()
-        return await real_refresh(token)
+        return await real_refresh(token, *args)
 
     sessions.refresh = held_refresh  # type: ignore[method-assign, assignment]
     gateway.clock.advance(1800 + 31)
@@ -196,3 +197,25 @@ def test_file_token_store_expands_the_home_directory(
     assert (tmp_path / "home" / ".cache" / "me" / "tokens.json").is_file()
     assert not (tmp_path / "~").exists()  # no literal "~" folder in the working directory
     assert FileTokenStore("~/.cache/me/tokens.json").load() == Tokens("a", "r")
+
+
+async def test_sessions_end_session_and_logout_everywhere(gateway: Gateway) -> None:
+    base = str(gateway.client.make_url(""))
+    async with GatewayClient(base) as phone, GatewayClient(base) as laptop:
+        await phone.login("guang", "123456")
+        gateway.clock.advance(1)
+        await laptop.login("guang", "123456")
+        listed = await laptop.sessions()
+        assert [s["current"] for s in listed] == [False, True]
+        await laptop.end_session(listed[0]["id"])
+        with pytest.raises(LoginRequired):
+            await phone.sessions()  # its session is over: the refresh is refused
+        assert phone.tokens is None
+        with pytest.raises(GatewayClientError, match="404"):
+            await laptop.end_session(listed[0]["id"])
+        gateway.clock.advance(1)
+        await phone.login("guang", "123456")
+        assert await laptop.logout_everywhere() == 2
+        assert laptop.tokens is None
+        with pytest.raises(LoginRequired):
+            await phone.get("/bbb")  # the other device's session ended too

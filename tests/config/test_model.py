@@ -17,6 +17,7 @@ from gateway.config import (
     BrowserConfig,
     GatewayConfig,
     RouteConfig,
+    ServerConfig,
     TokenConfig,
     UpstreamConfig,
     changes_needing_restart,
@@ -31,7 +32,9 @@ from .test_config import minimal, problems_of
 # The fields read by hand (each next to its own reader) rather than from a declaration.
 EXPLICIT_FIELDS = {
     TokenConfig: {"key", "ephemeral", "key_fingerprint"},
-    UpstreamConfig: {"name", "url"},
+    UpstreamConfig: {"name", "url", "tls"},
+    # server.tls, upstreams.NAME.tls: config/tls.py reads them and loads their files.
+    ServerConfig: {"tls"},
     RouteConfig: {"name", "pattern", "upstream", "auth"},
     BrowserConfig: {"logo_data_url"},
 }

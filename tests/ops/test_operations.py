@@ -21,8 +21,13 @@ from aiohttp.test_utils import TestServer
 
 from gateway.app import create_metrics_app
 from gateway.appkeys import STORE
-from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory
-from tests.support.processes import Processes, free_port, run_gateway, start_gateway_process
+from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory, bearer_of
+from tests.support.processes import (
+    Processes,
+    add_user_by_cli,
+    free_port,
+    start_gateway_process,
+)
 from tests.support.wire import http, raw_get
 
 # --- health -----------------------------------------------------------------------------------
@@ -82,7 +87,7 @@ async def test_metrics_count_what_happened(gateway: Gateway) -> None:
     await client.post("/user/login", json={"username": "guang", "password": "wrong"})
     await client.get("/bbb")
     await client.get("/bbb", headers={"Authorization": "Bearer garbage"})
-    await client.get("/bbb", headers={"Authorization": f"Bearer {pair['access_token']}"})
+    await client.get("/bbb", headers=bearer_of(pair))
     await client.post("/user/refresh", json={"refresh_token": pair["refresh_token"]})
     for i in range(30):  # random paths must not create series
         await client.get(f"/nowhere/{i}")
@@ -217,12 +222,7 @@ async def test_json_access_log_lines(
         str(slow_upstream.make_url("/")),
     )
     env = {**os.environ, "GATEWAY_PORT": str(port)}
-    assert (
-        run_gateway(
-            tmp_path, env, "user", "add", "guang", "--password-stdin", stdin="12345678\n"
-        ).returncode
-        == 0
-    )
+    add_user_by_cli(tmp_path, env, "guang", "12345678")
     proc, base = start_gateway_process(processes, tmp_path, env)
     _, pair = await asyncio.to_thread(
         http, "POST", f"{base}/user/login", {"username": "guang", "password": "12345678"}

@@ -26,8 +26,8 @@ import pytest
 from tests.support.processes import (
     REPO,
     Processes,
+    add_user_by_cli,
     free_port,
-    run_gateway,
     start_gateway_process,
     wait_for_port,
 )
@@ -51,8 +51,7 @@ def gateway(tmp_path: Path, processes: Processes) -> tuple[Popen[bytes], str]:
         "GATEWAY_PORT": str(free_port()),
         "SHUTDOWN_TIMEOUT": f"{SHUTDOWN_TIMEOUT:g}s",
     }
-    add = run_gateway(tmp_path, env, "user", "add", "drain", "--password-stdin", stdin="12345678\n")
-    assert add.returncode == 0, add.stderr
+    add_user_by_cli(tmp_path, env, "drain", "12345678")
     upstream = processes.start(
         "upstream", ["-m", "upstream_demo", "--port", str(upstream_port)], tmp_path, env
     )

@@ -133,9 +133,7 @@ async def test_roles_reach_old_sessions_at_the_next_refresh(start_gateway: Gatew
     await gw.app[STORE].set_roles(user.id, ("admin",))
     old = {"Authorization": f"Bearer {pair['access_token']}"}
     assert (await gw.client.get("/echo/x", headers=old)).status == 403
-    renewed = await (
-        await gw.client.post("/user/refresh", json={"refresh_token": pair["refresh_token"]})
-    ).json()
+    renewed = await (await gw.refresh(pair)).json()
     new = {"Authorization": f"Bearer {renewed['access_token']}"}
     assert (await gw.client.get("/echo/x", headers=new)).status == 200
 

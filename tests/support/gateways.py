@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
 from gateway import GatewayConfig, create_app, parse_config
@@ -116,6 +116,17 @@ class Gateway:
         assert resp.status == 200, await resp.text()
         body: dict[str, Any] = await resp.json()
         return body
+
+    async def refresh(self, pair: dict[str, Any]) -> ClientResponse:
+        """POST /user/refresh with the pair's refresh token; the test reads the answer."""
+        return await self.client.post(
+            "/user/refresh", json={"refresh_token": pair["refresh_token"]}
+        )
+
+
+def bearer_of(pair: dict[str, Any]) -> dict[str, str]:
+    """The Authorization header of a token pair's access token."""
+    return {"Authorization": f"Bearer {pair['access_token']}"}
 
 
 GatewayFactory = Callable[..., Any]

@@ -14,7 +14,7 @@ import pytest
 from gateway.appkeys import PASSWORDS, STORE
 from gateway.storage import Session
 from gateway.telemetry.redaction import ParseErrorRedactor
-from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory, access_claims
+from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory, access_claims, bearer_of
 from tests.support.upstreams import RecordingUpstream
 from tests.support.wire import raw_http
 
@@ -212,13 +212,9 @@ async def test_connect_timeout_is_502(
 async def test_logout_with_an_expired_access_token_ends_the_session(gateway: Gateway) -> None:
     pair = await gateway.login()
     gateway.clock.advance(3600)  # the access token expired long ago; the session lives on
-    resp = await gateway.client.post(
-        "/user/logout", headers={"Authorization": f"Bearer {pair['access_token']}"}
-    )
+    resp = await gateway.client.post("/user/logout", headers=bearer_of(pair))
     assert resp.status == 200
-    refresh = await gateway.client.post(
-        "/user/refresh", json={"refresh_token": pair["refresh_token"]}
-    )
+    refresh = await gateway.refresh(pair)
     assert refresh.status == 401
 
 

@@ -13,6 +13,11 @@
 // LoginRequiredError, clears the tokens and calls onLoginRequired once; a transient failure
 // rejects the waiters with RefreshFailedError and keeps the refresh token; 403 never refreshes;
 // a stream body is not replayed; logout discards a refresh in flight.
+//
+//   await gw.sessions();            // the user's live sessions, `current` marks this one
+//   await gw.endSession(id);        // end one of them (another device)
+//   await gw.logoutEverywhere();    // end all of them, this one included
+// With cookie sessions (no tokens stored) these go by the page's cookies instead.
 
 export class LoginRequiredError extends Error {
   constructor(message = "Login required") {
@@ -36,6 +41,16 @@ function memoryStorage() {
     setItem: (key, value) => items.set(key, String(value)),
     removeItem: (key) => items.delete(key),
   };
+}
+
+// The session id a token names, read without verifying (only to compare with a listed id).
+function sessionOf(accessToken) {
+  try {
+    const payload = accessToken.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(payload)).sid ?? null;
+  } catch {
+    return null;
+  }
 }
 
 function replayable(body) {
@@ -242,9 +257,46 @@ export function createGatewayClient({
     }).catch(() => undefined);
   }
 
+  async function accountCall(path, init) {
+    const response = await gatewayFetch(path, { credentials: "same-origin", ...init });
+    const body = await response.json().catch(() => ({}));
+    if (response.status === 401) throw loginRequired(body.message);
+    if (!response.ok) throw new Error(`${path}: ${response.status} ${body.message ?? ""}`);
+    return body;
+  }
+
+  async function sessions() {
+    return (await accountCall("/user/sessions", { method: "GET" })).sessions ?? [];
+  }
+
+  async function endSession(id) {
+    const ownSession = sessionOf(load()?.access_token);
+    await accountCall(`/user/sessions/${encodeURIComponent(id)}`, { method: "DELETE" });
+    if (ownSession === id) {
+      epoch += 1;
+      refreshing = null;
+      clear();
+    }
+  }
+
+  async function logoutEverywhere() {
+    const body = await accountCall("/user/logout", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ all: true }),
+    });
+    epoch += 1;
+    refreshing = null;
+    clear();
+    return body.ended ?? 0;
+  }
+
   return {
     login,
     logout,
+    sessions,
+    endSession,
+    logoutEverywhere,
     fetch: gatewayFetch,
     installAxios,
     get tokens() {

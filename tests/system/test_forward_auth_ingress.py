@@ -1,0 +1,199 @@
+"""Forward auth for real: Debian's nginx (`auth_request`) and Caddy (`forward_auth`) with the
+shipped configs from deploy/forward-auth/, in front of the real demo upstream, asking a real
+gateway on free ports. What reaches the upstream is recorded, to show that a refused request
+never does."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from yarl import URL
+
+from gateway import create_app
+from gateway.appkeys import PASSWORDS, STORE
+from tests.support import ingresses
+from tests.support.gateways import make_config
+from upstream_demo import create_upstream_app
+
+ROUTES: list[dict[str, Any]] = [
+    {"path": "/aaa", "upstream": "demo", "auth": "public", "methods": ["GET"]},
+    {"path": "/bbb", "upstream": "demo", "auth": "required", "methods": ["GET"]},
+    {"path": "/whoami", "upstream": "demo", "auth": "required"},
+    {"path": "/echo/**", "upstream": "demo", "auth": "required"},
+]
+REVOCATION_POLL = 0.5
+INGRESSES: dict[str, Callable[..., AbstractContextManager[str]]] = {
+    "nginx": ingresses.nginx,
+    "caddy": ingresses.caddy,
+}
+
+
+class Stack:
+    """The ingress's URL, the gateway app, and the paths that reached the upstream."""
+
+    def __init__(self, url: str, gateway: web.Application, seen: list[str]) -> None:
+        self.url = url
+        self.gateway = gateway
+        self.seen = seen
+
+    async def token(self, http: aiohttp.ClientSession) -> str:
+        """Log in through the ingress, as a client would."""
+        async with http.post(
+            f"{self.url}/user/login", json={"username": "guang", "password": "123456"}
+        ) as response:
+            assert response.status == 200, await response.text()
+            body: dict[str, Any] = await response.json()
+        return str(body["access_token"])
+
+
+@pytest.fixture(params=sorted(INGRESSES))
+async def stack(
+    request: pytest.FixtureRequest, tmp_path: Path, aiohttp_server: Callable[..., Any]
+) -> AsyncIterator[Stack]:
+    seen: list[str] = []
+    upstream_app = create_upstream_app()
+
+    async def record(req: web.Request, response: web.StreamResponse) -> None:
+        seen.append(req.raw_path)
+
+    upstream_app.on_response_prepare.append(record)
+    upstream: TestServer = await aiohttp_server(upstream_app)
+    config = make_config(
+        database_url=f"sqlite:///{tmp_path / 'gateway.db'}",
+        upstream_url=str(upstream.make_url("/")),
+        routes=ROUTES,
+        server={"trusted_proxies": ["127.0.0.1"]},
+        sessions={"revocation_poll": REVOCATION_POLL},
+    )
+    app = create_app(config)
+    gateway: TestServer = await aiohttp_server(app)
+    await app[STORE].add_user("guang", await app[PASSWORDS].hash("123456"))
+    start = INGRESSES[request.param]
+    with start(
+        tmp_path / request.param,
+        gateway=f"127.0.0.1:{gateway.port}",
+        app=f"127.0.0.1:{upstream.port}",
+    ) as url:
+        yield Stack(url, app, seen)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def fetch(
+    http: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None
+) -> tuple[int, str, Any]:
+    async with http.get(url, headers=headers, allow_redirects=False) as response:
+        return response.status, await response.text(), response.headers
+
+
+async def test_no_token_is_401_and_nothing_reaches_the_upstream(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    status, body, headers = await fetch(http, f"{stack.url}/bbb")
+    assert status == 401, body
+    assert headers["WWW-Authenticate"].startswith('Bearer realm="gateway"')
+    status, _, _ = await fetch(http, f"{stack.url}/bbb", bearer("not.a.token"))
+    assert status == 401
+    assert stack.seen == []
+
+
+async def test_a_valid_token_reaches_the_upstream(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    token = await stack.token(http)
+    status, body, _ = await fetch(http, f"{stack.url}/bbb", bearer(token))
+    assert (status, body) == (200, "bbb")
+    assert stack.seen == ["/bbb"]
+
+
+async def test_whoami_is_the_gateways_identity_whatever_the_client_sent(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    token = await stack.token(http)
+    forged = {
+        **bearer(token),
+        "X-User-Id": "666",
+        "x-user-name": "root",
+        "X-User-Roles": "admin",
+        "X_User_Id": "666",
+    }
+    async with http.get(f"{stack.url}/whoami", headers=forged) as response:
+        assert response.status == 200
+        body = await response.json()
+    assert body["user_id"] == "1" and body["username"] == "guang"
+    identity = body["identity_headers"]
+    # No roles: nginx sends no header for the empty value, Caddy an empty one (as the proxy).
+    assert identity.pop("x-user-roles", [""]) == [""]
+    assert identity == {"x-user-id": ["1"], "x-user-name": ["guang"]}
+
+
+async def test_a_public_route_passes_without_a_token_and_without_forged_identity(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    status, body, _ = await fetch(http, f"{stack.url}/aaa")
+    assert (status, body) == (200, "aaa")
+    async with http.get(f"{stack.url}/echo/x", headers={"X-User-Id": "666"}) as refused:
+        assert refused.status == 401  # /echo is protected: the forged header is no identity
+    assert stack.seen == ["/aaa"]
+
+
+async def test_a_path_no_route_names_is_refused(stack: Stack, http: aiohttp.ClientSession) -> None:
+    token = await stack.token(http)
+    for path in ("/nowhere", "/bbb/", "/_gateway/auth", "/_gateway/ext-authz/bbb"):
+        status, _, _ = await fetch(http, f"{stack.url}{path}", bearer(token))
+        assert status in (403, 404), path
+    assert stack.seen == []
+
+
+@pytest.mark.parametrize("path", ["/aaa/..%2fbbb", "/aaa/%2e%2e%2fbbb", "/aaa;/../bbb"])
+async def test_a_path_bypass_spelling_is_refused(
+    stack: Stack, http: aiohttp.ClientSession, path: str
+) -> None:
+    # yarl would tidy the path: send it as written.
+    async with http.get(URL(f"{stack.url}{path}", encoded=True)) as response:
+        assert response.status in (400, 403), path  # nginx or Caddy may refuse it first
+    assert stack.seen == []
+
+
+async def test_a_dot_segment_spelling_needs_the_token_of_the_path_it_resolves_to(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    url = URL(f"{stack.url}/aaa/%2e%2e/bbb", encoded=True)
+    async with http.get(url) as response:
+        assert response.status in (400, 401), await response.text()
+    assert stack.seen == []
+
+
+async def test_a_revoked_session_is_refused_within_the_revocation_bound(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    token = await stack.token(http)
+    assert (await fetch(http, f"{stack.url}/bbb", bearer(token)))[0] == 200
+    store = stack.gateway[STORE]
+    user = await store.get_user_by_name("guang")
+    assert user is not None
+    # Straight into the database, as another replica's logout would: this process learns it
+    # only from its poll.
+    await store.revoke_user_sessions(user.id, reason="test", now=time.time())
+    revoked_at = time.monotonic()
+    while (await fetch(http, f"{stack.url}/bbb", bearer(token)))[0] == 200:
+        assert time.monotonic() - revoked_at < REVOCATION_POLL + 1.0, "still let through"
+        await asyncio.sleep(0.05)
+    assert (await fetch(http, f"{stack.url}/bbb", bearer(token)))[0] == 401
