@@ -2,11 +2,11 @@
 counted as each attempt starts (before any password hashing) and settled when it ends, so the
 limits hold under concurrency. Counters live in this process, or in Redis for replicas.
 
-Trade-off (README, "Failed-login limits" under Sessions): the strict limit is per user name *and* address, so an
-attacker cannot lock a user out from the user's own address; a looser per-user-name limit stops
-guessing spread over many addresses, and addresses that logged in as that user recently are exempt
-from it; a per-address limit stops one address spraying many names. Every counter expires a window
-after its first failure, so no lock lasts longer than the attack.
+Trade-off (README, "Failed-login limits" under Sessions): the strict limit is per user name
+*and* address, so an attacker cannot lock a user out from the user's own address; a looser
+per-user-name limit stops guessing spread over many addresses, and addresses that logged in as
+that user recently are exempt from it; a per-address limit stops one address spraying many names.
+Every counter expires a window after its first failure, so no lock lasts longer than the attack.
 """
 
 from __future__ import annotations
