@@ -16,15 +16,15 @@ from gateway.forward_auth.decision import NGINX_COOKIE_HEADER
 from gateway.forward_auth.shapes import EXT_AUTHZ_PREFIX
 from tests.config.test_config import minimal
 from tests.support.cookies import FETCH, NAVIGATE, Jar, log_in_by_form, set_cookies
-from tests.support.gateways import Gateway, GatewayFactory
+from tests.support.gateways import Gateway, GatewayFactory, route
 
 ACCESS, REFRESH = "__Host-gateway-access", "__Host-gateway-refresh"
 ROUTES = [
-    {"path": "/aaa", "upstream": "demo", "auth": "public", "methods": ["GET"]},
-    {"path": "/bbb", "upstream": "demo", "auth": "required", "methods": ["GET"]},
-    {"path": "/whoami", "upstream": "demo", "auth": "required"},
-    {"path": "/maybe/**", "upstream": "demo", "auth": "optional"},
-    {"path": "/admin/**", "upstream": "demo", "auth": "required", "roles": ["admin"]},
+    route("/aaa", "public", methods=["GET"]),
+    route("/bbb", methods=["GET"]),
+    route("/whoami"),
+    route("/maybe/**", "optional"),
+    route("/admin/**", roles=["admin"]),
 ]
 TRUSTED = {"server": {"trusted_proxies": ["127.0.0.1"]}}
 OWN = "The gateway answers {} only when it is spelled exactly so"

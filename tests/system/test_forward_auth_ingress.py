@@ -15,14 +15,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from gateway import create_app
-from gateway.appkeys import PASSWORDS, STORE
+from gateway.appkeys import STORE
 from tests.support import ingresses
-from tests.support.gateways import make_config
-from upstream_demo import create_upstream_app
 
 ROUTES: list[dict[str, Any]] = [
     {"path": "/aaa", "upstream": "demo", "auth": "public", "methods": ["GET"]},
@@ -59,31 +55,17 @@ class Stack:
 async def stack(
     request: pytest.FixtureRequest, tmp_path: Path, aiohttp_server: Callable[..., Any]
 ) -> AsyncIterator[Stack]:
-    seen: list[str] = []
-    upstream_app = create_upstream_app()
-
-    async def record(req: web.Request, response: web.StreamResponse) -> None:
-        seen.append(req.raw_path)
-
-    upstream_app.on_response_prepare.append(record)
-    upstream: TestServer = await aiohttp_server(upstream_app)
-    config = make_config(
-        database_url=f"sqlite:///{tmp_path / 'gateway.db'}",
-        upstream_url=str(upstream.make_url("/")),
-        routes=ROUTES,
-        server={"trusted_proxies": ["127.0.0.1"]},
+    behind = await ingresses.gateway_and_upstream(
+        aiohttp_server,
+        f"sqlite:///{tmp_path / 'gateway.db'}",
+        ROUTES,
         sessions={"revocation_poll": REVOCATION_POLL},
     )
-    app = create_app(config)
-    gateway: TestServer = await aiohttp_server(app)
-    await app[STORE].add_user("guang", await app[PASSWORDS].hash("123456"))
     start = INGRESSES[request.param]
     with start(
-        tmp_path / request.param,
-        gateway=f"127.0.0.1:{gateway.port}",
-        app=f"127.0.0.1:{upstream.port}",
+        tmp_path / request.param, gateway=behind.gateway_address, app=behind.app_address
     ) as url:
-        yield Stack(url, app, seen)
+        yield Stack(url, behind.gateway, behind.seen)
 
 
 @pytest.fixture
@@ -142,6 +124,20 @@ async def test_whoami_is_the_gateways_identity_whatever_the_client_sent(
     # No roles: nginx sends no header for the empty value, Caddy an empty one (as the proxy).
     assert identity.pop("x-user-roles", [""]) == [""]
     assert identity == {"x-user-id": ["1"], "x-user-name": ["guang"]}
+
+
+async def test_the_gateways_cookies_never_reach_the_upstream(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    token = await stack.token(http)
+    sent = "__Host-gateway-access=a; theme=dark; __Host-gateway-refresh=r; lang=en; gateway-csrf=c"
+    async with http.get(
+        f"{stack.url}/echo/x", headers={**bearer(token), "Cookie": sent}
+    ) as response:
+        assert response.status == 200
+        echo = await response.json()
+    cookies = [value for name, value in echo["headers"] if name.lower() == "cookie"]
+    assert cookies == ["theme=dark; lang=en"]
 
 
 async def test_a_public_route_passes_without_a_token_and_without_forged_identity(
