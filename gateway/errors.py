@@ -16,6 +16,8 @@
     │   └── StorageUnavailable  503   the database is unreachable or failed (with Retry-After)
     └── UpstreamFailure               an upstream gave no usable answer; `kind` says how
         ├── BadGateway          502   refused, TLS failed, broken off, malformed, handshake refused
+        ├── UpstreamUnavailable 503   no target can take it now: all ejected or unhealthy, or
+        │                             the chosen target's circuit breaker is full (Retry-After)
         └── GatewayTimeout      504   no answer within the upstream's timeout
     ConfigError                       not HTTP: every problem in a configuration file
 
@@ -50,6 +52,7 @@ __all__ = [
     "Unauthorized",
     "UnsupportedMediaType",
     "UpstreamFailure",
+    "UpstreamUnavailable",
     "rendered_error",
 ]
 
@@ -176,6 +179,16 @@ class BadGateway(UpstreamFailure):
 
 class GatewayTimeout(UpstreamFailure):
     status = 504
+
+
+class UpstreamUnavailable(UpstreamFailure):
+    """No target of the upstream can take the request now; `retry_after`: when one may."""
+
+    status = 503
+
+    def __init__(self, upstream: str, kind: str, what: str, *, retry_after: float) -> None:
+        super().__init__(upstream, kind, what)
+        self.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
 
 
 class ConfigError(Exception):
