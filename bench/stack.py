@@ -32,6 +32,7 @@ __all__ = ["Service", "Stack"]
 
 BENCH = Path(__file__).resolve().parent
 SHIPPED_CONFIG = REPO / "config.yaml"
+SHIPPED_NGINX_FORWARD_AUTH = REPO / "deploy" / "forward-auth" / "nginx.conf"
 MYSQL_DATABASE = "gw_bench_compare"
 # Access tokens live 30 minutes as shipped; log in again well before that in long runs.
 TOKEN_RENEWAL = 10 * 60.0
@@ -221,24 +222,68 @@ backend upstream
 
         return self._once("naive-proxy", start)
 
+    def nginx_forward_auth(self) -> Service:
+        """nginx (one worker) with deploy/forward-auth/nginx.conf as shipped, its addresses set:
+        auth_request to a gateway that only decides, then proxying to the fast upstream."""
+
+        def start() -> Service:
+            gateway = self.forward_auth_gateway().base.removeprefix("http://")
+            fast = self.fast_upstream().base.removeprefix("http://")
+            port = free_port()
+            site = SHIPPED_NGINX_FORWARD_AUTH.read_text()
+            site = site.replace("127.0.0.1:8080", gateway).replace("127.0.0.1:3000", fast)
+            site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
+            (self.workdir / "forward-auth-site.conf").write_text(site)
+            conf = self.workdir / "nginx-forward-auth.conf"
+            conf.write_text(
+                f"daemon off; worker_processes 1; pid {self.workdir}/nginx-forward-auth.pid;\n"
+                f"error_log {self.workdir}/nginx-forward-auth.err warn;\n"
+                "events { worker_connections 4096; }\n"
+                "http { access_log off; keepalive_requests 1000000;\n"
+                f"  client_body_temp_path {self.workdir}; proxy_temp_path {self.workdir};\n"
+                f"  include {self.workdir}/forward-auth-site.conf; }}\n"
+            )
+            argv = ["nginx", "-c", str(conf), "-p", str(self.workdir)]
+            return self._start("nginx-forward-auth", argv, port)
+
+        return self._once("nginx-forward-auth", start)
+
+    def forward_auth_gateway(self) -> Service:
+        """The shipped gateway, trusting nginx on 127.0.0.1 (TRUSTED_PROXIES): it answers
+        /_gateway/auth for nginx_forward_auth and proxies nothing."""
+        return self.gateway(instance="forward-auth", trusted_proxies="127.0.0.1")
+
     # --- the gateway, as shipped ----------------------------------------------------------
 
-    def gateway(self, upstream: str = "fast", workers: int = 1, instance: str = "") -> Service:
-        """`gateway serve` on the shipped config, UPSTREAM_URL at the fast or the demo upstream;
-        one process (tree) per distinct set of arguments."""
+    def gateway(
+        self,
+        upstream: str = "fast",
+        workers: int = 1,
+        instance: str = "",
+        trusted_proxies: str = "",
+    ) -> Service:
+        """`gateway serve` on the shipped config, UPSTREAM_URL at the fast or the demo upstream
+        (and TRUSTED_PROXIES when given); one process (tree) per distinct set of arguments."""
         name = "-".join(
             ["gateway", upstream, *([f"workers{workers}"] if workers != 1 else []), instance]
         ).rstrip("-")
-        return self._once(name, lambda: self._start_gateway(name, upstream, workers))
+        return self._once(
+            name, lambda: self._start_gateway(name, upstream, workers, trusted_proxies)
+        )
 
-    def _start_gateway(self, name: str, upstream: str, workers: int) -> Service:
+    def _start_gateway(
+        self, name: str, upstream: str, workers: int, trusted_proxies: str
+    ) -> Service:
         target = self.demo_upstream() if upstream == "demo" else self.fast_upstream()
         self._ensure_user()
         port = free_port()
         argv = self._gateway_argv("serve")
         if workers != 1:
             argv += ["--workers", str(workers)]
-        service = self._start(name, argv, port, self._shipped_env(port, target.base))
+        env = self._shipped_env(port, target.base)
+        if trusted_proxies:
+            env["TRUSTED_PROXIES"] = trusted_proxies
+        service = self._start(name, argv, port, env)
         # With SO_REUSEPORT the kernel spreads connections over the sockets listening when they
         # arrive: wrk connects once, so every worker must be listening before any row starts.
         deadline = time.monotonic() + 30

@@ -109,11 +109,12 @@ class Decisions:
         host: navigation, Origin and which cookies apply), so they get a copy that is it."""
         assert self._policy.browser is not None  # noqa: S101 - by_cookie said so
         browser = self._policy.browser
+        scheme, host = original.origin(request)
         seen = request.clone(
             method=original.method,
             rel_url=URL.build(path=path, query_string=original.query, encoded=True),
-            scheme=original.scheme or request.scheme,
-            host=original.host or request.host,
+            scheme=scheme,
+            host=host,
         )
         cookies: list[str] = []
         try:
