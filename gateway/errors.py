@@ -10,7 +10,7 @@
     ├── RequestTimeout          408   a request body that stalled (closes the connection)
     ├── PayloadTooLarge         413   a body over the route's limit (closes the connection)
     ├── UnsupportedMediaType    415   a JSON body not sent as application/json, or encoded
-    ├── TooManyRequests         429   failed-login limits (with Retry-After)
+    ├── TooManyRequests         429   failed-login limits, route rate limits (with Retry-After)
     ├── HeaderBlockTooLarge     431   too many or too large request headers
     ├── ServiceUnavailable      503
     │   └── StorageUnavailable  503   the database is unreachable or failed (with Retry-After)
@@ -140,11 +140,17 @@ class UnsupportedMediaType(GatewayError):
 class TooManyRequests(GatewayError):
     status = 429
 
-    def __init__(self, retry_after: float) -> None:
+    def __init__(
+        self,
+        retry_after: float,
+        *,
+        what: str = "failed logins",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         seconds = max(1, math.ceil(retry_after))
         super().__init__(
-            f"Too many failed logins; try again in {seconds} seconds",
-            headers={"Retry-After": str(seconds)},
+            f"Too many {what}; try again in {seconds} seconds",
+            headers={"Retry-After": str(seconds), **(headers or {})},
         )
 
 

@@ -59,6 +59,7 @@ __all__ = [
     "PasswordConfig",
     "RateLimitConfig",
     "RouteConfig",
+    "RouteRateLimit",
     "ServerConfig",
     "ServerTlsConfig",
     "SessionConfig",
@@ -423,6 +424,18 @@ class UpstreamConfig:
 
 
 @dataclass(frozen=True)
+class RouteRateLimit:
+    """`routes[].rate_limit`: at most `requests` per `per` for each caller (GCRA: a burst of
+    `requests` at once, then one every per/requests), counted by the user's id or by the client
+    address. Shared between processes in Redis when `rate_limits.redis_url` is set."""
+
+    requests: int = setting(60, Integer(1, 1_000_000_000))
+    per: float = setting(60.0, Duration(minimum=0.001, maximum=30 * _DAY))
+    # user: per authenticated user (anonymous callers by address); address: per client address.
+    by: str = setting("user", Choice("user", "address"))
+
+
+@dataclass(frozen=True)
 class RouteConfig:
     # Unique; when not given: the path, plus the methods when the route lists them.
     name: str
@@ -444,6 +457,8 @@ class RouteConfig:
     preserve_host: bool = setting(False, Boolean())
     # Larger request bodies get 413. 0: no limit.
     max_body_bytes: int = setting(64 * 1024 * 1024, Size(minimum=0), key="max_body_size")
+    # None: no limit (README "Route rate limits").
+    rate_limit: RouteRateLimit | None = None
     # Client headers never forwarded on this route, in any case and with '_' for '-'; 'X-Foo-*'
     # drops a prefix. Absent: IDENTITY_LIKE_HEADERS; a list replaces it; [] drops none of them.
     drop_request_headers: tuple[str, ...] = setting(IDENTITY_LIKE_HEADERS, HeaderPatterns())

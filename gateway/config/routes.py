@@ -17,7 +17,14 @@ from typing import NamedTuple
 from yarl import URL
 
 from .endpoints import is_own_path
-from .model import AuthPolicy, HealthCheckConfig, RouteConfig, TargetConfig, UpstreamConfig
+from .model import (
+    AuthPolicy,
+    HealthCheckConfig,
+    RouteConfig,
+    RouteRateLimit,
+    TargetConfig,
+    UpstreamConfig,
+)
 from .nodes import Node, Problems
 from .patterns import PathPattern, PatternError, patterns_overlap
 from .sections import read_section, read_settings
@@ -141,6 +148,8 @@ def _read_route(
     upstream = node.text("upstream", "", required=True)
     auth_text = node.text("auth", "", required=True)
     values = read_settings(node, RouteConfig)
+    if "rate_limit" in node.value:
+        values["rate_limit"] = read_section(node.child("rate_limit"), RouteRateLimit)
     # Default names stay unique for one path split by method.
     methods = values["methods"]
     default_name = path if methods is None else f"{path} {','.join(sorted(methods))}"

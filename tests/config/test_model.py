@@ -35,7 +35,7 @@ EXPLICIT_FIELDS = {
     UpstreamConfig: {"name", "url", "targets", "health", "tls"},
     # server.tls, upstreams.NAME.tls: config/tls.py reads them and loads their files.
     ServerConfig: {"tls"},
-    RouteConfig: {"name", "pattern", "upstream", "auth"},
+    RouteConfig: {"name", "pattern", "upstream", "auth", "rate_limit"},
     BrowserConfig: {"logo_data_url"},
 }
 
