@@ -13,6 +13,7 @@ from .auth.sessions import SessionService
 from .auth.tokens import TokenService
 from .config import GatewayConfig
 from .draining import Drain
+from .proxy.route_limits import RouteLimiter
 from .proxy.runtime import RuntimeHolder
 from .storage import Store
 from .telemetry.metrics import GatewayMetrics
@@ -25,6 +26,7 @@ __all__ = [
     "METRICS",
     "PASSWORDS",
     "REVOCATIONS",
+    "ROUTE_LIMITER",
     "RUNTIME",
     "SESSIONS",
     "STORE",
@@ -38,6 +40,7 @@ STORE = web.AppKey("store", Store)
 RUNTIME = web.AppKey("runtime", RuntimeHolder)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 LIMITER = web.AppKey("limiter", LoginLimiter)
+ROUTE_LIMITER = web.AppKey("route_limiter", RouteLimiter)
 REVOCATIONS = web.AppKey("revocations", RevocationView)
 SESSIONS = web.AppKey("sessions", SessionService)
 # Graceful shutdown: requests in flight, and whether the app is draining (server.py drains it).

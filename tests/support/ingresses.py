@@ -5,20 +5,66 @@ its own, stopped by the PID they were started with."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
+from gateway import create_app
+from gateway.appkeys import PASSWORDS, STORE
+from upstream_demo import create_upstream_app
+
+from .gateways import make_config
 from .processes import REPO, free_port
 from .services import IN_CI
 
 DEPLOY = REPO / "deploy" / "forward-auth"
 # The addresses the shipped configs name, replaced by the test's.
 SHIPPED_GATEWAY, SHIPPED_APP = "127.0.0.1:8080", "127.0.0.1:3000"
+
+
+@dataclass
+class Behind:
+    """A gateway (with the user guang / 123456) and the real demo upstream, on free ports, for
+    an ingress to put in front; `seen` is every raw path that reached the upstream."""
+
+    gateway: web.Application
+    gateway_address: str
+    app_address: str
+    seen: list[str] = field(default_factory=list)
+
+
+async def gateway_and_upstream(
+    aiohttp_server: Any, database_url: str, routes: list[dict[str, Any]], **sections: Any
+) -> Behind:
+    """Start both; the gateway trusts the ingress on 127.0.0.1 (server.trusted_proxies)."""
+    seen: list[str] = []
+    upstream_app = create_upstream_app()
+
+    async def record(request: web.Request, response: web.StreamResponse) -> None:
+        seen.append(request.raw_path)
+
+    upstream_app.on_response_prepare.append(record)
+    upstream: TestServer = await aiohttp_server(upstream_app)
+    config = make_config(
+        database_url=database_url,
+        upstream_url=str(upstream.make_url("/")),
+        routes=routes,
+        server={"trusted_proxies": ["127.0.0.1"]},
+        **sections,
+    )
+    app = create_app(config)
+    gateway: TestServer = await aiohttp_server(app)
+    await app[STORE].add_user("guang", await app[PASSWORDS].hash("123456"))
+    return Behind(app, f"127.0.0.1:{gateway.port}", f"127.0.0.1:{upstream.port}", seen)
 
 
 def require(program: str) -> str:
@@ -36,16 +82,25 @@ def _addresses(text: str, gateway: str, app: str) -> str:
 
 
 @contextmanager
-def nginx(directory: Path, *, gateway: str, app: str) -> Iterator[str]:
-    """nginx with deploy/forward-auth/nginx.conf; yields its base URL."""
+def nginx(
+    directory: Path, *, gateway: str, app: str, decision_cache: bool = False
+) -> Iterator[str]:
+    """nginx with deploy/forward-auth/nginx.conf (its "#cache " lines uncommented with
+    `decision_cache`); yields its base URL."""
     program = require("nginx")
     port = free_port()
     directory.mkdir(parents=True, exist_ok=True)
     site = _addresses((DEPLOY / "nginx.conf").read_text(), gateway, app)
     site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
+    if decision_cache:
+        site = re.sub(r"^(\s*)#cache ", r"\1", site, flags=re.M)
+        site = site.replace("/var/cache/nginx/gateway-decisions", str(directory / "decisions"))
     (directory / "site.conf").write_text(site)
+    # Started as root, nginx's workers would run as nobody, who cannot enter pytest's 0700
+    # directories (the decision cache, temp files).
+    user = "user root;\n" if os.geteuid() == 0 else ""
     (directory / "nginx.conf").write_text(
-        f"""daemon off;
+        f"""{user}daemon off;
 worker_processes 1;
 pid {directory}/nginx.pid;
 error_log {directory}/error.log info;

@@ -97,10 +97,12 @@ def run_gateway(
     )
 
 
-def add_user_by_cli(workdir: Path, env: dict[str, str], name: str, password: str) -> None:
-    """`gateway user add NAME --password-stdin`, which must succeed."""
+def add_user_by_cli(
+    workdir: Path, env: dict[str, str], name: str, password: str, *options: str
+) -> None:
+    """`gateway user add NAME --password-stdin [OPTIONS]`, which must succeed."""
     added = run_gateway(
-        workdir, env, "user", "add", name, "--password-stdin", stdin=f"{password}\n"
+        workdir, env, "user", "add", name, "--password-stdin", *options, stdin=f"{password}\n"
     )
     assert added.returncode == 0, added.stderr
 
