@@ -90,15 +90,19 @@ def catalogue(stack: Stack, args: argparse.Namespace) -> list[Plan]:
 
         return measure
 
-    def forward_auth(service: Service) -> Sample:
-        # Through nginx; the CPU counted is the deciding gateway's (one decision per request).
-        return run_wrk(
-            f"{service.base}/bbb",
-            seconds=args.seconds,
-            connections=args.connections,
-            pid=stack.forward_auth_gateway().pid,
-            headers=stack.bearer(),
-        )
+    def forward_auth(decision_cache: int = 0) -> Callable[[Service], Sample]:
+        def measure(service: Service) -> Sample:
+            # Through nginx; the CPU counted is the deciding gateway's, over nginx's requests
+            # (one decision each, unless nginx's cache answered).
+            return run_wrk(
+                f"{service.base}/bbb",
+                seconds=args.seconds,
+                connections=args.connections,
+                pid=stack.forward_auth_gateway(decision_cache).pid,
+                headers=stack.bearer(),
+            )
+
+        return measure
 
     def during_storm(service: Service) -> Sample:
         logins = stack.login_gateway()
@@ -147,8 +151,15 @@ def catalogue(stack: Stack, args: argparse.Namespace) -> list[Plan]:
         Plan(
             FORWARD_AUTH,
             stack.nginx_forward_auth,
-            forward_auth,
+            forward_auth(),
             note="deploy/forward-auth/nginx.conf, 1 worker; CPU: the gateway's per decision",
+            rss=False,
+        ),
+        Plan(
+            "forward auth: the same with nginx's decision cache (2 s)",
+            lambda: stack.nginx_forward_auth(decision_cache=2),
+            forward_auth(decision_cache=2),
+            note="its #cache lines on, DECISION_CACHE_MAX_AGE=2; CPU: the gateway's per request",
             rss=False,
         ),
         # A gateway of its own, which the logins and refreshes also go to: the proxying rows'

@@ -238,36 +238,48 @@ backend upstream
 
         return self._once("naive-proxy", start)
 
-    def nginx_forward_auth(self) -> Service:
+    def nginx_forward_auth(self, decision_cache: int = 0) -> Service:
         """nginx (one worker) with deploy/forward-auth/nginx.conf as shipped, its addresses set:
-        auth_request to a gateway that only decides, then proxying to the fast upstream."""
+        auth_request to a gateway that only decides, then proxying to the fast upstream. With
+        `decision_cache`, its "#cache " lines uncommented and the gateway offering N seconds."""
+        name = "nginx-forward-auth" + (f"-cache{decision_cache}" if decision_cache else "")
 
         def start() -> Service:
-            gateway = self.forward_auth_gateway().base.removeprefix("http://")
+            gateway = self.forward_auth_gateway(decision_cache).base.removeprefix("http://")
             fast = self.fast_upstream().base.removeprefix("http://")
             port = free_port()
             site = SHIPPED_NGINX_FORWARD_AUTH.read_text()
             site = site.replace("127.0.0.1:8080", gateway).replace("127.0.0.1:3000", fast)
             site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
-            (self.workdir / "forward-auth-site.conf").write_text(site)
-            conf = self.workdir / "nginx-forward-auth.conf"
+            if decision_cache:
+                site = re.sub(r"^(\s*)#cache ", r"\1", site, flags=re.M)
+                cache = self.workdir / f"{name}-decisions"
+                site = site.replace("/var/cache/nginx/gateway-decisions", str(cache))
+            (self.workdir / f"{name}-site.conf").write_text(site)
+            conf = self.workdir / f"{name}.conf"
+            # As root, workers would run as nobody, who cannot enter the 0700 work directory.
+            user = "user root; " if os.geteuid() == 0 else ""
             conf.write_text(
-                f"daemon off; worker_processes 1; pid {self.workdir}/nginx-forward-auth.pid;\n"
-                f"error_log {self.workdir}/nginx-forward-auth.err warn;\n"
+                f"{user}daemon off; worker_processes 1; pid {self.workdir}/{name}.pid;\n"
+                f"error_log {self.workdir}/{name}.err warn;\n"
                 "events { worker_connections 4096; }\n"
                 "http { access_log off; keepalive_requests 1000000;\n"
                 f"  client_body_temp_path {self.workdir}; proxy_temp_path {self.workdir};\n"
-                f"  include {self.workdir}/forward-auth-site.conf; }}\n"
+                f"  include {self.workdir}/{name}-site.conf; }}\n"
             )
             argv = ["nginx", "-c", str(conf), "-p", str(self.workdir)]
-            return self._start("nginx-forward-auth", argv, port)
+            return self._start(name, argv, port)
 
-        return self._once("nginx-forward-auth", start)
+        return self._once(name, start)
 
-    def forward_auth_gateway(self) -> Service:
+    def forward_auth_gateway(self, decision_cache: int = 0) -> Service:
         """The shipped gateway, trusting nginx on 127.0.0.1 (TRUSTED_PROXIES): it answers
-        /_gateway/auth for nginx_forward_auth and proxies nothing."""
-        return self.gateway(instance="forward-auth", trusted_proxies="127.0.0.1")
+        /_gateway/auth for nginx_forward_auth and proxies nothing (DECISION_CACHE_MAX_AGE)."""
+        extra = {"TRUSTED_PROXIES": "127.0.0.1"}
+        if decision_cache:
+            extra["DECISION_CACHE_MAX_AGE"] = str(decision_cache)
+        instance = "forward-auth" + (f"-cache{decision_cache}" if decision_cache else "")
+        return self.gateway(instance=instance, env=extra)
 
     # --- the gateway, as shipped ----------------------------------------------------------
 
@@ -276,19 +288,18 @@ backend upstream
         upstream: str = "fast",
         workers: int = 1,
         instance: str = "",
-        trusted_proxies: str = "",
+        env: dict[str, str] | None = None,
     ) -> Service:
         """`gateway serve` on the shipped config, UPSTREAM_URL at the fast or the demo upstream
-        (and TRUSTED_PROXIES when given); one process (tree) per distinct set of arguments."""
+        (and more of the config's variables in `env`); one process (tree) per distinct set of
+        arguments (name `instance` apart when `env` differs)."""
         name = "-".join(
             ["gateway", upstream, *([f"workers{workers}"] if workers != 1 else []), instance]
         ).rstrip("-")
-        return self._once(
-            name, lambda: self._start_gateway(name, upstream, workers, trusted_proxies)
-        )
+        return self._once(name, lambda: self._start_gateway(name, upstream, workers, env or {}))
 
     def _start_gateway(
-        self, name: str, upstream: str, workers: int, trusted_proxies: str
+        self, name: str, upstream: str, workers: int, extra: dict[str, str]
     ) -> Service:
         self._ensure_user()
         port = free_port()
@@ -302,8 +313,7 @@ backend upstream
             env = self._shipped_env(port, target.base)
         if workers != 1:
             argv += ["--workers", str(workers)]
-        if trusted_proxies:
-            env["TRUSTED_PROXIES"] = trusted_proxies
+        env |= extra
         service = self._start(name, argv, port, env)
         # With SO_REUSEPORT the kernel spreads connections over the sockets listening when they
         # arrive: wrk connects once, so every worker must be listening before any row starts.

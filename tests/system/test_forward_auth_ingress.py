@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from gateway.appkeys import STORE
+from gateway.appkeys import METRICS, STORE
 from tests.support import ingresses
 from tests.support.cookies import FETCH, NAVIGATE, Jar
 
@@ -257,3 +257,46 @@ async def test_a_session_refreshed_in_the_decision_hands_its_cookies_to_the_brow
         assert echo.status == 200 and "Set-Cookie" not in echo.headers
         seen = await echo.json()
     assert [v for n, v in seen["headers"] if n.lower() == "cookie"] == []
+
+
+# --- nginx's decision cache -----------------------------------------------------------------
+
+
+async def test_nginx_caches_decisions_no_longer_than_the_gateway_says(
+    tmp_path: Path, aiohttp_server: Callable[..., Any], http: aiohttp.ClientSession
+) -> None:
+    poll, max_age = 1.0, 1
+    behind = await ingresses.gateway_and_upstream(
+        aiohttp_server,
+        f"sqlite:///{tmp_path / 'gateway.db'}",
+        ROUTES,
+        sessions={"revocation_poll": poll},
+        forward_auth={"cache_max_age": max_age},
+    )
+    decisions = behind.gateway[METRICS].requests.labels("forward_auth", "GET", "200")
+    with ingresses.nginx(
+        tmp_path / "nginx",
+        gateway=behind.gateway_address,
+        app=behind.app_address,
+        decision_cache=True,
+    ) as url:
+        stack = Stack(url, behind.gateway, behind.seen)
+        token = await stack.token(http)
+        for _ in range(5):
+            status, body, _ = await fetch(http, f"{url}/bbb", bearer(token))
+            assert (status, body) == (200, "bbb")
+        assert decisions.value == 1  # four answered from nginx's cache
+        assert len(behind.seen) == 5  # every one of them proxied by nginx
+        # Another token, method or path is another key; a refusal is never cached.
+        assert (await fetch(http, f"{url}/bbb", bearer(token + "x")))[0] == 401
+        assert (await fetch(http, f"{url}/whoami", bearer(token)))[0] == 200
+        assert decisions.value == 2
+        store = behind.gateway[STORE]
+        user = await store.get_user_by_name("guang")
+        assert user is not None
+        await store.revoke_user_sessions(user.id, reason="test", now=time.time())
+        revoked_at = time.monotonic()
+        while (await fetch(http, f"{url}/bbb", bearer(token)))[0] == 200:
+            assert time.monotonic() - revoked_at < poll + max_age + 0.5, "still let through"
+            await asyncio.sleep(0.05)
+        assert (await fetch(http, f"{url}/bbb", bearer(token)))[0] == 401
