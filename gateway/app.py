@@ -19,6 +19,7 @@ from .appkeys import (
     METRICS,
     PASSWORDS,
     REVOCATIONS,
+    ROUTE_LIMITER,
     RUNTIME,
     SESSIONS,
     STORE,
@@ -44,12 +45,14 @@ from .config.tls import follow_reloads
 from .edge import EdgePolicy
 from .errors import NotFound, StorageUnavailable
 from .forward_auth import Decisions
+from .limits.gcra import create_gcra
 from .middleware import gateway_middleware
 from .ops.browser_module import client_module_handler
 from .ops.health import Health
 from .ops.openapi import openapi_handler
 from .proxy.handler import ProxyHandler
 from .proxy.policy import RequestPolicy
+from .proxy.route_limits import RouteLimiter
 from .proxy.runtime import Runtime, RuntimeHolder
 from .request_keys import ROUTE_NAME
 from .storage import create_store, open_store
@@ -93,6 +96,8 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     sessions = SessionService(store, tokens, revocations, config, clock=clock)
     passwords = PasswordHasher(config.passwords, max_wait=config.database.timeout)
     limiter = LoginLimiter(config.rate_limits, create_counters(config.rate_limits))
+    # Route rate limits share the login limits' Redis, when there is one.
+    route_limiter = RouteLimiter(create_gcra(config.rate_limits.redis_url))
     runtime = RuntimeHolder(Runtime.build(config, metrics), metrics)
     app[CONFIG] = config
     app[METRICS] = metrics
@@ -103,10 +108,19 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     app[SESSIONS] = sessions
     app[PASSWORDS] = passwords
     app[LIMITER] = limiter
+    app[ROUTE_LIMITER] = route_limiter
     app[BACKGROUND] = []
     # The access log first: it is flushed last, after the final requests and cleanup logs.
     app.cleanup_ctx.extend(
-        [access_log.cleanup_ctx, _store, _passwords, _runtime, _limiter, _background]
+        [
+            access_log.cleanup_ctx,
+            _store,
+            _passwords,
+            _runtime,
+            _limiter,
+            _route_limiter,
+            _background,
+        ]
     )
 
     browser: BrowserSessions | None = None
@@ -156,7 +170,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
             continue  # served on its own port, or not at all
         path = endpoint.path + r"/{tail:[\s\S]*}" if endpoint.prefix else endpoint.path
         app.router.add_route(endpoint.method, path, handlers[endpoint.name])
-    proxy = ProxyHandler(runtime, policy)
+    proxy = ProxyHandler(runtime, policy, route_limiter)
     # [\s\S]: a decoded newline must reach normalize_path (400), not fall out of routing.
     app.router.add_route("*", r"/{tail:[\s\S]*}", proxy.forward)
     return app
@@ -258,6 +272,12 @@ async def _limiter(app: web.Application) -> AsyncIterator[None]:
     await app[LIMITER].open()
     yield
     await app[LIMITER].close()
+
+
+async def _route_limiter(app: web.Application) -> AsyncIterator[None]:
+    await app[ROUTE_LIMITER].open()
+    yield
+    await app[ROUTE_LIMITER].close()
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:

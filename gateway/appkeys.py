@@ -12,6 +12,7 @@ from .auth.revocation import RevocationView
 from .auth.sessions import SessionService
 from .auth.tokens import TokenService
 from .config import GatewayConfig
+from .proxy.route_limits import RouteLimiter
 from .proxy.runtime import RuntimeHolder
 from .storage import Store
 from .telemetry.metrics import GatewayMetrics
@@ -23,6 +24,7 @@ __all__ = [
     "METRICS",
     "PASSWORDS",
     "REVOCATIONS",
+    "ROUTE_LIMITER",
     "RUNTIME",
     "SESSIONS",
     "STORE",
@@ -36,6 +38,7 @@ STORE = web.AppKey("store", Store)
 RUNTIME = web.AppKey("runtime", RuntimeHolder)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 LIMITER = web.AppKey("limiter", LoginLimiter)
+ROUTE_LIMITER = web.AppKey("route_limiter", RouteLimiter)
 REVOCATIONS = web.AppKey("revocations", RevocationView)
 SESSIONS = web.AppKey("sessions", SessionService)
 # Background tasks the app owns: cancelled and awaited on cleanup.

@@ -19,7 +19,7 @@ PACKAGES = ("gateway", "gateway_client")
 FLOORS: tuple[frozenset[str], ...] = (
     frozenset({"errors", "networks", "request_keys"}),
     frozenset({"config"}),
-    frozenset({"storage", "telemetry"}),
+    frozenset({"storage", "telemetry", "limits"}),
     frozenset({"auth"}),
     frozenset({"proxy"}),
     frozenset({"ops", "forward_auth"}),

@@ -1,4 +1,4 @@
-"""python -m upstream_demo --host H --port P"""
+"""python -m upstream_demo --host H --port P [--name NAME] [--delay SECONDS]"""
 
 from __future__ import annotations
 
@@ -13,9 +13,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="upstream_demo", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument(
+        "--name", default="", help="sent back as X-Served-By, to tell instances apart"
+    )
+    parser.add_argument(
+        "--delay", type=float, default=0.0, help="seconds to hold every answer back"
+    )
     args = parser.parse_args()
     web.run_app(
-        create_upstream_app(),
+        create_upstream_app(name=args.name, delay=args.delay),
         host=args.host,
         port=args.port,
         print=lambda _: print(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from importlib import resources
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_log import AccessLogger
 
 __all__ = ["create_upstream_app"]
@@ -95,19 +97,50 @@ ACCESS_LOGGER = "upstream_demo.access"
 _ACCESS_LOG = logging.getLogger(ACCESS_LOGGER)
 
 
-def create_upstream_app(*, access_log: logging.Logger | None = _ACCESS_LOG) -> web.Application:
-    """The demo upstream; `access_log=None` silences its access log."""
+async def healthz(request: web.Request) -> web.Response:
+    """For the gateway's active health checks (upstreams.NAME.health.path)."""
+    return web.json_response({"status": "ok"})
+
+
+def _served_by(name: str, delay: float) -> Middleware:
+    """Every answer says which instance gave it (X-Served-By), after `delay` seconds: several
+    instances behind one upstream, one of them slow, for tests and for people watching."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if delay:
+            await asyncio.sleep(delay)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if name:
+                exc.headers["X-Served-By"] = name
+            raise
+        if name and not response.prepared:
+            response.headers["X-Served-By"] = name
+        return response
+
+    return middleware
+
+
+def create_upstream_app(
+    *, access_log: logging.Logger | None = _ACCESS_LOG, name: str = "", delay: float = 0.0
+) -> web.Application:
+    """The demo upstream; `access_log=None` silences its access log; `name` is sent back as
+    X-Served-By; `delay` holds every answer back that many seconds."""
     # /echo reports the body as it arrived on the wire, compressed or not. handler_args win
     # over the runner's arguments, so the access logger (and aiohttp's plain line format, not
     # the gateway's) holds wherever the app is served.
     app = web.Application(
+        middlewares=[_served_by(name, delay)] if name or delay else [],
         handler_args={
             "auto_decompress": False,
             "access_log": access_log,
             "access_log_class": AccessLogger,
-        }
+        },
     )
     app.router.add_get("/", home)
+    app.router.add_get("/healthz", healthz)
     app.router.add_get("/aaa", aaa)
     app.router.add_get("/bbb", bbb)
     app.router.add_get("/whoami", whoami)

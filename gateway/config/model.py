@@ -28,6 +28,7 @@ from .settings import (
     Boolean,
     Choice,
     Duration,
+    Fraction,
     HeaderNames,
     HeaderPatterns,
     Integer,
@@ -51,15 +52,18 @@ __all__ = [
     "DatabaseConfig",
     "ForwardAuthConfig",
     "GatewayConfig",
+    "HealthCheckConfig",
     "IdentityHeaders",
     "LoggingConfig",
     "MetricsConfig",
     "PasswordConfig",
     "RateLimitConfig",
     "RouteConfig",
+    "RouteRateLimit",
     "ServerConfig",
     "ServerTlsConfig",
     "SessionConfig",
+    "TargetConfig",
     "TokenConfig",
     "UpstreamConfig",
     "UpstreamTlsConfig",
@@ -348,6 +352,27 @@ class IdentityHeaders:
 
 
 @dataclass(frozen=True)
+class TargetConfig:
+    """One process of an upstream (an item of `targets`, or its `url`)."""
+
+    # http:// or https:// with a host, no query or fragment.
+    url: URL
+    # Its share of round_robin traffic, and the divisor of its in-flight count for least_requests.
+    weight: int = setting(1, Integer(1, 1000))
+
+
+@dataclass(frozen=True)
+class HealthCheckConfig:
+    """Active health checks: GET `path` on every target each `interval`; a target that does not
+    answer `expect` within `timeout` gets no traffic until it does."""
+
+    path: str = setting("/healthz", Text())
+    interval: float = setting(5.0, Duration(minimum=0.05, maximum=3600.0))
+    timeout: float = setting(1.0, Duration(minimum=0.01, maximum=60.0))
+    expect: int = setting(200, Integer(100, 599))
+
+
+@dataclass(frozen=True)
 class UpstreamTlsConfig:
     """TLS to an https:// upstream (README "TLS"); read in config/tls.py, paths relative to
     the config file."""
@@ -367,14 +392,52 @@ class UpstreamTlsConfig:
 class UpstreamConfig:
     # The key under `upstreams`.
     name: str
-    # http:// or https:// with a host, no query or fragment (required).
+    # The first target's URL (`url`, or the first of `targets`).
     url: URL
+    # Every target; from `url` alone when not given.
+    targets: tuple[TargetConfig, ...] = ()
     connect_timeout: float = setting(5.0, Duration(minimum=0.001))
     # Longest wait for the upstream's response headers or for the next chunk of its body.
     read_timeout: float = setting(30.0, Duration(minimum=0.001), key="timeout")
+    # Per target.
     max_connections: int = setting(100, Integer(1, 100_000))
     # `tls`: how an https:// upstream is verified, and the client certificate it is shown.
     tls: UpstreamTlsConfig = UpstreamTlsConfig()
+    # Which target takes the next request: in turn by weight, or the one with the fewest
+    # requests in flight (per weight).
+    balance: str = setting("round_robin", Choice("round_robin", "least_requests"))
+    # Extra attempts on another target for a request that failed safely (see README).
+    retries: int = setting(1, Integer(0, 10))
+    # Retries may add at most this share of requests (plus a small reserve), so retries do not
+    # multiply the load of an outage.
+    retry_budget: float = setting(0.2, Fraction())
+    # Failures in a row that eject a target (a refused connection ejects at once).
+    max_failures: int = setting(3, Integer(1, 1000))
+    # An ejection lasts this long, doubling while the target keeps failing its probe.
+    ejection_time: float = setting(5.0, Duration(minimum=0.01, maximum=3600.0))
+    max_ejection_time: float = setting(120.0, Duration(minimum=0.01, maximum=86400.0))
+    # The circuit breaker, per target: requests in flight, and requests waiting for a
+    # connection (all max_connections busy); beyond either, 503 at once.
+    max_requests: int = setting(1000, Integer(1, 1_000_000))
+    max_pending: int = setting(100, Integer(0, 1_000_000))
+    # Active health checks; None: passive health only.
+    health: HealthCheckConfig | None = None
+
+    def __post_init__(self) -> None:
+        if not self.targets:
+            object.__setattr__(self, "targets", (TargetConfig(self.url),))
+
+
+@dataclass(frozen=True)
+class RouteRateLimit:
+    """`routes[].rate_limit`: at most `requests` per `per` for each caller (GCRA: a burst of
+    `requests` at once, then one every per/requests), counted by the user's id or by the client
+    address. Shared between processes in Redis when `rate_limits.redis_url` is set."""
+
+    requests: int = setting(60, Integer(1, 1_000_000_000))
+    per: float = setting(60.0, Duration(minimum=0.001, maximum=30 * _DAY))
+    # user: per authenticated user (anonymous callers by address); address: per client address.
+    by: str = setting("user", Choice("user", "address"))
 
 
 @dataclass(frozen=True)
@@ -399,6 +462,8 @@ class RouteConfig:
     preserve_host: bool = setting(False, Boolean())
     # Larger request bodies get 413. 0: no limit.
     max_body_bytes: int = setting(64 * 1024 * 1024, Size(minimum=0), key="max_body_size")
+    # None: no limit (README "Route rate limits").
+    rate_limit: RouteRateLimit | None = None
     # Client headers never forwarded on this route, in any case and with '_' for '-'; 'X-Foo-*'
     # drops a prefix. Absent: IDENTITY_LIKE_HEADERS; a list replaces it; [] drops none of them.
     drop_request_headers: tuple[str, ...] = setting(IDENTITY_LIKE_HEADERS, HeaderPatterns())

@@ -1,4 +1,4 @@
-"""A bounded keep-alive pool of HTTP/1.1 connections to one upstream.
+"""A bounded keep-alive pool of HTTP/1.1 connections to one target of an upstream.
 
 At most `max_connections` are open; a request beyond that waits for one to come back, for no
 longer than the connect timeout. Idle connections are reused newest first (the oldest are the
@@ -14,6 +14,8 @@ import ssl
 import time
 from typing import Final
 
+from yarl import URL
+
 from ..config import UpstreamConfig
 from .http1 import UpstreamConnection, Watchdog
 
@@ -25,7 +27,12 @@ IDLE_TIMEOUT: Final = 15.0
 
 
 class ConnectFailed(Exception):
-    """No connection could be made (refused, unreachable, or the connect timed out)."""
+    """No connection could be made (refused, unreachable, or the connect timed out), or none
+    came free in time (`refused` False: the target is busy, not down)."""
+
+    def __init__(self, message: str, *, refused: bool = True) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 class TlsFailed(ConnectFailed):
@@ -34,11 +41,11 @@ class TlsFailed(ConnectFailed):
 
 
 class ConnectionPool:
-    """Connections to one upstream, shared by every request to it."""
+    """Connections to one target, shared by every request to it."""
 
-    def __init__(self, upstream: UpstreamConfig) -> None:
-        self._host = upstream.url.host or "127.0.0.1"
-        self._port = upstream.url.port or (443 if upstream.url.scheme == "https" else 80)
+    def __init__(self, upstream: UpstreamConfig, url: URL) -> None:
+        self._host = url.host or "127.0.0.1"
+        self._port = url.port or (443 if url.scheme == "https" else 80)
         # Built with the config (config/tls.py): None for http://.
         self._ssl = upstream.tls.context
         self._server_name = (upstream.tls.server_name or None) if self._ssl else None
@@ -50,6 +57,16 @@ class ConnectionPool:
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closed = False
         self._watchdog: Watchdog | None = None
+
+    @property
+    def pending(self) -> int:
+        """Requests waiting for a connection to come back."""
+        return len(self._waiters)
+
+    @property
+    def saturated(self) -> bool:
+        """Every connection is busy: a new request would wait for one."""
+        return not self._idle and self._open >= self._limit
 
     async def acquire(self) -> tuple[UpstreamConnection, bool]:
         """A connection for one exchange, and whether it was reused from the pool."""
@@ -123,7 +140,8 @@ class ConnectionPool:
                 await waiter
         except TimeoutError:
             raise ConnectFailed(
-                f"all {self._limit} connections stayed busy for {self._connect_timeout:g}s"
+                f"all {self._limit} connections stayed busy for {self._connect_timeout:g}s",
+                refused=False,
             ) from None
         finally:
             if waiter in self._waiters:

@@ -35,7 +35,7 @@ class Runtime:
     drained: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
-    def build(cls, config: GatewayConfig, metrics: GatewayMetrics | None) -> Runtime:
+    def build(cls, config: GatewayConfig, metrics: GatewayMetrics) -> Runtime:
         headers = HeaderPolicy(
             config.identity_headers,
             config.server.trusted_proxies,
@@ -60,7 +60,7 @@ class Runtime:
 class RuntimeHolder:
     """Holds the current Runtime and counts the requests using each one."""
 
-    def __init__(self, runtime: Runtime, metrics: GatewayMetrics | None) -> None:
+    def __init__(self, runtime: Runtime, metrics: GatewayMetrics) -> None:
         self.current = runtime
         self._metrics = metrics
 

@@ -331,6 +331,17 @@ async def test_the_decision_cache_is_offered_within_the_tokens_life(
     pair = await gw.login()
     response = await decide(gw, nginx("/bbb", **bearer(pair["access_token"])))
     assert response.headers["Cache-Control"] == "private, max-age=2"
+    assert response.headers["X-Accel-Expires"] == "2"  # what nginx's proxy_cache goes by
+    through_traefik = await decide(gw, traefik("/bbb", **bearer(pair["access_token"])))
+    assert through_traefik.headers["Cache-Control"] == "private, max-age=2"
+    assert "X-Accel-Expires" not in through_traefik.headers
+    public = await decide(gw, nginx("/aaa"))
+    assert public.status == 200
+    assert public.headers["Cache-Control"] == "private, max-age=2"
+    # A decision by cookie also depends on Origin and Sec-Fetch-*: never offered for caching.
+    jar = await logged_in(gw)
+    by_cookie = await decide(gw, nginx("/bbb", **jar.headers(NAVIGATE)))
+    assert by_cookie.status == 200 and "Cache-Control" not in by_cookie.headers
     gw.clock.advance(pair["expires_in"] - 1.5)  # one and a half seconds of the token left
     late = await decide(gw, nginx("/bbb", **bearer(pair["access_token"])))
     assert late.headers["Cache-Control"] == "private, max-age=1"

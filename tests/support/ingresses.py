@@ -5,6 +5,7 @@ its own, stopped by the PID they were started with."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -81,16 +82,25 @@ def _addresses(text: str, gateway: str, app: str) -> str:
 
 
 @contextmanager
-def nginx(directory: Path, *, gateway: str, app: str) -> Iterator[str]:
-    """nginx with deploy/forward-auth/nginx.conf; yields its base URL."""
+def nginx(
+    directory: Path, *, gateway: str, app: str, decision_cache: bool = False
+) -> Iterator[str]:
+    """nginx with deploy/forward-auth/nginx.conf (its "#cache " lines uncommented with
+    `decision_cache`); yields its base URL."""
     program = require("nginx")
     port = free_port()
     directory.mkdir(parents=True, exist_ok=True)
     site = _addresses((DEPLOY / "nginx.conf").read_text(), gateway, app)
     site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
+    if decision_cache:
+        site = re.sub(r"^(\s*)#cache ", r"\1", site, flags=re.M)
+        site = site.replace("/var/cache/nginx/gateway-decisions", str(directory / "decisions"))
     (directory / "site.conf").write_text(site)
+    # Started as root, nginx's workers would run as nobody, who cannot enter pytest's 0700
+    # directories (the decision cache, temp files).
+    user = "user root;\n" if os.geteuid() == 0 else ""
     (directory / "nginx.conf").write_text(
-        f"""daemon off;
+        f"""{user}daemon off;
 worker_processes 1;
 pid {directory}/nginx.pid;
 error_log {directory}/error.log info;

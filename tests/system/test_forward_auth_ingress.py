@@ -6,6 +6,7 @@ never does."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
@@ -17,8 +18,9 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from gateway.appkeys import STORE
+from gateway.appkeys import METRICS, STORE
 from tests.support import ingresses
+from tests.support.cookies import FETCH, NAVIGATE, Jar
 
 ROUTES: list[dict[str, Any]] = [
     {"path": "/aaa", "upstream": "demo", "auth": "public", "methods": ["GET"]},
@@ -193,3 +195,108 @@ async def test_a_revoked_session_is_refused_within_the_revocation_bound(
         assert time.monotonic() - revoked_at < REVOCATION_POLL + 1.0, "still let through"
         await asyncio.sleep(0.05)
     assert (await fetch(http, f"{stack.url}/bbb", bearer(token)))[0] == 401
+
+
+# --- cookie sessions through the ingress ----------------------------------------------------
+
+
+@pytest.fixture(params=sorted(INGRESSES))
+async def short_lived(
+    request: pytest.FixtureRequest, tmp_path: Path, aiohttp_server: Callable[..., Any]
+) -> AsyncIterator[Stack]:
+    """The stack with one-second access tokens, for refreshes."""
+    behind = await ingresses.gateway_and_upstream(
+        aiohttp_server,
+        f"sqlite:///{tmp_path / 'gateway.db'}",
+        ROUTES,
+        tokens={"access_ttl": "1s", "leeway": "0s"},
+    )
+    start = INGRESSES[request.param]
+    with start(
+        tmp_path / request.param, gateway=behind.gateway_address, app=behind.app_address
+    ) as url:
+        yield Stack(url, behind.gateway, behind.seen)
+
+
+async def log_in_through(http: aiohttp.ClientSession, url: str, jar: Jar) -> None:
+    """The login page and its form, through the ingress, as a browser does."""
+    async with http.get(
+        f"{url}/_gateway/login", params={"rd": "/whoami"}, headers=jar.headers(NAVIGATE)
+    ) as page:
+        assert page.status == 200, await page.text()
+        jar.update(page)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', await page.text())
+    assert csrf is not None
+    form = {"username": "guang", "password": "123456", "csrf": csrf.group(1), "rd": "/whoami"}
+    own = {"Origin": url, "Sec-Fetch-Site": "same-origin"}
+    async with http.post(
+        f"{url}/_gateway/login",
+        data=form,
+        headers=jar.headers(NAVIGATE, own),
+        allow_redirects=False,
+    ) as submitted:
+        assert submitted.status == 303, await submitted.text()
+        jar.update(submitted)
+
+
+async def test_a_session_refreshed_in_the_decision_hands_its_cookies_to_the_browser(
+    short_lived: Stack, http: aiohttp.ClientSession
+) -> None:
+    jar = Jar()
+    await log_in_through(http, short_lived.url, jar)
+    first_refresh = jar.values["__Host-gateway-refresh"]
+    await asyncio.sleep(1.2)  # the access token is over: the next decision refreshes
+    async with http.get(f"{short_lived.url}/whoami", headers=jar.headers(FETCH)) as response:
+        assert response.status == 200, await response.text()
+        assert (await response.json())["username"] == "guang"
+        received = jar.update(response)
+    assert set(received) == {"__Host-gateway-access", "__Host-gateway-refresh"}
+    assert jar.values["__Host-gateway-refresh"] != first_refresh
+    # The new cookies work; the app saw none of them.
+    async with http.get(f"{short_lived.url}/echo/x", headers=jar.headers(FETCH)) as echo:
+        assert echo.status == 200 and "Set-Cookie" not in echo.headers
+        seen = await echo.json()
+    assert [v for n, v in seen["headers"] if n.lower() == "cookie"] == []
+
+
+# --- nginx's decision cache -----------------------------------------------------------------
+
+
+async def test_nginx_caches_decisions_no_longer_than_the_gateway_says(
+    tmp_path: Path, aiohttp_server: Callable[..., Any], http: aiohttp.ClientSession
+) -> None:
+    poll, max_age = 1.0, 1
+    behind = await ingresses.gateway_and_upstream(
+        aiohttp_server,
+        f"sqlite:///{tmp_path / 'gateway.db'}",
+        ROUTES,
+        sessions={"revocation_poll": poll},
+        forward_auth={"cache_max_age": max_age},
+    )
+    decisions = behind.gateway[METRICS].requests.labels("forward_auth", "GET", "200")
+    with ingresses.nginx(
+        tmp_path / "nginx",
+        gateway=behind.gateway_address,
+        app=behind.app_address,
+        decision_cache=True,
+    ) as url:
+        stack = Stack(url, behind.gateway, behind.seen)
+        token = await stack.token(http)
+        for _ in range(5):
+            status, body, _ = await fetch(http, f"{url}/bbb", bearer(token))
+            assert (status, body) == (200, "bbb")
+        assert decisions.value == 1  # four answered from nginx's cache
+        assert len(behind.seen) == 5  # every one of them proxied by nginx
+        # Another token, method or path is another key; a refusal is never cached.
+        assert (await fetch(http, f"{url}/bbb", bearer(token + "x")))[0] == 401
+        assert (await fetch(http, f"{url}/whoami", bearer(token)))[0] == 200
+        assert decisions.value == 2
+        store = behind.gateway[STORE]
+        user = await store.get_user_by_name("guang")
+        assert user is not None
+        await store.revoke_user_sessions(user.id, reason="test", now=time.time())
+        revoked_at = time.monotonic()
+        while (await fetch(http, f"{url}/bbb", bearer(token)))[0] == 200:
+            assert time.monotonic() - revoked_at < poll + max_age + 0.5, "still let through"
+            await asyncio.sleep(0.05)
+        assert (await fetch(http, f"{url}/bbb", bearer(token)))[0] == 401
