@@ -44,6 +44,7 @@ from report import (
     FORWARD_AUTH,
     HAPROXY,
     NAIVE,
+    POOL,
     PROTECTED,
     REJECTED,
     WORKERS,
@@ -130,6 +131,12 @@ def catalogue(stack: Stack, args: argparse.Namespace) -> list[Plan]:
         Plan(HAPROXY, stack.haproxy, http("/bbb", token=True), needs="haproxy"),
         Plan("reference: nginx plain proxy, 1 worker", stack.nginx_proxy, http("/bbb")),
         Plan(PROTECTED, stack.gateway, http("/bbb", token=True)),
+        Plan(
+            POOL,
+            lambda: stack.gateway("pool"),
+            http("/bbb", token=True),
+            note="targets: three nginx ports, round robin; against the row above",
+        ),
         Plan("gateway: public route", stack.gateway, http("/aaa")),
         # The gateway's cheapest answer (middleware, edge, access log, metrics): the floor
         # under every row of it, forward auth's decisions included.

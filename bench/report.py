@@ -135,6 +135,9 @@ HAPROXY = "reference: HAProxy jwt_verify, 1 thread"
 # CPU of this row is the deciding gateway's only (nginx's is not counted).
 FORWARD_AUTH = "forward auth: nginx auth_request -> gateway decides, protected"
 
+# The same gateway and route, its upstream three targets (balanced, health-tracked) instead of one.
+POOL = "gateway: protected, upstream a pool of 3 targets"
+
 RATIOS = [
     Ratio(
         "gateway CPU per proxied authorized request ≤ 0.6x the naive proxy's",
@@ -166,6 +169,14 @@ RATIOS = [
         "401 path CPU ≤ 1.5x the bare aiohttp server's", REJECTED, BARE, "cpu_us", 1.5, at_most=True
     ),
     Ratio("`--workers 2` req/s ≥ 1.7x one worker's", WORKERS, PROTECTED, "rps", 1.7, at_most=False),
+    Ratio(
+        "a pool of 3 targets: CPU per request ≤ 1.10x one target's",
+        POOL,
+        PROTECTED,
+        "cpu_us",
+        1.10,
+        at_most=True,
+    ),
     Ratio(
         "forward auth: gateway CPU per decision ≤ 1.3x the bare aiohttp server's per request",
         FORWARD_AUTH,

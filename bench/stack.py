@@ -6,6 +6,8 @@ GATEWAY_PORT, UPSTREAM_URL, DATABASE_URL), so its JSON access log is on (stderr,
 work directory). Every other variable the file reads is removed from the inherited environment,
 so a developer's shell cannot change what "shipped" means. The login rate limits stay: only one of
 the three is an environment variable, and the bench's logins all succeed, so none is reached.
+The pool row's gateway reads the same file with its one line `url: ${UPSTREAM_URL...}` replaced
+by `targets: ${UPSTREAM_TARGETS}` (three URLs, comma-separated); all else stays as shipped.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class Stack:
         self._services: dict[str, Service] = {}
         self._users_ready = False
         self._token: tuple[float, str] | None = None
+        self._pool_targets: list[str] = []
 
     @property
     def database_name(self) -> str:
@@ -130,6 +133,19 @@ class Stack:
             "fast-upstream",
             lambda: self._nginx("fast-upstream", 'location / { return 200 "bbb"; }'),
         )
+
+    def fast_upstream_pool(self) -> tuple[Service, list[str]]:
+        """nginx answering a fixed 200 on three ports: the three targets of a pool, none of
+        which is the bottleneck (one worker, as for the single fast upstream)."""
+        ports = [free_port() for _ in range(2)]
+        listens = "".join(f"listen 127.0.0.1:{port}; " for port in ports)
+        service = self._once(
+            "fast-upstream-pool",
+            lambda: self._nginx("fast-upstream-pool", listens + 'location / { return 200 "bbb"; }'),
+        )
+        if not self._pool_targets:
+            self._pool_targets = [service.base, *(f"http://127.0.0.1:{p}" for p in ports)]
+        return service, self._pool_targets
 
     def demo_upstream(self) -> Service:
         """The demo upstream (Python): a realistic pairing."""
@@ -285,13 +301,19 @@ backend upstream
     def _start_gateway(
         self, name: str, upstream: str, workers: int, extra: dict[str, str]
     ) -> Service:
-        target = self.demo_upstream() if upstream == "demo" else self.fast_upstream()
         self._ensure_user()
         port = free_port()
-        argv = self._gateway_argv("serve")
+        if upstream == "pool":
+            _, targets = self.fast_upstream_pool()
+            argv = self._gateway_argv("serve", config=self._pool_config())
+            env = self._shipped_env(port, targets[0]) | {"UPSTREAM_TARGETS": ",".join(targets)}
+        else:
+            target = self.demo_upstream() if upstream == "demo" else self.fast_upstream()
+            argv = self._gateway_argv("serve")
+            env = self._shipped_env(port, target.base)
         if workers != 1:
             argv += ["--workers", str(workers)]
-        env = self._shipped_env(port, target.base) | extra
+        env |= extra
         service = self._start(name, argv, port, env)
         # With SO_REUSEPORT the kernel spreads connections over the sockets listening when they
         # arrive: wrk connects once, so every worker must be listening before any row starts.
@@ -308,8 +330,21 @@ backend upstream
             shutil.copy(SHIPPED_CONFIG, path)
         return path
 
-    def _gateway_argv(self, *command: str) -> list[str]:
-        return [sys.executable, "-m", "gateway", *command, "--config", str(self._config_copy())]
+    def _pool_config(self) -> Path:
+        """The shipped config with its upstream as a pool: `targets` instead of `url`."""
+        path = self.workdir / "config-pool.yaml"
+        shipped = SHIPPED_CONFIG.read_text()
+        pooled = re.sub(
+            r"(?m)^(\s+)url: \$\{UPSTREAM_URL[^}]*\}$", r"\1targets: ${UPSTREAM_TARGETS}", shipped
+        )
+        if pooled == shipped:
+            raise SystemExit("config.yaml has no `url: ${UPSTREAM_URL...}` line to make a pool of")
+        path.write_text(pooled)
+        return path
+
+    def _gateway_argv(self, *command: str, config: Path | None = None) -> list[str]:
+        config = config or self._config_copy()
+        return [sys.executable, "-m", "gateway", *command, "--config", str(config)]
 
     def _shipped_env(self, port: int, upstream_url: str) -> dict[str, str]:
         read_by_config = set(re.findall(r"\$\{(\w+)", SHIPPED_CONFIG.read_text()))
