@@ -94,7 +94,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         clock=clock,
     )
     sessions = SessionService(store, tokens, revocations, config, clock=clock)
-    passwords = PasswordHasher(config.passwords)
+    passwords = PasswordHasher(config.passwords, max_wait=config.database.timeout)
     limiter = LoginLimiter(config.rate_limits, create_counters(config.rate_limits))
     # Route rate limits share the login limits' Redis, when there is one.
     route_limiter = RouteLimiter(create_gcra(config.rate_limits.redis_url))

@@ -13,7 +13,8 @@
     ├── TooManyRequests         429   failed-login limits, route rate limits (with Retry-After)
     ├── HeaderBlockTooLarge     431   too many or too large request headers
     ├── ServiceUnavailable      503
-    │   └── StorageUnavailable  503   the database is unreachable or failed (with Retry-After)
+    │   ├── StorageUnavailable  503   the database is unreachable or failed (with Retry-After)
+    │   └── LoginsBusy          503   the password-hashing queue is full (with Retry-After)
     └── UpstreamFailure               an upstream gave no usable answer; `kind` says how
         ├── BadGateway          502   refused, TLS failed, broken off, malformed, handshake refused
         ├── UpstreamUnavailable 503   no target can take it now: all ejected or unhealthy, or
@@ -42,6 +43,7 @@ __all__ = [
     "GatewayError",
     "GatewayTimeout",
     "HeaderBlockTooLarge",
+    "LoginsBusy",
     "MethodNotAllowed",
     "NotFound",
     "OriginRefused",
@@ -167,6 +169,13 @@ class StorageUnavailable(ServiceUnavailable):
 
     def __init__(self, message: str = "Database unavailable, try again shortly") -> None:
         super().__init__(message, headers={"Retry-After": "5"})
+
+
+class LoginsBusy(ServiceUnavailable):
+    """More logins than the hashing queue holds: answered at once rather than after a wait."""
+
+    def __init__(self, message: str = "Too many logins at once, try again shortly") -> None:
+        super().__init__(message, headers={"Retry-After": "1"})
 
 
 class UpstreamFailure(GatewayError):

@@ -309,6 +309,8 @@ class SessionConfig:
     # How often each process reloads the ids of revoked sessions: the bound on how long an
     # access token of a revoked session keeps working (plus one database query).
     revocation_poll: float = setting(2.0, Duration(minimum=0.1, maximum=60.0))
+    # Live sessions one user may hold; a login past it ends that user's oldest. 0: no limit.
+    max_per_user: int = setting(50, Integer(0, 1_000_000))
     # How often expired and revoked sessions are deleted.
     prune_interval: float = setting(3600.0, Duration(minimum=1.0))
 
@@ -321,6 +323,9 @@ class PasswordConfig:
     parallelism: int = setting(1, Integer(1, 16))
     # Threads hashing at once; more logins queue (bounded CPU and memory under a login storm).
     workers: int = setting(2, Integer(1, 64))
+    # Logins waiting for a hashing thread at most; more get 503 with Retry-After at once, and no
+    # login waits longer than database.timeout for a thread (then 503 too).
+    queue: int = setting(64, Integer(1, 100_000))
 
 
 @dataclass(frozen=True)

@@ -356,3 +356,44 @@ async def test_migration_from_the_first_schema_keeps_users(database_url: str) ->
             await store.add_user("GUANG", "other")
     finally:
         await store.close()
+
+
+async def test_a_login_past_max_per_user_ends_the_oldest_sessions(
+    start_gateway: GatewayFactory,
+) -> None:
+    gw: Gateway = await start_gateway(sessions={"max_per_user": 3})
+    await gw.add_user()
+    pairs = []
+    for _ in range(5):
+        pairs.append(await gw.login())
+        gw.clock.advance(1)  # each session is newer than the last
+    for i, pair in enumerate(pairs):
+        access = await gw.client.get("/bbb", headers=bearer_of(pair))
+        assert access.status == (401 if i < 2 else 200), i
+    assert (await gw.refresh(pairs[0])).status == 401
+    assert (await gw.refresh(pairs[4])).status == 200
+    user = await gw.app[STORE].get_user_by_name("guang")
+    assert user is not None
+    live = await gw.app[SESSIONS].live_sessions(user.id)
+    assert len(live) == 3
+
+
+async def test_concurrent_logins_on_two_gateways_leave_at_most_max_per_user(
+    start_gateway: GatewayFactory,
+) -> None:
+    # Two apps on one database, as two processes would be: the trim is one statement, so
+    # however the logins interleave, at most max_per_user sessions stay live.
+    limits = {"per_user_and_address": 0, "per_user": 0, "per_address": 0}
+    first: Gateway = await start_gateway(sessions={"max_per_user": 4}, rate_limits=limits)
+    second: Gateway = await start_gateway(sessions={"max_per_user": 4}, rate_limits=limits)
+    await first.add_user()
+    answers = await asyncio.gather(
+        *(
+            gw.client.post("/user/login", json={"username": "guang", "password": "123456"})
+            for gw in [first, second] * 20
+        )
+    )
+    assert [a.status for a in answers] == [200] * 40
+    user = await first.app[STORE].get_user_by_name("guang")
+    assert user is not None
+    assert 1 <= len(await first.app[SESSIONS].live_sessions(user.id)) <= 4
