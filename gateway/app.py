@@ -15,6 +15,7 @@ from aiohttp.typedefs import Handler
 from .appkeys import (
     BACKGROUND,
     CONFIG,
+    DRAIN,
     LIMITER,
     METRICS,
     PASSWORDS,
@@ -42,6 +43,7 @@ from .auth.tokens import TokenService
 from .config import PARSER_FIELD_LIMIT, PARSER_MAX_HEADERS, GatewayConfig
 from .config.endpoints import OWN_ENDPOINTS
 from .config.tls import follow_reloads
+from .draining import Drain
 from .edge import EdgePolicy
 from .errors import NotFound, StorageUnavailable
 from .forward_auth import Decisions
@@ -68,9 +70,10 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     """Build the gateway application for a validated config. `clock` is injectable for tests."""
     metrics = GatewayMetrics(config.metrics)
     edge = EdgePolicy(config.server, config.cors)
+    drain = Drain()
     access_log = AccessLog(enabled=config.logging.access_log)
     app = web.Application(
-        middlewares=[gateway_middleware(edge, metrics, access_log)],
+        middlewares=[gateway_middleware(edge, metrics, access_log, drain)],
         handler_args={
             # A client that goes away cancels its handler, and so the upstream request.
             "handler_cancellation": True,
@@ -85,6 +88,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         },
     )
     app.on_response_prepare.append(edge.on_prepare)
+    app.on_response_prepare.append(drain.on_prepare)
     store = create_store(config.database.url, timeout=config.database.timeout)
     tokens = TokenService(config.tokens, clock=clock)
     revocations = RevocationView(
@@ -110,6 +114,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     app[LIMITER] = limiter
     app[ROUTE_LIMITER] = route_limiter
     app[BACKGROUND] = []
+    app[DRAIN] = drain
     # The access log first: it is flushed last, after the final requests and cleanup logs.
     app.cleanup_ctx.extend(
         [
@@ -136,7 +141,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         metrics=metrics,
         account=account,
     )
-    health = Health(runtime, store)
+    health = Health(runtime, store, drain)
     handlers: dict[str, Handler] = {
         "login": users.login,
         "refresh": users.refresh,
@@ -170,7 +175,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
             continue  # served on its own port, or not at all
         path = endpoint.path + r"/{tail:[\s\S]*}" if endpoint.prefix else endpoint.path
         app.router.add_route(endpoint.method, path, handlers[endpoint.name])
-    proxy = ProxyHandler(runtime, policy, route_limiter)
+    proxy = ProxyHandler(runtime, policy, route_limiter, drain)
     # [\s\S]: a decoded newline must reach normalize_path (400), not fall out of routing.
     app.router.add_route("*", r"/{tail:[\s\S]*}", proxy.forward)
     return app

@@ -12,6 +12,7 @@ from .auth.revocation import RevocationView
 from .auth.sessions import SessionService
 from .auth.tokens import TokenService
 from .config import GatewayConfig
+from .draining import Drain
 from .proxy.route_limits import RouteLimiter
 from .proxy.runtime import RuntimeHolder
 from .storage import Store
@@ -20,6 +21,7 @@ from .telemetry.metrics import GatewayMetrics
 __all__ = [
     "BACKGROUND",
     "CONFIG",
+    "DRAIN",
     "LIMITER",
     "METRICS",
     "PASSWORDS",
@@ -41,5 +43,7 @@ LIMITER = web.AppKey("limiter", LoginLimiter)
 ROUTE_LIMITER = web.AppKey("route_limiter", RouteLimiter)
 REVOCATIONS = web.AppKey("revocations", RevocationView)
 SESSIONS = web.AppKey("sessions", SessionService)
+# Graceful shutdown: requests in flight, and whether the app is draining (server.py drains it).
+DRAIN = web.AppKey("drain", Drain)
 # Background tasks the app owns: cancelled and awaited on cleanup.
 BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])
