@@ -167,7 +167,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         handlers["login_page"], handlers["logout"] = pages.login, pages.logout
     # The one policy path, for proxied requests and forward-auth decisions alike.
     policy = RequestPolicy(Authenticator(tokens, revocations, metrics), browser)
-    decisions = Decisions(runtime, policy, config, clock=clock)
+    decisions = Decisions(runtime, policy, config, limiter=route_limiter, clock=clock)
     handlers["forward_auth"], handlers["ext_authz"] = decisions.auth, decisions.ext_authz
     for endpoint in OWN_ENDPOINTS:
         if endpoint.name == "metrics" and not (config.metrics.enabled and not config.metrics.port):
