@@ -69,8 +69,8 @@ log = logging.getLogger(__name__)
 def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time) -> web.Application:
     """Build the gateway application for a validated config. `clock` is injectable for tests."""
     metrics = GatewayMetrics(config.metrics)
-    edge = EdgePolicy(config.server, config.cors)
     drain = Drain()
+    edge = EdgePolicy(config.server, config.cors, drain)
     access_log = AccessLog(enabled=config.logging.access_log)
     app = web.Application(
         middlewares=[gateway_middleware(edge, metrics, access_log, drain)],
@@ -88,7 +88,6 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         },
     )
     app.on_response_prepare.append(edge.on_prepare)
-    app.on_response_prepare.append(drain.on_prepare)
     store = create_store(config.database.url, timeout=config.database.timeout)
     tokens = TokenService(config.tokens, clock=clock)
     revocations = RevocationView(
