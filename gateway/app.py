@@ -24,6 +24,7 @@ from .appkeys import (
     TOKENS,
 )
 from .auth.account import AccountEndpoints
+from .auth.assertions import assertion_signer
 from .auth.authenticator import Authenticator
 from .auth.browser_endpoints import BrowserEndpoints
 from .auth.browser_sessions import BrowserSessions
@@ -91,7 +92,8 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     sessions = SessionService(store, tokens, revocations, config, clock=clock)
     passwords = PasswordHasher(config.passwords)
     limiter = LoginLimiter(config.rate_limits, create_counters(config.rate_limits))
-    runtime = RuntimeHolder(Runtime.build(config, metrics), metrics)
+    assertions = assertion_signer(config, clock=clock)
+    runtime = RuntimeHolder(Runtime.build(config, metrics, assertions), metrics, assertions)
     app[CONFIG] = config
     app[METRICS] = metrics
     app[RUNTIME] = runtime

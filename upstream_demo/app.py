@@ -5,11 +5,19 @@ from __future__ import annotations
 import hashlib
 import logging
 from importlib import resources
+from typing import Any
 
+import aiohttp
+import jwt
 from aiohttp import web
 from aiohttp.web_log import AccessLogger
 
+from .assertion import AssertionVerifier
+
 __all__ = ["create_upstream_app"]
+
+ASSERTION_HEADER = "X-Gateway-Assertion"
+VERIFIER = web.AppKey("assertion_verifier", AssertionVerifier)
 
 
 async def aaa(request: web.Request) -> web.Response:
@@ -21,7 +29,8 @@ async def bbb(request: web.Request) -> web.Response:
 
 
 async def whoami(request: web.Request) -> web.Response:
-    """The identity headers as received (every header named X-User-*)."""
+    """The identity headers as received (every header named X-User-*), and whether the signed
+    assertion verified (when the app was given a verifier)."""
     identity = {
         name.lower(): request.headers.getall(name)
         for name in dict.fromkeys(request.headers)
@@ -32,8 +41,27 @@ async def whoami(request: web.Request) -> web.Response:
             "user_id": request.headers.get("X-User-Id"),
             "username": request.headers.get("X-User-Name"),
             "identity_headers": identity,
+            "assertion": await _checked_assertion(request),
         }
     )
+
+
+async def _checked_assertion(request: web.Request) -> dict[str, Any] | None:
+    """{"verified": true, "claims": ...} or {"verified": false, "reason": ...}; None when this
+    upstream checks no assertion."""
+    verifier = request.app.get(VERIFIER)
+    if verifier is None:
+        return None
+    token = request.headers.get(ASSERTION_HEADER)
+    if token is None:
+        return {"verified": False, "reason": f"no {ASSERTION_HEADER} header"}
+    try:
+        claims = await verifier.verify(token)
+    except jwt.PyJWTError as exc:
+        return {"verified": False, "reason": f"{type(exc).__name__}: {exc}"}
+    except aiohttp.ClientError as exc:
+        return {"verified": False, "reason": f"cannot fetch the JWKS: {exc}"}
+    return {"verified": True, "claims": claims}
 
 
 async def echo(request: web.Request) -> web.Response:
@@ -95,8 +123,13 @@ ACCESS_LOGGER = "upstream_demo.access"
 _ACCESS_LOG = logging.getLogger(ACCESS_LOGGER)
 
 
-def create_upstream_app(*, access_log: logging.Logger | None = _ACCESS_LOG) -> web.Application:
-    """The demo upstream; `access_log=None` silences its access log."""
+def create_upstream_app(
+    *,
+    access_log: logging.Logger | None = _ACCESS_LOG,
+    verifier: AssertionVerifier | None = None,
+) -> web.Application:
+    """The demo upstream; `access_log=None` silences its access log; with `verifier`, /whoami
+    says whether the gateway's signed assertion verified."""
     # /echo reports the body as it arrived on the wire, compressed or not. handler_args win
     # over the runner's arguments, so the access logger (and aiohttp's plain line format, not
     # the gateway's) holds wherever the app is served.
@@ -107,6 +140,8 @@ def create_upstream_app(*, access_log: logging.Logger | None = _ACCESS_LOG) -> w
             "access_log_class": AccessLogger,
         }
     )
+    if verifier is not None:
+        app[VERIFIER] = verifier
     app.router.add_get("/", home)
     app.router.add_get("/aaa", aaa)
     app.router.add_get("/bbb", bbb)
