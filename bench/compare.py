@@ -12,8 +12,9 @@ Starts what the selected rows need, measures, prints two Markdown tables and sto
   2. the gateway as a user gets it (the shipped config.yaml, set through its environment
      variables only, so the JSON access log is on): protected route with a valid token, public
      route, no token (the 401 path), the demo upstream behind it, `--workers 2`, the protected
-     route during a login storm, POST /user/refresh and POST /user/login on MariaDB (SQLite when
-     no MariaDB answers at 127.0.0.1:3306);
+     route during a login storm, nginx + auth_request in front with the gateway only deciding
+     (deploy/forward-auth/nginx.conf), POST /user/refresh and POST /user/login on MariaDB
+     (SQLite when no MariaDB answers at 127.0.0.1:3306);
   3. after the rows, the issue's targets as ratios between rows of the same run, and what the
      identity assertion header adds per request (bench/assertion_cost.py: the same route's
      upstream request head built with and without it, alternating rounds; target <= 10 us).
@@ -43,8 +44,10 @@ from harness import peak_rss_mib, rss_mib
 from load import Sample, drive_logins, drive_refreshes, login_storm, run_wrk
 from report import (
     BARE,
+    FORWARD_AUTH,
     HAPROXY,
     NAIVE,
+    POOL,
     PROTECTED,
     REJECTED,
     WORKERS,
@@ -90,6 +93,20 @@ def catalogue(stack: Stack, args: argparse.Namespace) -> list[Plan]:
 
         return measure
 
+    def forward_auth(decision_cache: int = 0) -> Callable[[Service], Sample]:
+        def measure(service: Service) -> Sample:
+            # Through nginx; the CPU counted is the deciding gateway's, over nginx's requests
+            # (one decision each, unless nginx's cache answered).
+            return run_wrk(
+                f"{service.base}/bbb",
+                seconds=args.seconds,
+                connections=args.connections,
+                pid=stack.forward_auth_gateway(decision_cache).pid,
+                headers=stack.bearer(),
+            )
+
+        return measure
+
     def during_storm(service: Service) -> Sample:
         logins = stack.login_gateway()
         with login_storm(logins.base, args.seconds):
@@ -117,7 +134,16 @@ def catalogue(stack: Stack, args: argparse.Namespace) -> list[Plan]:
         Plan(HAPROXY, stack.haproxy, http("/bbb", token=True), needs="haproxy"),
         Plan("reference: nginx plain proxy, 1 worker", stack.nginx_proxy, http("/bbb")),
         Plan(PROTECTED, stack.gateway, http("/bbb", token=True)),
+        Plan(
+            POOL,
+            lambda: stack.gateway("pool"),
+            http("/bbb", token=True),
+            note="targets: three nginx ports, round robin; against the row above",
+        ),
         Plan("gateway: public route", stack.gateway, http("/aaa")),
+        # The gateway's cheapest answer (middleware, edge, access log, metrics): the floor
+        # under every row of it, forward auth's decisions included.
+        Plan("gateway: GET /healthz (its floor)", stack.gateway, http("/healthz")),
         Plan(REJECTED, stack.gateway, http("/bbb", expect_2xx=False)),
         Plan(
             "gateway: protected -> demo upstream",
@@ -125,6 +151,20 @@ def catalogue(stack: Stack, args: argparse.Namespace) -> list[Plan]:
             http("/bbb", token=True),
         ),
         Plan(WORKERS, lambda: stack.gateway(workers=2), http("/bbb", token=True)),
+        Plan(
+            FORWARD_AUTH,
+            stack.nginx_forward_auth,
+            forward_auth(),
+            note="deploy/forward-auth/nginx.conf, 1 worker; CPU: the gateway's per decision",
+            rss=False,
+        ),
+        Plan(
+            "forward auth: the same with nginx's decision cache (2 s)",
+            lambda: stack.nginx_forward_auth(decision_cache=2),
+            forward_auth(decision_cache=2),
+            note="its #cache lines on, DECISION_CACHE_MAX_AGE=2; CPU: the gateway's per request",
+            rss=False,
+        ),
         # A gateway of its own, which the logins and refreshes also go to: the proxying rows'
         # peak RSS is then the proxy's, not argon2's 19 MiB per hash.
         Plan(

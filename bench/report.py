@@ -10,6 +10,7 @@ from load import Sample
 
 __all__ = [
     "BARE",
+    "FORWARD_AUTH",
     "HAPROXY",
     "NAIVE",
     "PROTECTED",
@@ -131,6 +132,11 @@ WORKERS = "gateway --workers 2: protected"
 BARE = "reference: bare aiohttp server, fixed 200"
 NAIVE = "reference: naive aiohttp + PyJWT proxy"
 HAPROXY = "reference: HAProxy jwt_verify, 1 thread"
+# CPU of this row is the deciding gateway's only (nginx's is not counted).
+FORWARD_AUTH = "forward auth: nginx auth_request -> gateway decides, protected"
+
+# The same gateway and route, its upstream three targets (balanced, health-tracked) instead of one.
+POOL = "gateway: protected, upstream a pool of 3 targets"
 
 RATIOS = [
     Ratio(
@@ -163,6 +169,30 @@ RATIOS = [
         "401 path CPU ≤ 1.5x the bare aiohttp server's", REJECTED, BARE, "cpu_us", 1.5, at_most=True
     ),
     Ratio("`--workers 2` req/s ≥ 1.7x one worker's", WORKERS, PROTECTED, "rps", 1.7, at_most=False),
+    Ratio(
+        "a pool of 3 targets: CPU per request ≤ 1.10x one target's",
+        POOL,
+        PROTECTED,
+        "cpu_us",
+        1.10,
+        at_most=True,
+    ),
+    Ratio(
+        "forward auth: gateway CPU per decision ≤ 1.3x the bare aiohttp server's per request",
+        FORWARD_AUTH,
+        BARE,
+        "cpu_us",
+        1.3,
+        at_most=True,
+    ),
+    Ratio(
+        "forward auth: req/s through nginx ≥ 2x the gateway's own proxy mode",
+        FORWARD_AUTH,
+        PROTECTED,
+        "rps",
+        2.0,
+        at_most=False,
+    ),
 ]
 
 RSS_TOLERANCE = 0.10

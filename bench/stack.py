@@ -6,6 +6,8 @@ GATEWAY_PORT, UPSTREAM_URL, DATABASE_URL), so its JSON access log is on (stderr,
 work directory). Every other variable the file reads is removed from the inherited environment,
 so a developer's shell cannot change what "shipped" means. The login rate limits stay: only one of
 the three is an environment variable, and the bench's logins all succeed, so none is reached.
+The pool row's gateway reads the same file with its one line `url: ${UPSTREAM_URL...}` replaced
+by `targets: ${UPSTREAM_TARGETS}` (three URLs, comma-separated); all else stays as shipped.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ __all__ = ["Service", "Stack"]
 
 BENCH = Path(__file__).resolve().parent
 SHIPPED_CONFIG = REPO / "config.yaml"
+SHIPPED_NGINX_FORWARD_AUTH = REPO / "deploy" / "forward-auth" / "nginx.conf"
 MYSQL_DATABASE = "gw_bench_compare"
 # Access tokens live 30 minutes as shipped; log in again well before that in long runs.
 TOKEN_RENEWAL = 10 * 60.0
@@ -74,6 +77,7 @@ class Stack:
         self._services: dict[str, Service] = {}
         self._users_ready = False
         self._token: tuple[float, str] | None = None
+        self._pool_targets: list[str] = []
 
     @property
     def database_name(self) -> str:
@@ -129,6 +133,19 @@ class Stack:
             "fast-upstream",
             lambda: self._nginx("fast-upstream", 'location / { return 200 "bbb"; }'),
         )
+
+    def fast_upstream_pool(self) -> tuple[Service, list[str]]:
+        """nginx answering a fixed 200 on three ports: the three targets of a pool, none of
+        which is the bottleneck (one worker, as for the single fast upstream)."""
+        ports = [free_port() for _ in range(2)]
+        listens = "".join(f"listen 127.0.0.1:{port}; " for port in ports)
+        service = self._once(
+            "fast-upstream-pool",
+            lambda: self._nginx("fast-upstream-pool", listens + 'location / { return 200 "bbb"; }'),
+        )
+        if not self._pool_targets:
+            self._pool_targets = [service.base, *(f"http://127.0.0.1:{p}" for p in ports)]
+        return service, self._pool_targets
 
     def demo_upstream(self) -> Service:
         """The demo upstream (Python): a realistic pairing."""
@@ -221,24 +238,83 @@ backend upstream
 
         return self._once("naive-proxy", start)
 
+    def nginx_forward_auth(self, decision_cache: int = 0) -> Service:
+        """nginx (one worker) with deploy/forward-auth/nginx.conf as shipped, its addresses set:
+        auth_request to a gateway that only decides, then proxying to the fast upstream. With
+        `decision_cache`, its "#cache " lines uncommented and the gateway offering N seconds."""
+        name = "nginx-forward-auth" + (f"-cache{decision_cache}" if decision_cache else "")
+
+        def start() -> Service:
+            gateway = self.forward_auth_gateway(decision_cache).base.removeprefix("http://")
+            fast = self.fast_upstream().base.removeprefix("http://")
+            port = free_port()
+            site = SHIPPED_NGINX_FORWARD_AUTH.read_text()
+            site = site.replace("127.0.0.1:8080", gateway).replace("127.0.0.1:3000", fast)
+            site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
+            if decision_cache:
+                site = re.sub(r"^(\s*)#cache ", r"\1", site, flags=re.M)
+                cache = self.workdir / f"{name}-decisions"
+                site = site.replace("/var/cache/nginx/gateway-decisions", str(cache))
+            (self.workdir / f"{name}-site.conf").write_text(site)
+            conf = self.workdir / f"{name}.conf"
+            # As root, workers would run as nobody, who cannot enter the 0700 work directory.
+            user = "user root; " if os.geteuid() == 0 else ""
+            conf.write_text(
+                f"{user}daemon off; worker_processes 1; pid {self.workdir}/{name}.pid;\n"
+                f"error_log {self.workdir}/{name}.err warn;\n"
+                "events { worker_connections 4096; }\n"
+                "http { access_log off; keepalive_requests 1000000;\n"
+                f"  client_body_temp_path {self.workdir}; proxy_temp_path {self.workdir};\n"
+                f"  include {self.workdir}/{name}-site.conf; }}\n"
+            )
+            argv = ["nginx", "-c", str(conf), "-p", str(self.workdir)]
+            return self._start(name, argv, port)
+
+        return self._once(name, start)
+
+    def forward_auth_gateway(self, decision_cache: int = 0) -> Service:
+        """The shipped gateway, trusting nginx on 127.0.0.1 (TRUSTED_PROXIES): it answers
+        /_gateway/auth for nginx_forward_auth and proxies nothing (DECISION_CACHE_MAX_AGE)."""
+        extra = {"TRUSTED_PROXIES": "127.0.0.1"}
+        if decision_cache:
+            extra["DECISION_CACHE_MAX_AGE"] = str(decision_cache)
+        instance = "forward-auth" + (f"-cache{decision_cache}" if decision_cache else "")
+        return self.gateway(instance=instance, env=extra)
+
     # --- the gateway, as shipped ----------------------------------------------------------
 
-    def gateway(self, upstream: str = "fast", workers: int = 1, instance: str = "") -> Service:
-        """`gateway serve` on the shipped config, UPSTREAM_URL at the fast or the demo upstream;
-        one process (tree) per distinct set of arguments."""
+    def gateway(
+        self,
+        upstream: str = "fast",
+        workers: int = 1,
+        instance: str = "",
+        env: dict[str, str] | None = None,
+    ) -> Service:
+        """`gateway serve` on the shipped config, UPSTREAM_URL at the fast or the demo upstream
+        (and more of the config's variables in `env`); one process (tree) per distinct set of
+        arguments (name `instance` apart when `env` differs)."""
         name = "-".join(
             ["gateway", upstream, *([f"workers{workers}"] if workers != 1 else []), instance]
         ).rstrip("-")
-        return self._once(name, lambda: self._start_gateway(name, upstream, workers))
+        return self._once(name, lambda: self._start_gateway(name, upstream, workers, env or {}))
 
-    def _start_gateway(self, name: str, upstream: str, workers: int) -> Service:
-        target = self.demo_upstream() if upstream == "demo" else self.fast_upstream()
+    def _start_gateway(
+        self, name: str, upstream: str, workers: int, extra: dict[str, str]
+    ) -> Service:
         self._ensure_user()
         port = free_port()
-        argv = self._gateway_argv("serve")
+        if upstream == "pool":
+            _, targets = self.fast_upstream_pool()
+            argv = self._gateway_argv("serve", config=self._pool_config())
+            env = self._shipped_env(port, targets[0]) | {"UPSTREAM_TARGETS": ",".join(targets)}
+        else:
+            target = self.demo_upstream() if upstream == "demo" else self.fast_upstream()
+            argv = self._gateway_argv("serve")
+            env = self._shipped_env(port, target.base)
         if workers != 1:
             argv += ["--workers", str(workers)]
-        service = self._start(name, argv, port, self._shipped_env(port, target.base))
+        env |= extra
+        service = self._start(name, argv, port, env)
         # With SO_REUSEPORT the kernel spreads connections over the sockets listening when they
         # arrive: wrk connects once, so every worker must be listening before any row starts.
         deadline = time.monotonic() + 30
@@ -254,8 +330,21 @@ backend upstream
             shutil.copy(SHIPPED_CONFIG, path)
         return path
 
-    def _gateway_argv(self, *command: str) -> list[str]:
-        return [sys.executable, "-m", "gateway", *command, "--config", str(self._config_copy())]
+    def _pool_config(self) -> Path:
+        """The shipped config with its upstream as a pool: `targets` instead of `url`."""
+        path = self.workdir / "config-pool.yaml"
+        shipped = SHIPPED_CONFIG.read_text()
+        pooled = re.sub(
+            r"(?m)^(\s+)url: \$\{UPSTREAM_URL[^}]*\}$", r"\1targets: ${UPSTREAM_TARGETS}", shipped
+        )
+        if pooled == shipped:
+            raise SystemExit("config.yaml has no `url: ${UPSTREAM_URL...}` line to make a pool of")
+        path.write_text(pooled)
+        return path
+
+    def _gateway_argv(self, *command: str, config: Path | None = None) -> list[str]:
+        config = config or self._config_copy()
+        return [sys.executable, "-m", "gateway", *command, "--config", str(config)]
 
     def _shipped_env(self, port: int, upstream_url: str) -> dict[str, str]:
         read_by_config = set(re.findall(r"\$\{(\w+)", SHIPPED_CONFIG.read_text()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -14,10 +15,12 @@ from aiohttp.typedefs import Handler
 from .appkeys import (
     BACKGROUND,
     CONFIG,
+    DRAIN,
     LIMITER,
     METRICS,
     PASSWORDS,
     REVOCATIONS,
+    ROUTE_LIMITER,
     RUNTIME,
     SESSIONS,
     STORE,
@@ -40,22 +43,26 @@ from .auth.sessions import SessionService, revocation_window
 from .auth.tokens import TokenService
 from .config import PARSER_FIELD_LIMIT, PARSER_MAX_HEADERS, GatewayConfig
 from .config.endpoints import OWN_ENDPOINTS
+from .config.tls import follow_reloads
+from .draining import Drain
 from .edge import EdgePolicy
 from .errors import NotFound, StorageUnavailable
 from .forward_auth import Decisions
+from .limits.gcra import create_gcra
 from .middleware import gateway_middleware
 from .ops.browser_module import client_module_handler
 from .ops.health import Health
 from .ops.openapi import openapi_handler
 from .proxy.handler import ProxyHandler
 from .proxy.policy import RequestPolicy
+from .proxy.route_limits import RouteLimiter
 from .proxy.runtime import Runtime, RuntimeHolder
 from .request_keys import ROUTE_NAME
 from .storage import create_store, open_store
 from .telemetry.access_log import AccessLog
 from .telemetry.metrics import GatewayMetrics
 
-__all__ = ["create_app", "create_metrics_app"]
+__all__ = ["create_app", "create_metrics_app", "listening_tls", "reload_config"]
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +71,10 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     """Build the gateway application for a validated config. `clock` is injectable for tests."""
     metrics = GatewayMetrics(config.metrics)
     edge = EdgePolicy(config.server, config.cors)
+    drain = Drain()
     access_log = AccessLog(enabled=config.logging.access_log)
     app = web.Application(
-        middlewares=[gateway_middleware(edge, metrics, access_log)],
+        middlewares=[gateway_middleware(edge, metrics, access_log, drain)],
         handler_args={
             # A client that goes away cancels its handler, and so the upstream request.
             "handler_cancellation": True,
@@ -81,6 +89,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         },
     )
     app.on_response_prepare.append(edge.on_prepare)
+    app.on_response_prepare.append(drain.on_prepare)
     store = create_store(config.database.url, timeout=config.database.timeout)
     tokens = TokenService(config.tokens, clock=clock)
     revocations = RevocationView(
@@ -90,8 +99,10 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         clock=clock,
     )
     sessions = SessionService(store, tokens, revocations, config, clock=clock)
-    passwords = PasswordHasher(config.passwords)
+    passwords = PasswordHasher(config.passwords, max_wait=config.database.timeout)
     limiter = LoginLimiter(config.rate_limits, create_counters(config.rate_limits))
+    # Route rate limits share the login limits' Redis, when there is one.
+    route_limiter = RouteLimiter(create_gcra(config.rate_limits.redis_url))
     assertions = assertion_signer(config, clock=clock)
     runtime = RuntimeHolder(Runtime.build(config, metrics, assertions), metrics, assertions)
     app[CONFIG] = config
@@ -103,10 +114,20 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     app[SESSIONS] = sessions
     app[PASSWORDS] = passwords
     app[LIMITER] = limiter
+    app[ROUTE_LIMITER] = route_limiter
     app[BACKGROUND] = []
+    app[DRAIN] = drain
     # The access log first: it is flushed last, after the final requests and cleanup logs.
     app.cleanup_ctx.extend(
-        [access_log.cleanup_ctx, _store, _passwords, _runtime, _limiter, _background]
+        [
+            access_log.cleanup_ctx,
+            _store,
+            _passwords,
+            _runtime,
+            _limiter,
+            _route_limiter,
+            _background,
+        ]
     )
 
     browser: BrowserSessions | None = None
@@ -122,7 +143,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         metrics=metrics,
         account=account,
     )
-    health = Health(runtime, store)
+    health = Health(runtime, store, drain)
     handlers: dict[str, Handler] = {
         "login": users.login,
         "refresh": users.refresh,
@@ -156,7 +177,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
             continue  # served on its own port, or not at all
         path = endpoint.path + r"/{tail:[\s\S]*}" if endpoint.prefix else endpoint.path
         app.router.add_route(endpoint.method, path, handlers[endpoint.name])
-    proxy = ProxyHandler(runtime, policy)
+    proxy = ProxyHandler(runtime, policy, route_limiter, drain)
     # [\s\S]: a decoded newline must reach normalize_path (400), not fall out of routing.
     app.router.add_route("*", r"/{tail:[\s\S]*}", proxy.forward)
     return app
@@ -187,7 +208,8 @@ def _browser_sessions(
     app.on_response_prepare.append(browser.on_prepare)
 
     async def started(app: web.Application) -> None:
-        if config.browser.insecure_loopback:
+        # With TLS on the gateway's port no request is plain HTTP, so every cookie is Secure.
+        if config.browser.insecure_loopback and not config.server.tls.enabled:
             log.warning(
                 "cookie sessions: plain-HTTP loopback requests get cookies WITHOUT Secure "
                 "(browser.insecure_loopback); every other request gets __Host- Secure cookies"
@@ -215,10 +237,25 @@ def create_metrics_app(gateway: web.Application) -> web.Application:
     return app
 
 
+def listening_tls(app: web.Application) -> ssl.SSLContext | None:
+    """The TLS context the gateway's port listens with (None: plain HTTP). Each new handshake
+    uses the certificate the last reload read; connections already open keep theirs."""
+    listening = app[CONFIG].server.tls.context
+    if listening is not None:
+        runtime = app[RUNTIME]
+        follow_reloads(listening, lambda: runtime.current.config.server.tls.context)
+    return listening
+
+
 async def reload_config(app: web.Application, path: str) -> bool:
-    """SIGHUP: apply the config file's routes and upstreams to new requests."""
+    """SIGHUP: apply the config file's routes and upstreams to new requests, and its TLS
+    certificate to new connections."""
     config = app[CONFIG]
-    return await app[RUNTIME].reload(path, drain_timeout=config.server.shutdown_timeout)
+    reloaded = await app[RUNTIME].reload(path, drain_timeout=config.server.shutdown_timeout)
+    tls = app[RUNTIME].current.config.server.tls
+    if reloaded and tls.enabled and config.server.tls.enabled:
+        log.info("TLS: new connections get the certificate %s", tls.certificate)
+    return reloaded
 
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
@@ -242,6 +279,12 @@ async def _limiter(app: web.Application) -> AsyncIterator[None]:
     await app[LIMITER].open()
     yield
     await app[LIMITER].close()
+
+
+async def _route_limiter(app: web.Application) -> AsyncIterator[None]:
+    await app[ROUTE_LIMITER].open()
+    yield
+    await app[ROUTE_LIMITER].close()
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:

@@ -12,6 +12,8 @@ from .auth.revocation import RevocationView
 from .auth.sessions import SessionService
 from .auth.tokens import TokenService
 from .config import GatewayConfig
+from .draining import Drain
+from .proxy.route_limits import RouteLimiter
 from .proxy.runtime import RuntimeHolder
 from .storage import Store
 from .telemetry.metrics import GatewayMetrics
@@ -19,10 +21,12 @@ from .telemetry.metrics import GatewayMetrics
 __all__ = [
     "BACKGROUND",
     "CONFIG",
+    "DRAIN",
     "LIMITER",
     "METRICS",
     "PASSWORDS",
     "REVOCATIONS",
+    "ROUTE_LIMITER",
     "RUNTIME",
     "SESSIONS",
     "STORE",
@@ -36,7 +40,10 @@ STORE = web.AppKey("store", Store)
 RUNTIME = web.AppKey("runtime", RuntimeHolder)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 LIMITER = web.AppKey("limiter", LoginLimiter)
+ROUTE_LIMITER = web.AppKey("route_limiter", RouteLimiter)
 REVOCATIONS = web.AppKey("revocations", RevocationView)
 SESSIONS = web.AppKey("sessions", SessionService)
+# Graceful shutdown: requests in flight, and whether the app is draining (server.py drains it).
+DRAIN = web.AppKey("drain", Drain)
 # Background tasks the app owns: cancelled and awaited on cleanup.
 BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])

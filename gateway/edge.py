@@ -1,5 +1,5 @@
 """What happens to every request before routing and to every response before it is sent:
-request ids, header-block limits (431), CORS preflights and CORS response headers."""
+request ids, header-block limits (431), CORS preflights and CORS response headers, HSTS."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ class EdgePolicy:
         self._allow_headers = ", ".join(cors.allowed_headers)
         self._allowed_header_names = frozenset(h.lower() for h in cors.allowed_headers)
         self._expose_headers = ", ".join(cors.exposed_headers)
+        # Only over TLS: a browser ignores it on plain HTTP, and it must not come from there.
+        self._hsts = server.tls.hsts_header
 
     def admit(self, request: web.Request) -> web.Response | None:
         """Before routing: name the request, check its header block; answer a CORS preflight
@@ -60,6 +62,9 @@ class EdgePolicy:
             response.headers[self._request_id_header] = request_id
         if self._cors.enabled:
             self._add_cors_headers(request, response)
+        if self._hsts and request.secure:
+            # The gateway's, replacing an upstream's own: one policy for the whole origin.
+            response.headers["Strict-Transport-Security"] = self._hsts
 
     def _check_header_block(self, request: web.Request) -> None:
         headers = request.raw_headers

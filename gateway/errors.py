@@ -10,12 +10,15 @@
     ├── RequestTimeout          408   a request body that stalled (closes the connection)
     ├── PayloadTooLarge         413   a body over the route's limit (closes the connection)
     ├── UnsupportedMediaType    415   a JSON body not sent as application/json, or encoded
-    ├── TooManyRequests         429   failed-login limits (with Retry-After)
+    ├── TooManyRequests         429   failed-login limits, route rate limits (with Retry-After)
     ├── HeaderBlockTooLarge     431   too many or too large request headers
     ├── ServiceUnavailable      503
-    │   └── StorageUnavailable  503   the database is unreachable or failed (with Retry-After)
+    │   ├── StorageUnavailable  503   the database is unreachable or failed (with Retry-After)
+    │   └── LoginsBusy          503   the password-hashing queue is full (with Retry-After)
     └── UpstreamFailure               an upstream gave no usable answer; `kind` says how
-        ├── BadGateway          502   refused, broken off, malformed, handshake refused
+        ├── BadGateway          502   refused, TLS failed, broken off, malformed, handshake refused
+        ├── UpstreamUnavailable 503   no target can take it now: all ejected or unhealthy, or
+        │                             the chosen target's circuit breaker is full (Retry-After)
         └── GatewayTimeout      504   no answer within the upstream's timeout
     ConfigError                       not HTTP: every problem in a configuration file
 
@@ -40,6 +43,7 @@ __all__ = [
     "GatewayError",
     "GatewayTimeout",
     "HeaderBlockTooLarge",
+    "LoginsBusy",
     "MethodNotAllowed",
     "NotFound",
     "OriginRefused",
@@ -50,6 +54,7 @@ __all__ = [
     "Unauthorized",
     "UnsupportedMediaType",
     "UpstreamFailure",
+    "UpstreamUnavailable",
     "rendered_error",
 ]
 
@@ -137,11 +142,17 @@ class UnsupportedMediaType(GatewayError):
 class TooManyRequests(GatewayError):
     status = 429
 
-    def __init__(self, retry_after: float) -> None:
+    def __init__(
+        self,
+        retry_after: float,
+        *,
+        what: str = "failed logins",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         seconds = max(1, math.ceil(retry_after))
         super().__init__(
-            f"Too many failed logins; try again in {seconds} seconds",
-            headers={"Retry-After": str(seconds)},
+            f"Too many {what}; try again in {seconds} seconds",
+            headers={"Retry-After": str(seconds), **(headers or {})},
         )
 
 
@@ -160,9 +171,16 @@ class StorageUnavailable(ServiceUnavailable):
         super().__init__(message, headers={"Retry-After": "5"})
 
 
+class LoginsBusy(ServiceUnavailable):
+    """More logins than the hashing queue holds: answered at once rather than after a wait."""
+
+    def __init__(self, message: str = "Too many logins at once, try again shortly") -> None:
+        super().__init__(message, headers={"Retry-After": "1"})
+
+
 class UpstreamFailure(GatewayError):
-    """An upstream gave no usable answer. `kind` names how (connect, timeout, protocol,
-    handshake, broken_body): the label of gateway_upstream_errors."""
+    """An upstream gave no usable answer. `kind` names how (connect, tls, timeout,
+    protocol, handshake, broken_body): the label of gateway_upstream_errors."""
 
     def __init__(self, upstream: str, kind: str, what: str) -> None:
         super().__init__(f"Upstream '{upstream}' {what}")
@@ -176,6 +194,16 @@ class BadGateway(UpstreamFailure):
 
 class GatewayTimeout(UpstreamFailure):
     status = 504
+
+
+class UpstreamUnavailable(UpstreamFailure):
+    """No target of the upstream can take the request now; `retry_after`: when one may."""
+
+    status = 503
+
+    def __init__(self, upstream: str, kind: str, what: str, *, retry_after: float) -> None:
+        super().__init__(upstream, kind, what)
+        self.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
 
 
 class ConfigError(Exception):

@@ -1,7 +1,10 @@
 """Running apps: the event loop (uvloop when installed), sites, signals, and worker processes.
 
 - SIGTERM / SIGINT: stop accepting, let requests in flight finish (up to shutdown_timeout), exit 0.
-- SIGHUP: call the reload hook (the gateway re-reads config.yaml).
+  The gateway's apps drain first (gateway.draining): their requests go on reading and answering,
+  WebSockets are told 1001; aiohttp's own cleanup, which stops reading from every connection at
+  once, runs only after that.
+- SIGHUP: call the reload hook (the gateway re-reads config.yaml, and its TLS certificates).
 - `--workers N`: N processes share the port through SO_REUSEPORT; this process supervises them,
   passes signals on and restarts a worker that dies.
 """
@@ -12,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -21,14 +25,18 @@ from typing import Any, TypeVar
 from aiohttp import web
 from aiohttp.log import access_logger
 
+from .appkeys import DRAIN
 from .telemetry.access_log import AccessLogger
 from .telemetry.logs import LogOutput
 
-__all__ = ["ListenError", "run", "serve_until_stopped", "supervise_workers"]
+__all__ = ["ListenError", "Site", "run", "serve_until_stopped", "supervise_workers"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-Site = tuple[web.Application, str, int]
+# After an app's own drain, what aiohttp's cleanup still waits for a request that outlasted it.
+_AFTER_DRAIN = 1.0
+# (app, host, port) in plain HTTP, or (app, host, port, TLS context).
+Site = tuple[web.Application, str, int] | tuple[web.Application, str, int, ssl.SSLContext | None]
 
 
 class ListenError(OSError):
@@ -77,23 +85,32 @@ async def serve_until_stopped(
     loop.add_signal_handler(signal.SIGHUP, reload)
     runners: list[web.AppRunner] = []
     try:
-        for app, host, port in sites:
+        for app, host, port, *tls in sites:
             runner = web.AppRunner(
                 app,
                 access_log_class=AccessLogger,
-                shutdown_timeout=shutdown_timeout,
+                shutdown_timeout=(
+                    min(_AFTER_DRAIN, shutdown_timeout) if DRAIN in app else shutdown_timeout
+                ),
                 access_log=access_logger if access_log else None,
             )
             runners.append(runner)
             await runner.setup()
             try:
-                await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
+                await web.TCPSite(
+                    runner,
+                    host,
+                    port,
+                    ssl_context=tls[0] if tls else None,
+                    reuse_port=reuse_port or None,
+                ).start()
             except OSError as exc:
                 raise ListenError(host, port, exc) from exc
         if on_started is not None:
             await on_started()
         await stop.wait()
         log.info("stopping: finishing requests in flight (up to %gs)", shutdown_timeout)
+        await _drain(runners, shutdown_timeout)
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
@@ -103,6 +120,17 @@ async def serve_until_stopped(
         output = LogOutput.installed()
         if output is not None:
             output.flush()  # the lines of the last requests, before the process exits
+
+
+async def _drain(runners: Sequence[web.AppRunner], grace: float) -> None:
+    """Stop accepting on the apps that drain, then wait for their requests in flight."""
+    draining = [runner for runner in runners if DRAIN in runner.app]
+    for runner in draining:
+        for site in list(runner.sites):
+            await site.stop()
+    left = sum(await asyncio.gather(*(runner.app[DRAIN].drain(grace) for runner in draining)))
+    if left:
+        log.warning("shutdown timeout: %d requests still in flight are cut off", left)
 
 
 def supervise_workers(worker_command: Callable[[int], list[str]], count: int) -> int:

@@ -1,4 +1,4 @@
-"""python -m upstream_demo --host H --port P"""
+"""python -m upstream_demo --host H --port P [--name NAME] [--delay SECONDS]"""
 
 from __future__ import annotations
 
@@ -15,6 +15,12 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument(
+        "--name", default="", help="sent back as X-Served-By, to tell instances apart"
+    )
+    parser.add_argument(
+        "--delay", type=float, default=0.0, help="seconds to hold every answer back"
+    )
+    parser.add_argument(
         "--jwks-url", help="check X-Gateway-Assertion against this JWKS (shown by /whoami)"
     )
     parser.add_argument("--audience", default="demo", help="this upstream's name at the gateway")
@@ -26,7 +32,7 @@ def main() -> None:
         else None
     )
     web.run_app(
-        create_upstream_app(verifier=verifier),
+        create_upstream_app(name=args.name, delay=args.delay, verifier=verifier),
         host=args.host,
         port=args.port,
         print=lambda _: print(

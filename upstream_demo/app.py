@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from importlib import resources
@@ -10,6 +11,7 @@ from typing import Any
 import aiohttp
 import jwt
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_log import AccessLogger
 
 from .assertion import AssertionVerifier
@@ -123,26 +125,57 @@ ACCESS_LOGGER = "upstream_demo.access"
 _ACCESS_LOG = logging.getLogger(ACCESS_LOGGER)
 
 
+async def healthz(request: web.Request) -> web.Response:
+    """For the gateway's active health checks (upstreams.NAME.health.path)."""
+    return web.json_response({"status": "ok"})
+
+
+def _served_by(name: str, delay: float) -> Middleware:
+    """Every answer says which instance gave it (X-Served-By), after `delay` seconds: several
+    instances behind one upstream, one of them slow, for tests and for people watching."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if delay:
+            await asyncio.sleep(delay)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if name:
+                exc.headers["X-Served-By"] = name
+            raise
+        if name and not response.prepared:
+            response.headers["X-Served-By"] = name
+        return response
+
+    return middleware
+
+
 def create_upstream_app(
     *,
     access_log: logging.Logger | None = _ACCESS_LOG,
+    name: str = "",
+    delay: float = 0.0,
     verifier: AssertionVerifier | None = None,
 ) -> web.Application:
-    """The demo upstream; `access_log=None` silences its access log; with `verifier`, /whoami
+    """The demo upstream; `access_log=None` silences its access log; `name` is sent back as
+    X-Served-By; `delay` holds every answer back that many seconds; with `verifier`, /whoami
     says whether the gateway's signed assertion verified."""
     # /echo reports the body as it arrived on the wire, compressed or not. handler_args win
     # over the runner's arguments, so the access logger (and aiohttp's plain line format, not
     # the gateway's) holds wherever the app is served.
     app = web.Application(
+        middlewares=[_served_by(name, delay)] if name or delay else [],
         handler_args={
             "auto_decompress": False,
             "access_log": access_log,
             "access_log_class": AccessLogger,
-        }
+        },
     )
     if verifier is not None:
         app[VERIFIER] = verifier
     app.router.add_get("/", home)
+    app.router.add_get("/healthz", healthz)
     app.router.add_get("/aaa", aaa)
     app.router.add_get("/bbb", bbb)
     app.router.add_get("/whoami", whoami)

@@ -78,7 +78,9 @@ class UserEndpoints:
         outcomes = self._metrics.logins
         limiter, address = self._limiter, request[CLIENT]
         try:
-            await limiter.check(username, address)  # before any hashing
+            # Counted as a failure from here, before any hashing: however many attempts run at
+            # once, no more than the limit get a verdict on their password.
+            attempt = await limiter.reserve(username, address)
         except TooManyRequests:
             outcomes.labels("rate_limited").inc()
             raise
@@ -86,10 +88,13 @@ class UserEndpoints:
             pair = await self._authenticate_and_start_session(request, username, password)
         except Unauthorized:
             outcomes.labels("invalid_credentials").inc()
-            await limiter.failed(username, address)
+            raise  # the reservation stands as the failure
+        except GatewayError:
+            # No verdict (the database or the hashing queue was unavailable): not a failure.
+            await limiter.abandoned(attempt)
             raise
         outcomes.labels("success").inc()
-        await limiter.succeeded(username, address)
+        await limiter.succeeded(attempt)
         return pair
 
     async def _authenticate_and_start_session(

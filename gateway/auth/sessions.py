@@ -110,6 +110,7 @@ class SessionService:
         self._refresh_ttl = config.tokens.refresh_ttl
         self._max_lifetime = config.sessions.max_lifetime
         self._grace = config.sessions.reuse_grace
+        self._max_per_user = config.sessions.max_per_user
         self._config = config
         self._clock = clock
 
@@ -136,6 +137,13 @@ class SessionService:
         if not await self._store.create_session(session, password_hash=user.password_hash):
             raise Unauthorized(BAD_CREDENTIALS, token_presented=False, reason="credentials")
         log.info("login user_id=%d session_id=%s", user.id, session.id)
+        if self._max_per_user:
+            ended = await self._store.keep_newest_sessions(
+                user.id, self._max_per_user, reason="session limit", now=now
+            )
+            if ended:
+                log.info("session limit: ended %d oldest session(s) user_id=%d", ended, user.id)
+                await self._revocations.reload()
         return self._pair(user, session)
 
     async def refresh(self, refresh_token: str, client: Client = Client()) -> Refreshed:

@@ -5,14 +5,22 @@ from __future__ import annotations
 import argparse
 import http.client
 import logging
+import ssl
 import sys
 import urllib.request
 from dataclasses import dataclass
 
-from ..app import create_app, create_metrics_app, reload_config
+from ..app import create_app, create_metrics_app, listening_tls, reload_config
 from ..auth.passwords import PasswordHasher
 from ..config import GatewayConfig
-from ..server import ListenError, run, serve_until_stopped, supervise_workers, worker_argv
+from ..server import (
+    ListenError,
+    Site,
+    run,
+    serve_until_stopped,
+    supervise_workers,
+    worker_argv,
+)
 from ..storage import Store, open_store
 from ..telemetry.logs import configure_logging
 from .config_file import read_config
@@ -49,12 +57,15 @@ def serve(args: argparse.Namespace) -> int:
 
     async def serving() -> int:
         app = create_app(config)
-        sites = [(app, server.host, server.port)]
+        sites: list[Site] = [(app, server.host, server.port, listening_tls(app))]
         if config.metrics.enabled and config.metrics.port:
             sites.append((create_metrics_app(app), server.host, config.metrics.port + index))
 
         async def started() -> None:
-            log.info("gateway listening on http://%s:%d", server.host, server.port)
+            scheme = "https" if server.tls.enabled else "http"
+            log.info("gateway listening on %s://%s:%d", scheme, server.host, server.port)
+            if server.tls.enabled:
+                log.info("TLS: certificate %s", server.tls.certificate)
 
         await serve_until_stopped(
             sites,
@@ -227,9 +238,21 @@ def healthcheck(args: argparse.Namespace) -> int:
     host = "127.0.0.1" if server.host in ("0.0.0.0", "::", "") else server.host  # noqa: S104
     if ":" in host:
         host = f"[{host}]"  # an IPv6 address
-    url = f"http://{host}:{server.port}/healthz"
+    url = (
+        f"https://{host}:{server.port}/healthz"
+        if server.tls.enabled
+        else f"http://{host}:{server.port}/healthz"
+    )
+    context = None
+    if server.tls.enabled:
+        # Is this process answering: its certificate is for its clients' names, not for the
+        # loopback address asked here, so it is not checked.
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(url, timeout=3) as response:
+        # (S310: an http or https URL to our own port, built above.)
+        with urllib.request.urlopen(url, timeout=3, context=context) as response:  # noqa: S310
             healthy = response.status == 200
     except http.client.HTTPException as exc:
         print(f"unhealthy: {url}: not an HTTP answer: {str(exc).strip():.80}", file=sys.stderr)

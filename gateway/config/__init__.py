@@ -11,6 +11,7 @@ YAML. The modules, from the bottom up:
 - ``sections``: the generic section reader and the named cross-field checks;
 - ``routes``: upstreams and routes, with the route table's conflict checks;
 - ``browser``: the browser section (cookie sessions, the login page) and its logo file;
+- ``tls``: ``server.tls`` and ``upstreams.<name>.tls``, and the SSL contexts built from their files;
 - ``reader``: the file, YAML, interpolation and the assembly of a ``GatewayConfig``.
 """
 

@@ -11,6 +11,7 @@ import enum
 import hashlib
 import hmac
 import secrets
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from .settings import (
     Boolean,
     Choice,
     Duration,
+    Fraction,
     HeaderNames,
     HeaderPatterns,
     Integer,
@@ -52,16 +54,21 @@ __all__ = [
     "DatabaseConfig",
     "ForwardAuthConfig",
     "GatewayConfig",
+    "HealthCheckConfig",
     "IdentityHeaders",
     "LoggingConfig",
     "MetricsConfig",
     "PasswordConfig",
     "RateLimitConfig",
     "RouteConfig",
+    "RouteRateLimit",
     "ServerConfig",
+    "ServerTlsConfig",
     "SessionConfig",
+    "TargetConfig",
     "TokenConfig",
     "UpstreamConfig",
+    "UpstreamTlsConfig",
     "changes_needing_restart",
 ]
 
@@ -117,6 +124,45 @@ class AuthPolicy(enum.Enum):
 
 
 @dataclass(frozen=True)
+class ServerTlsConfig:
+    """TLS on the gateway's port (README "TLS"); read, and its files loaded, in config/tls.py.
+    Paths are relative to the config file. A SIGHUP reload re-reads the files."""
+
+    # The certificate (PEM; the chain after it) and its private key. Empty cert_file: no TLS.
+    cert_file: str = setting("", Text())
+    # Empty: the key is in cert_file.
+    key_file: str = setting("", Text())
+    # CA certificates (PEM) that client certificates must be signed by; set, a client without
+    # one is refused during the handshake (mutual TLS).
+    client_ca_file: str = setting("", Text())
+    # Strict-Transport-Security on every response over TLS; 0: not sent.
+    hsts_max_age: int = setting(0, Duration(minimum=0, maximum=2 * 365 * _DAY, whole=True))
+    hsts_include_subdomains: bool = setting(False, Boolean())
+    # Built from the files when the config is read (not settings).
+    context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
+    # The certificate's subject and expiry, for the log.
+    certificate: str = field(default="", compare=False)
+
+    @property
+    def enabled(self) -> bool:
+        return self.context is not None
+
+    @property
+    def hsts_header(self) -> str:
+        """The Strict-Transport-Security value; empty when off."""
+        if not self.enabled or not self.hsts_max_age:
+            return ""
+        subdomains = "; includeSubDomains" if self.hsts_include_subdomains else ""
+        return f"max-age={self.hsts_max_age}{subdomains}"
+
+    @property
+    def restart_settings(self) -> tuple[object, ...]:
+        """What a reload cannot change: whether TLS is on, whether clients need certificates,
+        the HSTS header (new files and paths are applied)."""
+        return (self.enabled, bool(self.client_ca_file), self.hsts_header)
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = setting("127.0.0.1", Text())
     port: int = setting(8080, Integer(0, 65535))
@@ -138,6 +184,9 @@ class ServerConfig:
     idle_timeout: float = setting(30.0, Duration(minimum=0.1))
     # Longest wait for the next piece of a request body (a trickling client gets 408).
     client_body_timeout: float = setting(30.0, Duration(minimum=0.1))
+    # `server.tls`; compared on its own (see changes_needing_restart): new certificates are
+    # applied on reload.
+    tls: ServerTlsConfig = field(default=ServerTlsConfig(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -262,6 +311,8 @@ class SessionConfig:
     # How often each process reloads the ids of revoked sessions: the bound on how long an
     # access token of a revoked session keeps working (plus one database query).
     revocation_poll: float = setting(2.0, Duration(minimum=0.1, maximum=60.0))
+    # Live sessions one user may hold; a login past it ends that user's oldest. 0: no limit.
+    max_per_user: int = setting(50, Integer(0, 1_000_000))
     # How often expired and revoked sessions are deleted.
     prune_interval: float = setting(3600.0, Duration(minimum=1.0))
 
@@ -274,6 +325,9 @@ class PasswordConfig:
     parallelism: int = setting(1, Integer(1, 16))
     # Threads hashing at once; more logins queue (bounded CPU and memory under a login storm).
     workers: int = setting(2, Integer(1, 64))
+    # Logins waiting for a hashing thread at most; more get 503 with Retry-After at once, and no
+    # login waits longer than database.timeout for a thread (then 503 too).
+    queue: int = setting(64, Integer(1, 100_000))
 
 
 @dataclass(frozen=True)
@@ -311,15 +365,92 @@ class IdentityHeaders:
 
 
 @dataclass(frozen=True)
+class TargetConfig:
+    """One process of an upstream (an item of `targets`, or its `url`)."""
+
+    # http:// or https:// with a host, no query or fragment.
+    url: URL
+    # Its share of round_robin traffic, and the divisor of its in-flight count for least_requests.
+    weight: int = setting(1, Integer(1, 1000))
+
+
+@dataclass(frozen=True)
+class HealthCheckConfig:
+    """Active health checks: GET `path` on every target each `interval`; a target that does not
+    answer `expect` within `timeout` gets no traffic until it does."""
+
+    path: str = setting("/healthz", Text())
+    interval: float = setting(5.0, Duration(minimum=0.05, maximum=3600.0))
+    timeout: float = setting(1.0, Duration(minimum=0.01, maximum=60.0))
+    expect: int = setting(200, Integer(100, 599))
+
+
+@dataclass(frozen=True)
+class UpstreamTlsConfig:
+    """TLS to an https:// upstream (README "TLS"); read in config/tls.py, paths relative to
+    the config file."""
+
+    # CA certificates (PEM) the upstream's certificate must be signed by; empty: the system's.
+    ca_file: str = setting("", Text())
+    # A client certificate (and its key; empty: in cert_file) for upstreams that want mutual TLS.
+    cert_file: str = setting("", Text())
+    key_file: str = setting("", Text())
+    # The name the upstream's certificate must carry, sent as SNI; empty: the URL's host.
+    server_name: str = setting("", Text())
+    # Built when the config is read; None for a plain-HTTP upstream.
+    context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
 class UpstreamConfig:
     # The key under `upstreams`.
     name: str
-    # http:// or https:// with a host, no query or fragment (required).
+    # The first target's URL (`url`, or the first of `targets`).
     url: URL
+    # Every target; from `url` alone when not given.
+    targets: tuple[TargetConfig, ...] = ()
     connect_timeout: float = setting(5.0, Duration(minimum=0.001))
     # Longest wait for the upstream's response headers or for the next chunk of its body.
     read_timeout: float = setting(30.0, Duration(minimum=0.001), key="timeout")
+    # Per target.
     max_connections: int = setting(100, Integer(1, 100_000))
+    # `tls`: how an https:// upstream is verified, and the client certificate it is shown.
+    tls: UpstreamTlsConfig = UpstreamTlsConfig()
+    # Which target takes the next request: in turn by weight, or the one with the fewest
+    # requests in flight (per weight).
+    balance: str = setting("round_robin", Choice("round_robin", "least_requests"))
+    # Extra attempts on another target for a request that failed safely (see README).
+    retries: int = setting(1, Integer(0, 10))
+    # Retries may add at most this share of requests (plus a small reserve), so retries do not
+    # multiply the load of an outage.
+    retry_budget: float = setting(0.2, Fraction())
+    # Failures in a row that eject a target (a refused connection ejects at once).
+    max_failures: int = setting(3, Integer(1, 1000))
+    # An ejection lasts this long, doubling while the target keeps failing its probe.
+    ejection_time: float = setting(5.0, Duration(minimum=0.01, maximum=3600.0))
+    max_ejection_time: float = setting(120.0, Duration(minimum=0.01, maximum=86400.0))
+    # The circuit breaker, per target: requests in flight, and requests waiting for a
+    # connection (all max_connections busy); beyond either, 503 at once.
+    max_requests: int = setting(1000, Integer(1, 1_000_000))
+    max_pending: int = setting(100, Integer(0, 1_000_000))
+    # Active health checks; None: passive health only.
+    health: HealthCheckConfig | None = None
+
+    def __post_init__(self) -> None:
+        if not self.targets:
+            object.__setattr__(self, "targets", (TargetConfig(self.url),))
+
+
+@dataclass(frozen=True)
+class RouteRateLimit:
+    """`routes[].rate_limit`: at most `requests` per `per` for each caller (GCRA: a burst of
+    `requests` at once, then one every per/requests), counted by the user's id or by the client
+    address. Shared between processes in Redis when `rate_limits.redis_url` is set."""
+
+    requests: int = setting(60, Integer(1, 1_000_000_000))
+    per: float = setting(60.0, Duration(minimum=0.001, maximum=30 * _DAY))
+    # user: per authenticated user (anonymous callers by address); address: per client address.
+    by: str = setting("user", Choice("user", "address"))
 
 
 @dataclass(frozen=True)
@@ -346,6 +477,8 @@ class RouteConfig:
     preserve_host: bool = setting(False, Boolean())
     # Larger request bodies get 413. 0: no limit.
     max_body_bytes: int = setting(64 * 1024 * 1024, Size(minimum=0), key="max_body_size")
+    # None: no limit (README "Route rate limits").
+    rate_limit: RouteRateLimit | None = None
     # Client headers never forwarded on this route, in any case and with '_' for '-'; 'X-Foo-*'
     # drops a prefix. Absent: IDENTITY_LIKE_HEADERS; a list replaces it; [] drops none of them.
     drop_request_headers: tuple[str, ...] = setting(IDENTITY_LIKE_HEADERS, HeaderPatterns())
@@ -398,7 +531,10 @@ RESTART_SECTIONS = restart_fields(GatewayConfig)
 
 def changes_needing_restart(old: GatewayConfig, new: GatewayConfig) -> list[str]:
     """The sections that differ between two configs and that only a restart applies."""
-    return [name for name in RESTART_SECTIONS if getattr(old, name) != getattr(new, name)]
+    changed = [name for name in RESTART_SECTIONS if getattr(old, name) != getattr(new, name)]
+    if old.server.tls.restart_settings != new.server.tls.restart_settings:
+        changed.append("server.tls")
+    return changed
 
 
 def _fingerprint(key: SigningKey) -> str:

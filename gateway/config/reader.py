@@ -7,6 +7,7 @@ at once as one ``ConfigError``, each line prefixed with the file (``c.yaml: serv
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -48,6 +49,7 @@ from .sections import (
     read_settings,
     read_tokens,
 )
+from .tls import read_server_tls
 
 __all__ = ["load_config", "parse_config"]
 
@@ -99,7 +101,11 @@ def parse_config(
     root = Node(_interpolate(raw, environ, "", problems), "", problems)
     base_dir = base_dir or Path.cwd()
 
-    server = read_section(root.child("server"), ServerConfig, check_request_id_header)
+    server_node = root.child("server")
+    server_tls = read_server_tls(server_node.child("tls"), base_dir=base_dir)
+    server = dataclasses.replace(
+        read_section(server_node, ServerConfig, check_request_id_header), tls=server_tls
+    )
     database = read_section(root.child("database"), DatabaseConfig, check_database_url)
     tokens = read_tokens(root.child("tokens"), ephemeral_key_ok=ephemeral_key_ok, base_dir=base_dir)
     sessions = read_section(
@@ -114,7 +120,7 @@ def parse_config(
         check_identity_header_names,
         check_identity_headers_differ,
     )
-    upstreams = read_upstreams(root.child("upstreams"))
+    upstreams = read_upstreams(root.child("upstreams"), base_dir=base_dir)
     routes = read_routes(root, upstreams, case_sensitive=server.case_sensitive_paths)
     cors = read_section(root.child("cors"), CorsConfig, check_cors_origins, check_cors_credentials)
     logging_config = read_section(root.child("logging"), LoggingConfig)

@@ -11,15 +11,24 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 from yarl import URL
 
 from .endpoints import is_own_path
-from .model import AuthPolicy, RouteConfig, UpstreamConfig
+from .model import (
+    AuthPolicy,
+    HealthCheckConfig,
+    RouteConfig,
+    RouteRateLimit,
+    TargetConfig,
+    UpstreamConfig,
+)
 from .nodes import Node, Problems
 from .patterns import PathPattern, PatternError, patterns_overlap
-from .sections import read_settings
+from .sections import read_section, read_settings
+from .tls import read_upstream_tls
 
 __all__ = ["read_routes", "read_upstreams"]
 
@@ -27,22 +36,60 @@ _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _PLAIN_SEGMENTS = re.compile(r"(/[A-Za-z0-9\-._~!$&'()+,=:@]+)+")
 
 
-def read_upstreams(node: Node) -> dict[str, UpstreamConfig]:
-    """The `upstreams` mapping: name -> {url, timeouts, pool size}."""
+def read_upstreams(node: Node, *, base_dir: Path) -> dict[str, UpstreamConfig]:
+    """The `upstreams` mapping: name -> {url or targets, timeouts, pool, balancing, health,
+    tls}."""
     upstreams: dict[str, UpstreamConfig] = {}
     for name in node.keys():
         item = node.child(name)
         if not _NAME.fullmatch(name):
             node.problem(name, "upstream names may use letters, digits, '_', '.', '-'")
-        raw_url = item.text("url", "", required=True)
-        check_upstream_url(item, raw_url)
-        upstreams[name] = UpstreamConfig(
-            name=name, url=URL(raw_url), **read_settings(item, UpstreamConfig)
+        targets = _read_targets(item)
+        health = (
+            read_section(item.child("health"), HealthCheckConfig, check_health_check)
+            if "health" in item.value
+            else None
         )
+        first = targets[0].url if targets else URL()
+        # One TLS setting for every target: they are instances of one service.
+        tls = read_upstream_tls(item.child("tls"), first, base_dir=base_dir)
+        values = read_settings(item, UpstreamConfig)
         item.close()
+        check_ejection_times(item, values["ejection_time"], values["max_ejection_time"])
+        check_one_scheme(item, targets)
+        upstreams[name] = UpstreamConfig(
+            name=name, url=first, targets=targets, health=health, tls=tls, **values
+        )
     if not upstreams:
         node.problem("", "define at least one upstream (name: {url: http://...})")
     return upstreams
+
+
+def _read_targets(node: Node) -> tuple[TargetConfig, ...]:
+    """`url` (one target) or `targets` (a list of URLs or {url, weight}), not both."""
+    listed = node.items("targets")
+    if "url" in node.value and listed:
+        node.text("url", "")  # read, so that it is not also an unknown key
+        node.problem("targets", "set either url or targets, not both")
+    if not listed:
+        raw_url = node.text("url", "", required=True)
+        check_upstream_url(node, raw_url)
+        return (TargetConfig(URL(raw_url)),) if raw_url else ()
+    targets: list[TargetConfig] = []
+    for where, entry in listed:
+        target = node.node_at(where, entry if isinstance(entry, dict) else {"url": entry})
+        raw_url = target.text("url", "", required=True)
+        check_upstream_url(target, raw_url)
+        values = read_settings(target, TargetConfig)
+        target.close()
+        if raw_url:
+            targets.append(TargetConfig(URL(raw_url), **values))
+    seen: set[URL] = set()
+    for where, read in zip((w for w, _ in listed), targets, strict=False):
+        if read.url in seen:
+            node.problem_at(where, f"{read.url} is listed twice; give it a weight instead")
+        seen.add(read.url)
+    return tuple(targets)
 
 
 def check_upstream_url(node: Node, raw_url: str) -> None:
@@ -51,6 +98,24 @@ def check_upstream_url(node: Node, raw_url: str) -> None:
         node.problem("url", f"{raw_url!r} is not an http:// or https:// URL with a host")
     elif url.query_string or url.fragment:
         node.problem("url", "must not have a query string or fragment")
+
+
+def check_health_check(node: Node, health: HealthCheckConfig) -> None:
+    if not health.path.startswith("/"):
+        node.problem("path", f"{health.path!r} must be a path starting with '/'")
+    if health.timeout > health.interval:
+        node.problem("timeout", "must not be longer than the interval")
+
+
+def check_one_scheme(node: Node, targets: Sequence[TargetConfig]) -> None:
+    """Targets share the upstream's TLS settings, so they all speak http or all https."""
+    if {target.url.scheme for target in targets} >= {"http", "https"}:
+        node.problem("targets", "must all be http:// or all https:// (they share `tls`)")
+
+
+def check_ejection_times(node: Node, ejection_time: float, max_ejection_time: float) -> None:
+    if max_ejection_time < ejection_time:
+        node.problem("max_ejection_time", "must not be shorter than ejection_time")
 
 
 class _ReadRoute(NamedTuple):
@@ -83,6 +148,8 @@ def _read_route(
     upstream = node.text("upstream", "", required=True)
     auth_text = node.text("auth", "", required=True)
     values = read_settings(node, RouteConfig)
+    if "rate_limit" in node.value:
+        values["rate_limit"] = read_section(node.child("rate_limit"), RouteRateLimit)
     # Default names stay unique for one path split by method.
     methods = values["methods"]
     default_name = path if methods is None else f"{path} {','.join(sorted(methods))}"

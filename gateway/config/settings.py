@@ -29,6 +29,7 @@ __all__ = [
     "Boolean",
     "Choice",
     "Duration",
+    "Fraction",
     "HeaderNames",
     "HeaderPatterns",
     "Integer",
@@ -124,6 +125,26 @@ class Duration(Kind):
     def read(self, node: Node, key: str, default: Any) -> float:
         seconds = node.duration(key, default, minimum=self.minimum, maximum=self.maximum)
         return int(seconds) if self.whole else seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Fraction(Kind):
+    """A share between 0 and 1, written as 0.2 or 20%."""
+
+    def read(self, node: Node, key: str, default: Any) -> float:
+        value = node.text(key, "")
+        if not value:
+            return float(default)
+        text = value.strip()
+        try:
+            share = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        except ValueError:
+            node.problem(key, f"expected a share like 0.2 or 20%, got {value!r}")
+            return float(default)
+        if not 0.0 <= share <= 1.0:
+            node.problem(key, f"{value!r} must be between 0 and 1 (0% and 100%)")
+            return float(default)
+        return share
 
 
 @dataclass(frozen=True, slots=True)

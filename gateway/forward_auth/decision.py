@@ -97,7 +97,7 @@ class Decisions:
                 identity = await policy.identify(
                     request, route, path, lambda: bearer_token(request.headers)
                 )
-                return self._permit(original, identity, ())
+                return self._permit(original, identity)
             return await self._by_cookie(request, original, route, path)
         finally:
             self._runtime.release(runtime)
@@ -109,11 +109,12 @@ class Decisions:
         host: navigation, Origin and which cookies apply), so they get a copy that is it."""
         assert self._policy.browser is not None  # noqa: S101 - by_cookie said so
         browser = self._policy.browser
+        scheme, host = original.origin(request)
         seen = request.clone(
             method=original.method,
             rel_url=URL.build(path=path, query_string=original.query, encoded=True),
-            scheme=original.scheme or request.scheme,
-            host=original.host or request.host,
+            scheme=scheme,
+            host=host,
         )
         cookies: list[str] = []
         try:
@@ -135,14 +136,21 @@ class Decisions:
             cookies = browser.pending(seen)
             for cookie in cookies:
                 browser.also_set(request, cookie)
-        return self._permit(original, identity, cookies)
+        # Never cacheable: a cookie decision depends on Origin and Sec-Fetch-* too, which an
+        # ingress's cache key would not hold.
+        return self._permit(original, identity, cookies, cacheable=False)
 
     def _permit(
-        self, original: OriginalRequest, identity: Identity | None, cookies: Sequence[str]
+        self,
+        original: OriginalRequest,
+        identity: Identity | None,
+        cookies: Sequence[str] = (),
+        *,
+        cacheable: bool = True,
     ) -> web.Response:
         if identity is None:
             headers = dict(self._anonymous.get(original.ingress, {}))
-            expires = math.inf
+            lifetime = self._max_age
         else:
             names = self._names
             headers = {
@@ -150,14 +158,17 @@ class Decisions:
                 names.username: identity.username,
                 names.roles: ",".join(identity.roles),
             }
-            expires = identity.expires_at
+            lifetime = math.floor(identity.expires_at - self._clock())
         if cookies:
             headers.update(self._cookie_headers(original, cookies))
-        elif self._max_age:
+        elif self._max_age and cacheable:
             # Never cached past the token's own expiry (nor, by config, past the revocation bound).
-            seconds = min(self._max_age, math.floor(expires - self._clock()))
+            seconds = min(self._max_age, lifetime)
             if seconds > 0:
                 headers["Cache-Control"] = f"private, max-age={seconds}"
+                if original.ingress is Ingress.NGINX:
+                    # What proxy_cache goes by (it stores no `private` answer by itself).
+                    headers["X-Accel-Expires"] = str(seconds)
         return web.Response(headers=headers)
 
     @staticmethod

@@ -53,9 +53,14 @@ class OriginalRequest:
     # The path as the client sent it (to be normalized like a proxied one) and the raw query.
     raw_path: str
     query: str
-    # X-Forwarded-Proto and -Host (None when not sent: the decision request's own).
-    scheme: str | None
-    host: str | None
+
+    @staticmethod
+    def origin(request: web.BaseRequest) -> tuple[str, str]:
+        """The original scheme and host (X-Forwarded-Proto and -Host, else the check's own):
+        read only when cookie sessions decide, which is when they matter."""
+        headers = request.headers
+        scheme = _optional(headers, "X-Forwarded-Proto") or request.scheme
+        return scheme, _optional(headers, "X-Forwarded-Host") or request.host
 
 
 def from_headers(headers: CIMultiDictProxy[str]) -> OriginalRequest:
@@ -84,8 +89,6 @@ def from_headers(headers: CIMultiDictProxy[str]) -> OriginalRequest:
         _method(_one(headers, method_name), method_name),
         raw_path,
         query,
-        _optional(headers, "X-Forwarded-Proto"),
-        _optional(headers, "X-Forwarded-Host"),
     )
 
 
@@ -97,10 +100,8 @@ def from_ext_authz(request: web.BaseRequest) -> OriginalRequest:
     return OriginalRequest(
         Ingress.ENVOY,
         request.method,
-        raw_path[len(EXT_AUTHZ_PREFIX) :],
+        raw_path[len(EXT_AUTHZ_PREFIX) :],  # Envoy sends the original Host as the check's
         query,
-        _optional(request.headers, "X-Forwarded-Proto"),
-        None,  # Envoy sends the original Host as the check's own
     )
 
 

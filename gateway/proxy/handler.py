@@ -5,8 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..auth.bearer import bearer_token, websocket_credentials
+from ..draining import Drain
 from ..request_keys import REQUEST_ID, ROUTE_NAME, UPSTREAM_NAME
 from .policy import RequestPolicy
+from .route_limits import RouteLimiter
 from .runtime import RuntimeHolder
 
 __all__ = ["ProxyHandler"]
@@ -15,9 +17,15 @@ __all__ = ["ProxyHandler"]
 class ProxyHandler:
     """Every request that is not one of the gateway's own endpoints comes here."""
 
-    def __init__(self, runtime: RuntimeHolder, policy: RequestPolicy) -> None:
+    def __init__(
+        self, runtime: RuntimeHolder, policy: RequestPolicy, limiter: RouteLimiter, drain: Drain
+    ) -> None:
         self._runtime = runtime
         self._policy = policy
+        # Route rate limits count a request once its caller is known (by: user).
+        self._limiter = limiter
+        # WebSockets still open when the shutdown timeout is up are told 1001.
+        self._drain = drain
 
     async def forward(self, request: web.Request) -> web.StreamResponse:
         # The runtime (routes, upstream pools) is held for the whole request: a reload
@@ -43,12 +51,14 @@ class ProxyHandler:
                     cookies=credentials.token is None,
                     websocket=True,
                 )
+                await self._limiter.check(request, route, identity)
                 return await runtime.proxy.forward_websocket(
-                    request, route, path, identity, request_id, credentials
+                    request, route, path, identity, request_id, credentials, self._drain
                 )
             identity = await policy.identify(
                 request, route, path, lambda: bearer_token(request.headers)
             )
+            await self._limiter.check(request, route, identity)
             return await runtime.proxy.forward(request, route, path, identity, request_id)
         finally:
             self._runtime.release(runtime)

@@ -13,7 +13,8 @@
 - ``Authorization`` is forwarded only when the route asks for it.
 - ``Host`` is the upstream's own unless the route preserves the client's.
 - Headers some frameworks route or pick the scheme by (``X-Original-URL``, ``X-Rewrite-URL``,
-  ``X-HTTP-Method-Override``, ``X-Forwarded-Port/-Prefix/-Ssl``...) never come from clients.
+  ``X-HTTP-Method-Override``, ``X-Forwarded-Port/-Prefix/-Ssl``, forward auth's
+  ``X-Original-URI/-Method`` and ``X-Forwarded-Uri/-Method``...) never come from clients.
 - ``X-Forwarded-For/-Proto/-Host`` are set by the gateway; the client's values are kept only when
   the peer is a trusted proxy. ``Forwarded`` and ``X-Real-IP`` from clients are dropped.
 - The request id replaces any the client sent (it was validated or generated at the edge).
@@ -62,6 +63,11 @@ _REQUEST_DROPPED = frozenset(
         "x-original-url",
         "x-rewrite-url",
         "x-original-uri",
+        # Forward auth's spellings of an original request (an ingress behind the gateway, or
+        # an app that reads them, must not take a client's).
+        "x-original-method",
+        "x-forwarded-uri",
+        "x-forwarded-method",
         "x-forwarded-port",
         "x-forwarded-prefix",
         "x-forwarded-ssl",

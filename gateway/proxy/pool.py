@@ -1,4 +1,4 @@
-"""A bounded keep-alive pool of HTTP/1.1 connections to one upstream.
+"""A bounded keep-alive pool of HTTP/1.1 connections to one target of an upstream.
 
 At most `max_connections` are open; a request beyond that waits for one to come back, for no
 longer than the connect timeout. Idle connections are reused newest first (the oldest are the
@@ -14,10 +14,12 @@ import ssl
 import time
 from typing import Final
 
+from yarl import URL
+
 from ..config import UpstreamConfig
 from .http1 import UpstreamConnection, Watchdog
 
-__all__ = ["ConnectFailed", "ConnectionPool"]
+__all__ = ["ConnectFailed", "ConnectionPool", "TlsFailed"]
 
 # Shorter than the idle timeouts of common servers behind us would be ideal, but those vary
 # (gunicorn 2 s, nginx 75 s); a close is noticed the moment it arrives anyway.
@@ -25,18 +27,28 @@ IDLE_TIMEOUT: Final = 15.0
 
 
 class ConnectFailed(Exception):
-    """No connection could be made (refused, unreachable, or the connect timed out)."""
+    """No connection could be made (refused, unreachable, or the connect timed out), or none
+    came free in time (`refused` False: the target is busy, not down)."""
+
+    def __init__(self, message: str, *, refused: bool = True) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
+class TlsFailed(ConnectFailed):
+    """The TLS handshake failed: the upstream's certificate did not verify (expired, another
+    host's, an unknown CA), it refused ours, or it does not speak TLS."""
 
 
 class ConnectionPool:
-    """Connections to one upstream, shared by every request to it."""
+    """Connections to one target, shared by every request to it."""
 
-    def __init__(self, upstream: UpstreamConfig) -> None:
-        self._host = upstream.url.host or "127.0.0.1"
-        self._port = upstream.url.port or (443 if upstream.url.scheme == "https" else 80)
-        self._ssl: ssl.SSLContext | None = (
-            ssl.create_default_context() if upstream.url.scheme == "https" else None
-        )
+    def __init__(self, upstream: UpstreamConfig, url: URL) -> None:
+        self._host = url.host or "127.0.0.1"
+        self._port = url.port or (443 if url.scheme == "https" else 80)
+        # Built with the config (config/tls.py): None for http://.
+        self._ssl = upstream.tls.context
+        self._server_name = (upstream.tls.server_name or None) if self._ssl else None
         self._limit = upstream.max_connections
         self._connect_timeout = upstream.connect_timeout
         self._read_timeout = upstream.read_timeout
@@ -45,6 +57,16 @@ class ConnectionPool:
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closed = False
         self._watchdog: Watchdog | None = None
+
+    @property
+    def pending(self) -> int:
+        """Requests waiting for a connection to come back."""
+        return len(self._waiters)
+
+    @property
+    def saturated(self) -> bool:
+        """Every connection is busy: a new request would wait for one."""
+        return not self._idle and self._open >= self._limit
 
     async def acquire(self) -> tuple[UpstreamConnection, bool]:
         """A connection for one exchange, and whether it was reused from the pool."""
@@ -97,9 +119,15 @@ class ConnectionPool:
                     self._host,
                     self._port,
                     ssl=self._ssl,
+                    server_hostname=self._server_name,
                 )
         except TimeoutError:
             raise ConnectFailed(f"connect timed out after {self._connect_timeout:g}s") from None
+        except ssl.SSLError as exc:
+            # (An SSLError is an OSError too.) The reason is what an operator needs to see.
+            raise TlsFailed(
+                getattr(exc, "verify_message", None) or exc.reason or str(exc)
+            ) from None
         except OSError as exc:
             raise ConnectFailed(exc.strerror or type(exc).__name__) from None
         return connection
@@ -112,7 +140,8 @@ class ConnectionPool:
                 await waiter
         except TimeoutError:
             raise ConnectFailed(
-                f"all {self._limit} connections stayed busy for {self._connect_timeout:g}s"
+                f"all {self._limit} connections stayed busy for {self._connect_timeout:g}s",
+                refused=False,
             ) from None
         finally:
             if waiter in self._waiters:

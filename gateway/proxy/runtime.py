@@ -39,7 +39,7 @@ class Runtime:
     def build(
         cls,
         config: GatewayConfig,
-        metrics: GatewayMetrics | None,
+        metrics: GatewayMetrics,
         assertions: AssertionSigner | None = None,
     ) -> Runtime:
         headers = HeaderPolicy(
@@ -71,7 +71,7 @@ class RuntimeHolder:
     def __init__(
         self,
         runtime: Runtime,
-        metrics: GatewayMetrics | None,
+        metrics: GatewayMetrics,
         assertions: AssertionSigner | None = None,
     ) -> None:
         self.current = runtime

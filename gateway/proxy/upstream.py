@@ -1,4 +1,5 @@
-"""Forwarding: one pooled client session per upstream, streaming bodies both ways, WebSockets.
+"""Forwarding: a target of the route's upstream picked per request (proxy/targets.py), safe
+retries on another target, bodies streamed both ways, WebSockets.
 
 What is sent and returned is decided by `HeaderPolicy` (see gateway.forward_headers).
 """
@@ -7,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -18,6 +20,7 @@ from yarl import URL
 from ..auth.bearer import WebSocketCredentials
 from ..auth.tokens import Identity
 from ..config import RouteConfig, UpstreamConfig
+from ..draining import Drain
 from ..errors import (
     BadGateway,
     GatewayError,
@@ -25,6 +28,7 @@ from ..errors import (
     PayloadTooLarge,
     RequestTimeout,
     UpstreamFailure,
+    UpstreamUnavailable,
 )
 from ..request_keys import MID_RESPONSE, PROGRESS, STARTED, UPSTREAM_WAIT
 from ..telemetry.metrics import GatewayMetrics
@@ -36,7 +40,8 @@ from .http1 import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from .pool import ConnectFailed, ConnectionPool
+from .pool import ConnectFailed, TlsFailed
+from .targets import Target, Targets
 from .websocket import relay
 
 __all__ = ["Proxy"]
@@ -102,13 +107,13 @@ _CHUNKED = b"Transfer-Encoding: chunked\r\n"
 
 
 class Proxy:
-    """Forwards a request to a route's upstream and streams the answer back."""
+    """Forwards a request to a target of its route's upstream and streams the answer back."""
 
     def __init__(
         self,
         upstreams: Mapping[str, UpstreamConfig],
         headers: HeaderPolicy,
-        metrics: GatewayMetrics | None = None,
+        metrics: GatewayMetrics,
         *,
         client_body_timeout: float = 30.0,
     ) -> None:
@@ -116,18 +121,21 @@ class Proxy:
         self._headers = headers
         self._metrics = metrics
         self._client_body_timeout = client_body_timeout
-        self._pools: dict[str, ConnectionPool] = {}
+        self._targets: dict[str, Targets] = {}
         # The WebSocket handshake and relay keep using aiohttp's client.
         self._websocket_sessions: dict[str, aiohttp.ClientSession] = {}
-        # Per upstream: the path prefix of its URL, and the Host it is sent.
-        self._prefixes = {n: u.url.raw_path.rstrip("/") for n, u in self._upstreams.items()}
-        self._hosts = {n: _host_header(u.url) for n, u in self._upstreams.items()}
+        self._server_names = {n: u.tls.server_name or None for n, u in self._upstreams.items()}
 
     async def start(self) -> None:
         for name, upstream in self._upstreams.items():
-            self._pools[name] = ConnectionPool(upstream)
+            self._targets[name] = targets = Targets(upstream, self._metrics)
+            targets.start()
             self._websocket_sessions[name] = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=upstream.max_connections),
+                connector=aiohttp.TCPConnector(
+                    limit=upstream.max_connections,
+                    # The same verification as the HTTP pool (True: aiohttp's default).
+                    ssl=upstream.tls.context or True,
+                ),
                 # No cookie jar shared between users, no headers the caller did not send.
                 cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
@@ -137,12 +145,16 @@ class Proxy:
             )
 
     async def close(self) -> None:
-        pools, self._pools = self._pools, {}
-        for pool in pools.values():
-            pool.close()
+        targets, self._targets = self._targets, {}
+        for pool in targets.values():
+            await pool.close()
         sessions, self._websocket_sessions = self._websocket_sessions, {}
         for session in sessions.values():
             await session.close()
+
+    def targets(self, upstream: str) -> Targets:
+        """The targets of an upstream (for health and tests)."""
+        return self._targets[upstream]
 
     async def forward(
         self,
@@ -160,25 +172,34 @@ class Proxy:
         # A chunked client body is sent on chunked; one with a length keeps its Content-Length.
         chunked = has_body and request.content_length is None
         query = request.rel_url.raw_query_string
-        target = self._prefixes[route.upstream] + route.upstream_path(path)
-        request_line = f"{request.method} {target}{'?' if query else ''}{query} HTTP/1.1\r\n"
-        head = self._headers.upstream_head(
-            request,
-            route,
-            identity,
-            request_id,
-            request_line=request_line.encode("utf-8", "surrogateescape"),
-            host=self._hosts[route.upstream],
-            extra=_CHUNKED if chunked else b"",
-        )
+        target_path = route.upstream_path(path) + ("?" + query if query else "")
+        extra = _CHUNKED if chunked else b""
+
+        def head_for(target: Target) -> bytes:
+            request_line = f"{request.method} {target.prefix}{target_path} HTTP/1.1\r\n"
+            return self._headers.upstream_head(
+                request,
+                route,
+                identity,
+                request_id,
+                request_line=request_line.encode("utf-8", "surrogateescape"),
+                host=target.host,
+                extra=extra,
+            )
+
         request[PROGRESS] = UPSTREAM_WAIT
         sent = time.perf_counter()
-        if self._metrics is not None and STARTED in request:
+        if STARTED in request:
             self._metrics.own_work.observe(sent - request[STARTED])
         try:
             with upstream_errors(upstream):
                 return await self._exchange(
-                    request, upstream, head, body if has_body else None, chunked, sent
+                    request,
+                    self._targets[route.upstream],
+                    head_for,
+                    body if has_body else None,
+                    chunked,
+                    sent,
                 )
         except UpstreamFailure as failure:
             self._record(failure)
@@ -187,42 +208,110 @@ class Proxy:
     async def _exchange(
         self,
         request: web.Request,
-        upstream: UpstreamConfig,
-        head: bytes,
+        targets: Targets,
+        head_for: Callable[[Target], bytes],
         body: _ClientBody | None,
         chunked: bool,
         sent: float,
     ) -> web.StreamResponse:
-        pool = self._pools[upstream.name]
-        # A kept-alive connection the upstream closed just as it was reused is retried once
-        # on a fresh one, when that cannot run the request twice (see _may_retry).
-        for attempt in (0, 1):
-            connection, reused = await pool.acquire()
-            sender: asyncio.Task[None] | None = None
+        """Send the request to a target, and to another when that failed safely (see
+        _retry_target); the last failure is raised for upstream_errors to translate."""
+        targets.budget.earn()
+        tried: list[Target] = []
+        retries_left = targets.upstream.retries
+        stale_retried = False
+        target = targets.pick()
+        head, head_for_target = b"", ""
+        while True:
+            if target is None:
+                raise targets.unavailable()
+            refusal = targets.breaker.refusal(target)
+            if refusal is not None:
+                target.refused_by_breaker()
+                raise UpstreamUnavailable(
+                    targets.upstream.name, "breaker", f"target {target} {refusal}", retry_after=1
+                )
+            if head_for_target != target.host + target.prefix:
+                head, head_for_target = head_for(target), target.host + target.prefix
+            probe = target.begin()
+            failure: Exception
             try:
-                connection.send(head, method=request.method)
-                if body is None:
-                    connection.body_sent()
-                else:
-                    sender = asyncio.create_task(
-                        _send_body(connection, request, body, chunked), name="request-body"
-                    )
                 try:
-                    response_head = await connection.read_head()
-                except ConnectionLost as lost:
-                    if attempt == 0 and _may_retry(request, body, reused, lost):
-                        continue
-                    raise
-                if self._metrics is not None:
-                    self._metrics.upstream_latency.labels(upstream.name).observe(
-                        time.perf_counter() - sent
+                    connection, reused = await target.pool.acquire()
+                except ConnectFailed as exc:
+                    kind = (
+                        "tls"
+                        if isinstance(exc, TlsFailed)
+                        else "connect"
+                        if exc.refused
+                        else "busy"
                     )
-                return await self._relay(request, connection, response_head, upstream)
+                    target.failed(kind, probe, refused=exc.refused)
+                    failure, unsent = exc, True
+                else:
+                    try:
+                        return await self._attempt(
+                            request, target, connection, head, body, chunked, sent, probe
+                        )
+                    except ConnectionLost as lost:
+                        if lost.response_started:
+                            target.failed("protocol", probe)
+                            raise
+                        if reused and not stale_retried and _resendable(request, body):
+                            # A kept-alive connection the upstream closed just as it was
+                            # reused: once more, on a fresh one, and not the target's failure.
+                            stale_retried = True
+                            continue
+                        target.failed("reset", probe)
+                        failure, unsent = lost, False
+                    except UpstreamTimeout:
+                        target.failed("timeout", probe)
+                        raise
+                    except UpstreamProtocolError:
+                        target.failed("protocol", probe)
+                        raise
             finally:
-                if sender is not None and not sender.done():
-                    sender.cancel()
-                pool.release(connection)
-        raise AssertionError("unreachable: the second attempt returns or raises")
+                target.end(probe)
+            tried.append(target)
+            target = _retry_target(request, targets, tried, body, unsent, retries_left)
+            if target is None:
+                if unsent and targets.pick() is None:
+                    # Every target is down now: say so, and when to come back.
+                    raise targets.unavailable() from failure
+                raise failure
+            retries_left -= 1
+            targets.retried()
+
+    async def _attempt(
+        self,
+        request: web.Request,
+        target: Target,
+        connection: UpstreamConnection,
+        head: bytes,
+        body: _ClientBody | None,
+        chunked: bool,
+        sent: float,
+        probe: bool,
+    ) -> web.StreamResponse:
+        """One exchange on one connection: send, read the head, relay the response."""
+        sender: asyncio.Task[None] | None = None
+        upstream = target.upstream
+        try:
+            connection.send(head, method=request.method)
+            if body is None:
+                connection.body_sent()
+            else:
+                sender = asyncio.create_task(
+                    _send_body(connection, request, body, chunked), name="request-body"
+                )
+            response_head = await connection.read_head()
+            target.succeeded(probe)
+            self._metrics.upstream_latency.labels(upstream).observe(time.perf_counter() - sent)
+            return await self._relay(request, connection, response_head, upstream)
+        finally:
+            if sender is not None and not sender.done():
+                sender.cancel()
+            target.pool.release(connection)
 
     async def forward_websocket(
         self,
@@ -232,22 +321,29 @@ class Proxy:
         identity: Identity | None,
         request_id: str,
         credentials: WebSocketCredentials,
+        drain: Drain,
     ) -> web.StreamResponse:
-        """Open the upstream WebSocket first, so a refusal is still an HTTP error, then relay."""
+        """Open the upstream WebSocket first, so a refusal is still an HTTP error, then relay
+        until either side closes or the gateway drains (then both are told 1001, going away)."""
         upstream = self._upstreams[route.upstream]
-        url = _upstream_url(upstream.url, route.upstream_path(path), credentials.raw_query)
+        targets = self._targets[route.upstream]
         headers = self._headers.upstream_request(
             request, route, identity, request_id, websocket=True
         )
         request[PROGRESS] = UPSTREAM_WAIT
         try:
             with upstream_errors(upstream):
+                target = targets.pick()
+                if target is None:
+                    raise targets.unavailable()
+                url = _upstream_url(target.url, route.upstream_path(path), credentials.raw_query)
                 upstream_ws = await self._websocket_sessions[route.upstream].ws_connect(
                     url,
                     headers=headers,
                     protocols=credentials.protocols,
                     autoclose=False,
                     autoping=True,
+                    server_hostname=self._server_names[route.upstream],
                 )
         except UpstreamFailure as failure:
             self._record(failure)
@@ -258,21 +354,24 @@ class Proxy:
                 protocols=(chosen,) if chosen else (), autoclose=False, autoping=True
             )
             await client_ws.prepare(request)
-            await relay(client_ws, upstream_ws)
+            going_away = functools.partial(
+                client_ws.close, code=aiohttp.WSCloseCode.GOING_AWAY, message=b"restarting"
+            )
+            with drain.until_drained(going_away):
+                await relay(client_ws, upstream_ws)
             return client_ws
 
     def _record(self, failure: UpstreamFailure) -> None:
-        if failure.kind in ("protocol", "broken_body"):
+        if failure.kind in ("protocol", "broken_body", "tls"):
             log.warning("%s: %s", failure.message, failure.__cause__)
-        if self._metrics is not None:
-            self._metrics.upstream_errors.labels(failure.upstream, failure.kind).inc()
+        self._metrics.upstream_errors.labels(failure.upstream, failure.kind).inc()
 
     async def _relay(
         self,
         request: web.Request,
         connection: UpstreamConnection,
         head: ResponseHead,
-        upstream: UpstreamConfig,
+        upstream: str,
     ) -> web.StreamResponse:
         headers = self._headers.client_headers(head.headers)
         typed = "Content-Type" in headers
@@ -294,7 +393,7 @@ class Proxy:
         except (UpstreamTimeout, ConnectionLost, UpstreamProtocolError) as exc:
             # The status line is already sent: all we can do is cut the stream so the client
             # sees an incomplete body instead of a silently truncated one.
-            failure = BadGateway(upstream.name, "broken_body", "broke off its response body")
+            failure = BadGateway(upstream, "broken_body", "broke off its response body")
             failure.__cause__ = exc
             self._record(failure)
             if request.transport is not None:
@@ -325,21 +424,32 @@ async def _send_body(
         pass  # the upstream side failed: the exchange reports it
 
 
-def _may_retry(
-    request: web.Request, body: _ClientBody | None, reused: bool, lost: ConnectionLost
-) -> bool:
-    """Whether an exchange that lost its connection before any response byte can run again:
-    only on a reused connection (a stale keep-alive, not a dead upstream), and only for a
-    request without a body whose method is idempotent, so running it twice is harmless."""
-    return reused and not lost.response_started and body is None and (request.method in _IDEMPOTENT)
+def _resendable(request: web.Request, body: _ClientBody | None) -> bool:
+    """Whether a request that reached a target may be sent again: running it twice must be
+    harmless (an idempotent method) and its body must not have been streamed (it has none)."""
+    return body is None and request.method in _IDEMPOTENT
 
 
-def _host_header(url: URL) -> str:
-    default = 443 if url.scheme == "https" else 80
-    host = url.raw_host or ""
-    if ":" in host:  # an IPv6 literal
-        host = f"[{host}]"
-    return host if url.port in (None, default) else f"{host}:{url.port}"
+def _retry_target(
+    request: web.Request,
+    targets: Targets,
+    tried: list[Target],
+    body: _ClientBody | None,
+    unsent: bool,
+    retries_left: int,
+) -> Target | None:
+    """Where a failed request goes next, or None when it must not be retried.
+
+    Only before any response byte came back (the caller's part): a request no byte of which
+    was sent (no connection could be made) may go again whatever its method; one that was
+    sent, only if resendable. Not past `retries`, not past the retry budget, and never to a
+    target it tried."""
+    if retries_left <= 0 or not (unsent or _resendable(request, body)):
+        return None
+    target = targets.pick(tried)
+    if target is None or not targets.budget.spend():
+        return None
+    return target
 
 
 @contextlib.contextmanager
@@ -349,6 +459,8 @@ def upstream_errors(upstream: UpstreamConfig) -> Iterator[None]:
     stalled) pass through untouched."""
     try:
         yield
+    except TlsFailed as exc:
+        raise BadGateway(upstream.name, "tls", "failed the TLS handshake") from exc
     except ConnectFailed as exc:
         raise BadGateway(upstream.name, "connect", "is unreachable") from exc
     except UpstreamTimeout as exc:
@@ -361,6 +473,8 @@ def upstream_errors(upstream: UpstreamConfig) -> Iterator[None]:
         raise BadGateway(
             upstream.name, "handshake", f"refused the WebSocket handshake ({exc.status})"
         ) from exc
+    except aiohttp.ClientSSLError as exc:
+        raise BadGateway(upstream.name, "tls", "failed the TLS handshake") from exc
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
         raise BadGateway(upstream.name, "connect", "is unreachable") from exc
     except TimeoutError as exc:

@@ -133,6 +133,13 @@ class SessionStore(Protocol):
 
     async def revoke_user_sessions(self, user_id: int, *, reason: str, now: float) -> int: ...
 
+    async def keep_newest_sessions(
+        self, user_id: int, keep: int, *, reason: str, now: float
+    ) -> int:
+        """Revoke a user's live sessions but the `keep` newest, in one statement (so logins on
+        any number of processes at once still leave at most `keep`); return how many."""
+        ...
+
     async def list_sessions(self, user_id: int) -> list[Session]: ...
 
     async def revoked_since(self, since: float) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -20,6 +21,8 @@ __all__ = ["MySqlStore", "create_mysql_database"]
 
 log = logging.getLogger(__name__)
 _DB_NAME = re.compile(r"[A-Za-z0-9_$]{1,64}")
+_DEADLOCK = 1213
+_DEADLOCK_RETRIES = 5
 _DUPLICATE_KEY = 1062
 
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -127,6 +130,10 @@ def _reason(exc: BaseException, timeout: float) -> str:
     return str(exc.args[-1] if exc.args else exc)
 
 
+class _Deadlock(StorageUnavailable):
+    """A statement InnoDB chose as a deadlock's victim (and rolled back)."""
+
+
 class MySqlStore(SqlStore):
     migrations = _MIGRATIONS
 
@@ -176,6 +183,14 @@ class MySqlStore(SqlStore):
                 yield _TimedCursor(cur, self._timeout)
         except pymysql.err.IntegrityError:
             raise
+        except pymysql.err.OperationalError as exc:
+            if exc.args and exc.args[0] == _DEADLOCK:
+                # InnoDB rolled the statement back and the connection is fine: the caller
+                # may run it again.
+                raise _Deadlock() from exc
+            conn.close()
+            log.error("database error: %s %s", type(exc).__name__, exc.args[:1])
+            raise StorageUnavailable() from exc
         except (pymysql.err.MySQLError, OSError, TimeoutError) as exc:
             # A failed or timed-out connection is never reused: the pool opens a fresh one.
             conn.close()
@@ -196,9 +211,19 @@ class MySqlStore(SqlStore):
             return list(await cur.fetchall())
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> tuple[int, int | None]:
-        async with self._cursor() as cur:
-            await cur.execute(_placeholders(sql), params)
-            return cur.rowcount, cur.lastrowid
+        # Each statement is its own transaction (autocommit), so one that lost a deadlock (two
+        # logins trimming one user's sessions at once) was undone whole and is safe to repeat.
+        for attempt in range(_DEADLOCK_RETRIES):
+            try:
+                async with self._cursor() as cur:
+                    await cur.execute(_placeholders(sql), params)
+                    return cur.rowcount, cur.lastrowid
+            except _Deadlock:
+                if attempt == _DEADLOCK_RETRIES - 1:
+                    log.error("database error: deadlock, %d attempts", _DEADLOCK_RETRIES)
+                    raise
+                await asyncio.sleep(random.uniform(0.001, 0.01) * (attempt + 1))  # noqa: S311
+        raise AssertionError("unreachable")
 
     async def insert_unique(self, sql: str, params: Sequence[Any]) -> int | None:
         try:

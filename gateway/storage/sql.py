@@ -259,6 +259,20 @@ class SqlStore(abc.ABC):
         )
         return rows
 
+    async def keep_newest_sessions(
+        self, user_id: int, keep: int, *, reason: str, now: float
+    ) -> int:
+        # The kept ids go through a derived table: MySQL and MariaDB refuse LIMIT inside IN and
+        # a subquery on the table being updated, but accept both once materialized.
+        live = "user_id = ? AND revoked_at IS NULL AND expires_at > ? AND refresh_expires_at > ?"
+        rows, _ = await self.execute(
+            "UPDATE gateway_sessions SET revoked_at = ?, revoked_reason = ?"  # noqa: S608
+            f" WHERE {live} AND id NOT IN (SELECT id FROM (SELECT id FROM gateway_sessions"
+            f" WHERE {live} ORDER BY created_at DESC, id DESC LIMIT ?) AS kept)",
+            (now, reason, user_id, now, now, user_id, now, now, keep),
+        )
+        return rows
+
     async def list_sessions(self, user_id: int) -> list[Session]:
         rows = await self.fetch_all(
             f"SELECT {_SESSION_COLUMNS} FROM gateway_sessions"  # noqa: S608

@@ -17,7 +17,14 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
-__all__ = ["Counter", "CounterSeries", "Gauge", "Histogram", "HistogramSeries"]
+__all__ = [
+    "Counter",
+    "CounterSeries",
+    "Gauge",
+    "Histogram",
+    "HistogramSeries",
+    "LabelledGauge",
+]
 
 # How prometheus_client writes a bucket's bound (`le`): "0.0005", "1.0", "+Inf" (untyped there).
 _go_float: Callable[[float], str] = floatToGoString
@@ -166,4 +173,36 @@ class Gauge(_Family):
     def collect(self) -> Metric:
         metric = self._metric()
         metric.samples.append(Sample(self.name, {}, self.value))
+        return metric
+
+
+class GaugeSeries:
+    """One gauge of a labelled family: a value that is set."""
+
+    __slots__ = ("labels", "value")
+
+    def __init__(self, labels: dict[str, str]) -> None:
+        self.labels = labels
+        self.value = 0.0
+
+
+class LabelledGauge(_Family):
+    """`labels(*values).value = x`: a gauge per combination of labels (a target's state)."""
+
+    _type = "gauge"
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
+        super().__init__(name, documentation, labelnames)
+        self._series: dict[tuple[str, ...], GaugeSeries] = {}
+
+    def labels(self, *values: str) -> GaugeSeries:
+        series = self._series.get(values)
+        if series is None:
+            series = self._series[values] = GaugeSeries(self._check(values))
+        return series
+
+    def collect(self) -> Metric:
+        metric = self._metric()
+        for s in list(self._series.values()):
+            metric.samples.append(Sample(self.name, s.labels, s.value))
         return metric

@@ -18,7 +18,7 @@ from ..config import MetricsConfig
 from ..errors import Forbidden
 from ..networks import address_in
 from ..request_keys import ROUTE_NAME
-from .instruments import Counter, CounterSeries, Gauge, Histogram, HistogramSeries
+from .instruments import Counter, CounterSeries, Gauge, Histogram, HistogramSeries, LabelledGauge
 
 __all__ = ["GatewayMetrics"]
 
@@ -59,6 +59,35 @@ class GatewayMetrics:
         self.upstream_errors = Counter(
             "gateway_upstream_errors", "Upstream failures", ["upstream", "kind"]
         )
+        # Per target of an upstream (label `target`: its URL), for pools of several.
+        self.target_requests = Counter(
+            "gateway_upstream_target_requests",
+            "Requests sent to each target of an upstream, retries included",
+            ["upstream", "target"],
+        )
+        self.target_failures = Counter(
+            "gateway_upstream_target_failures",
+            "Requests a target failed: connect, tls, busy, reset, timeout, protocol",
+            ["upstream", "target", "kind"],
+        )
+        self.target_ejections = Counter(
+            "gateway_upstream_target_ejections",
+            "Times passive health ejected a target",
+            ["upstream", "target"],
+        )
+        self.target_up = LabelledGauge(
+            "gateway_upstream_target_up",
+            "1 while a target takes traffic; 0 while it is ejected or fails its health check",
+            ["upstream", "target"],
+        )
+        self.upstream_retries = Counter(
+            "gateway_upstream_retries", "Requests retried on another target", ["upstream"]
+        )
+        self.breaker_refusals = Counter(
+            "gateway_upstream_breaker_refusals",
+            "Requests refused at once because a target's circuit breaker was full",
+            ["upstream", "target"],
+        )
         self._families = (
             self.requests,
             self.duration,
@@ -69,6 +98,12 @@ class GatewayMetrics:
             self.refreshes,
             self.token_rejections,
             self.upstream_errors,
+            self.target_requests,
+            self.target_failures,
+            self.target_ejections,
+            self.target_up,
+            self.upstream_retries,
+            self.breaker_refusals,
         )
         # Bounded: routes x methods x statuses, all from the config and HTTP.
         self._answered: dict[tuple[str, str, int], tuple[CounterSeries, HistogramSeries]] = {}

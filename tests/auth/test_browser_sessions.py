@@ -20,22 +20,19 @@ from tests.support.cookies import (
     origin_of,
     set_cookies,
 )
-from tests.support.gateways import Gateway, GatewayFactory, bearer_of
+from tests.support.gateways import Gateway, GatewayFactory, bearer_of, route
 
 ACCESS, REFRESH, CSRF = "__Host-gateway-access", "__Host-gateway-refresh", "__Host-gateway-csrf"
 ROUTES = [
-    {"path": "/aaa", "upstream": "demo", "auth": "public", "methods": ["GET"]},
-    {"path": "/echo/**", "upstream": "demo", "auth": "public"},
-    {"path": "/bbb", "upstream": "demo", "auth": "required", "methods": ["GET"]},
-    {"path": "/whoami", "upstream": "demo", "auth": "required"},
-    {"path": "/ws", "upstream": "demo", "auth": "required"},
+    route('/aaa', 'public', methods=['GET']),
+    route('/echo/**', 'public'),
+    route('/bbb', methods=['GET']),
+    route('/whoami'),
+    route('/ws'),
     # Protected and optional views of the echo endpoint, to see what reached the upstream.
-    {"path": "/private/**", "upstream": "demo", "auth": "required", "strip_prefix": "/private",
-     "add_prefix": "/echo"},
-    {"path": "/maybe/**", "upstream": "demo", "auth": "optional", "strip_prefix": "/maybe",
-     "add_prefix": "/echo"},
-    {"path": "/admin/**", "upstream": "demo", "auth": "required", "roles": ["admin"],
-     "strip_prefix": "/admin", "add_prefix": "/echo"},
+    route('/private/**', strip_prefix='/private', add_prefix='/echo'),
+    route('/maybe/**', 'optional', strip_prefix='/maybe', add_prefix='/echo'),
+    route('/admin/**', roles=['admin'], strip_prefix='/admin', add_prefix='/echo'),
 ]  # fmt: skip
 
 

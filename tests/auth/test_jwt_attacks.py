@@ -19,7 +19,7 @@ from jwt.algorithms import RSAAlgorithm
 from gateway.appkeys import TOKENS
 from gateway.errors import Unauthorized
 from tests.auth.test_tokens import write_key
-from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory, random_secret
+from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory, random_secret, route
 from tests.support.upstreams import RecordingUpstream
 
 
@@ -44,7 +44,7 @@ async def guarded(
     async def start(**tokens: Any) -> tuple[Gateway, Callable[[str], Any]]:
         gw: Gateway = await start_gateway(
             upstream_url=str(server.make_url("/")),
-            routes=[{"path": "/private/**", "upstream": "demo", "auth": "required"}],
+            routes=[route("/private/**")],
             **({"tokens": tokens} if tokens else {}),
         )
         await gw.add_user()

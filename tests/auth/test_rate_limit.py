@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from gateway.appkeys import PASSWORDS
+from gateway.appkeys import PASSWORDS, STORE
+from gateway.errors import StorageUnavailable
 from tests.support.gateways import Gateway, GatewayFactory
 from tests.support.processes import free_port
 
@@ -131,6 +132,59 @@ async def test_spraying_many_users_from_one_address(limited: Gateway) -> None:
         assert (await attempt(limited, name(), "123456", other))[0] == 401
     assert (await attempt(limited, name(), "123456", other))[0] == 429
     assert (await attempt(limited, name(), "123456", sprayer))[0] == 401
+
+
+BURST = 300
+
+
+async def burst(gw: Gateway, user: str, addresses: list[str]) -> list[int]:
+    """BURST wrong passwords at once from `addresses` (in turn), the right one in the middle."""
+    passwords = ["wrong"] * BURST
+    passwords[BURST // 2] = "right-password"
+    results = await asyncio.gather(
+        *(
+            attempt(gw, user, password, addresses[i % len(addresses)])
+            for i, password in enumerate(passwords)
+        )
+    )
+    return [status for status, _ in results]
+
+
+@pytest.mark.parametrize("spread", ["one address", "many addresses"])
+async def test_a_concurrent_burst_gets_no_more_verdicts_than_the_limit(
+    limited: Gateway, spread: str
+) -> None:
+    # Before, the limit was checked before hashing and the failure recorded after it, so every
+    # attempt of a burst passed the check and the right password inside it logged in.
+    user = name()
+    await limited.add_user(user, "right-password")
+    addresses = [address()] if spread == "one address" else [address() for _ in range(BURST)]
+    limit = 3 if spread == "one address" else 6  # per user and address; per user
+    statuses = await burst(limited, user, addresses)
+    verdicts = [s for s in statuses if s in (200, 401)]
+    assert 1 <= len(verdicts) <= limit, sorted(set(statuses))
+    assert 200 not in statuses
+    assert statuses.count(429) >= BURST - limit
+    assert set(statuses) <= {401, 429}
+
+
+async def test_an_attempt_without_a_verdict_is_not_counted(limited: Gateway) -> None:
+    # The database was unavailable: the attempt learned nothing, so it does not use up the limit.
+    user, client = name(), address()
+    await limited.add_user(user, "right-password")
+    store = limited.app[STORE]
+    real = store.get_user_by_name
+
+    async def unavailable(username: str) -> Any:
+        raise StorageUnavailable()
+
+    store.get_user_by_name = unavailable  # type: ignore[method-assign]
+    for _ in range(5):
+        assert (await attempt(limited, user, "wrong", client))[0] == 503
+    store.get_user_by_name = real  # type: ignore[method-assign]
+    for _ in range(3):
+        assert (await attempt(limited, user, "wrong", client))[0] == 401
+    assert (await attempt(limited, user, "right-password", client))[0] == 429
 
 
 async def test_counters_expire_after_the_window(start_gateway: GatewayFactory) -> None:

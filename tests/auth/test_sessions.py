@@ -16,7 +16,13 @@ from gateway.appkeys import SESSIONS, STORE
 from gateway.storage import SCHEMA_VERSION, UserExists, create_store
 from gateway.storage.sql import SqlStore
 from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory, bearer_of
-from tests.support.processes import Processes, env_for, free_port, run_gateway, wait_for_port
+from tests.support.processes import (
+    Processes,
+    add_user_by_cli,
+    env_for,
+    free_port,
+    wait_for_port,
+)
 from tests.support.wire import http
 
 
@@ -138,10 +144,7 @@ async def test_concurrent_refreshes_across_two_gateway_processes(
     base_env = env_for(
         database_url, JWT_SECRET=TEST_SECRET, UPSTREAM_URL=f"http://127.0.0.1:{upstream_port}"
     )
-    add = run_gateway(
-        workdir, base_env, "user", "add", "guang", "--password-stdin", stdin="12345678\n"
-    )
-    assert add.returncode == 0, add.stderr
+    add_user_by_cli(workdir, base_env, "guang", "12345678")
     for i, port in enumerate(ports):
         proc = processes.start(
             f"gateway{i}",
@@ -353,3 +356,44 @@ async def test_migration_from_the_first_schema_keeps_users(database_url: str) ->
             await store.add_user("GUANG", "other")
     finally:
         await store.close()
+
+
+async def test_a_login_past_max_per_user_ends_the_oldest_sessions(
+    start_gateway: GatewayFactory,
+) -> None:
+    gw: Gateway = await start_gateway(sessions={"max_per_user": 3})
+    await gw.add_user()
+    pairs = []
+    for _ in range(5):
+        pairs.append(await gw.login())
+        gw.clock.advance(1)  # each session is newer than the last
+    for i, pair in enumerate(pairs):
+        access = await gw.client.get("/bbb", headers=bearer_of(pair))
+        assert access.status == (401 if i < 2 else 200), i
+    assert (await gw.refresh(pairs[0])).status == 401
+    assert (await gw.refresh(pairs[4])).status == 200
+    user = await gw.app[STORE].get_user_by_name("guang")
+    assert user is not None
+    live = await gw.app[SESSIONS].live_sessions(user.id)
+    assert len(live) == 3
+
+
+async def test_concurrent_logins_on_two_gateways_leave_at_most_max_per_user(
+    start_gateway: GatewayFactory,
+) -> None:
+    # Two apps on one database, as two processes would be: the trim is one statement, so
+    # however the logins interleave, at most max_per_user sessions stay live.
+    limits = {"per_user_and_address": 0, "per_user": 0, "per_address": 0}
+    first: Gateway = await start_gateway(sessions={"max_per_user": 4}, rate_limits=limits)
+    second: Gateway = await start_gateway(sessions={"max_per_user": 4}, rate_limits=limits)
+    await first.add_user()
+    answers = await asyncio.gather(
+        *(
+            gw.client.post("/user/login", json={"username": "guang", "password": "123456"})
+            for gw in [first, second] * 20
+        )
+    )
+    assert [a.status for a in answers] == [200] * 40
+    user = await first.app[STORE].get_user_by_name("guang")
+    assert user is not None
+    assert 1 <= len(await first.app[SESSIONS].live_sessions(user.id)) <= 4

@@ -20,7 +20,7 @@ from gateway_client import (
     RefreshFailed,
     Tokens,
 )
-from tests.support.gateways import Gateway, GatewayFactory
+from tests.support.gateways import Gateway, GatewayFactory, route
 
 
 def refreshes(gw: Gateway, outcome: str = "rotated") -> float:
@@ -81,9 +81,7 @@ async def test_transient_refresh_failure_keeps_the_tokens(
 
 
 async def test_403_never_refreshes(start_gateway: GatewayFactory) -> None:
-    gw: Gateway = await start_gateway(
-        routes=[{"path": "/echo/**", "upstream": "demo", "auth": "required", "roles": ["admin"]}]
-    )
+    gw: Gateway = await start_gateway(routes=[route("/echo/**", roles=["admin"])])
     await gw.add_user()
     async with GatewayClient(str(gw.client.make_url(""))) as client:
         await client.login("guang", "123456")
@@ -106,7 +104,7 @@ async def test_a_replay_that_fails_again_is_not_refreshed_again(
 
     gw: Gateway = await gateway_before(
         {"/no": always_401},
-        routes=[{"path": "/no", "upstream": "demo", "auth": "required"}],
+        routes=[route("/no")],
     )
     await gw.add_user()
     async with GatewayClient(str(gw.client.make_url(""))) as client:

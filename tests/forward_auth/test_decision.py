@@ -16,15 +16,15 @@ from gateway.forward_auth.decision import NGINX_COOKIE_HEADER
 from gateway.forward_auth.shapes import EXT_AUTHZ_PREFIX
 from tests.config.test_config import minimal
 from tests.support.cookies import FETCH, NAVIGATE, Jar, log_in_by_form, set_cookies
-from tests.support.gateways import Gateway, GatewayFactory
+from tests.support.gateways import Gateway, GatewayFactory, route
 
 ACCESS, REFRESH = "__Host-gateway-access", "__Host-gateway-refresh"
 ROUTES = [
-    {"path": "/aaa", "upstream": "demo", "auth": "public", "methods": ["GET"]},
-    {"path": "/bbb", "upstream": "demo", "auth": "required", "methods": ["GET"]},
-    {"path": "/whoami", "upstream": "demo", "auth": "required"},
-    {"path": "/maybe/**", "upstream": "demo", "auth": "optional"},
-    {"path": "/admin/**", "upstream": "demo", "auth": "required", "roles": ["admin"]},
+    route("/aaa", "public", methods=["GET"]),
+    route("/bbb", methods=["GET"]),
+    route("/whoami"),
+    route("/maybe/**", "optional"),
+    route("/admin/**", roles=["admin"]),
 ]
 TRUSTED = {"server": {"trusted_proxies": ["127.0.0.1"]}}
 OWN = "The gateway answers {} only when it is spelled exactly so"
@@ -331,6 +331,17 @@ async def test_the_decision_cache_is_offered_within_the_tokens_life(
     pair = await gw.login()
     response = await decide(gw, nginx("/bbb", **bearer(pair["access_token"])))
     assert response.headers["Cache-Control"] == "private, max-age=2"
+    assert response.headers["X-Accel-Expires"] == "2"  # what nginx's proxy_cache goes by
+    through_traefik = await decide(gw, traefik("/bbb", **bearer(pair["access_token"])))
+    assert through_traefik.headers["Cache-Control"] == "private, max-age=2"
+    assert "X-Accel-Expires" not in through_traefik.headers
+    public = await decide(gw, nginx("/aaa"))
+    assert public.status == 200
+    assert public.headers["Cache-Control"] == "private, max-age=2"
+    # A decision by cookie also depends on Origin and Sec-Fetch-*: never offered for caching.
+    jar = await logged_in(gw)
+    by_cookie = await decide(gw, nginx("/bbb", **jar.headers(NAVIGATE)))
+    assert by_cookie.status == 200 and "Cache-Control" not in by_cookie.headers
     gw.clock.advance(pair["expires_in"] - 1.5)  # one and a half seconds of the token left
     late = await decide(gw, nginx("/bbb", **bearer(pair["access_token"])))
     assert late.headers["Cache-Control"] == "private, max-age=1"

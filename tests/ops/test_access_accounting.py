@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway.request_keys import MID_RESPONSE, UPSTREAM_WAIT
 from tests.ops.test_operations import sample, serve
+from tests.support.gateways import route
 from tests.support.processes import Processes
 
 
@@ -71,7 +72,7 @@ async def slow_upstream(aiohttp_server: Callable[..., Any]) -> tuple[SlowUpstrea
 def start(
     tmp_path: Path, processes: Processes, upstream: TestServer, **extra: Any
 ) -> tuple[Any, str, int]:
-    routes = [{"path": "/**", "upstream": "demo", "auth": "public", "name": "all"}]
+    routes = [route("/**", "public", name="all")]
     proc, base = serve(tmp_path, processes, upstream, routes, **extra)
     return proc, base, int(base.rsplit(":", 1)[1])
 

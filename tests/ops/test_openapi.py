@@ -8,7 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.processes import Processes, free_port, run_gateway, start_gateway_process
+from tests.support.processes import (
+    Processes,
+    add_user_by_cli,
+    free_port,
+    start_gateway_process,
+)
 from tests.support.wire import raw_get
 
 BIN = Path(sys.executable).parent
@@ -37,12 +42,7 @@ def test_schemathesis_finds_nothing(
         "LOG_FORMAT": "text",
         "LOGIN_MAX_FAILURES": "0",
     }
-    assert (
-        run_gateway(
-            tmp_path, env, "user", "add", "guang", "--password-stdin", stdin="12345678\n"
-        ).returncode
-        == 0
-    )
+    add_user_by_cli(tmp_path, env, "guang", "12345678")
     _, base = start_gateway_process(processes, tmp_path, env)
     status, _, body = raw_get(f"{base}/openapi.json")
     assert status == 200 and b'"openapi": "3.0.3"' in body

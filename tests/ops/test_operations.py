@@ -21,8 +21,13 @@ from aiohttp.test_utils import TestServer
 
 from gateway.app import create_metrics_app
 from gateway.appkeys import STORE
-from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory, bearer_of
-from tests.support.processes import Processes, free_port, run_gateway, start_gateway_process
+from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory, bearer_of, route
+from tests.support.processes import (
+    Processes,
+    add_user_by_cli,
+    free_port,
+    start_gateway_process,
+)
 from tests.support.wire import http, raw_get
 
 # --- health -----------------------------------------------------------------------------------
@@ -213,16 +218,11 @@ async def test_json_access_log_lines(
         tmp_path / "config.yaml",
         port,
         f"sqlite:///{tmp_path / 'gw.db'}",
-        [{"path": "/bbb", "upstream": "demo", "auth": "required", "name": "bbb"}],
+        [route("/bbb", name="bbb")],
         str(slow_upstream.make_url("/")),
     )
     env = {**os.environ, "GATEWAY_PORT": str(port)}
-    assert (
-        run_gateway(
-            tmp_path, env, "user", "add", "guang", "--password-stdin", stdin="12345678\n"
-        ).returncode
-        == 0
-    )
+    add_user_by_cli(tmp_path, env, "guang", "12345678")
     proc, base = start_gateway_process(processes, tmp_path, env)
     _, pair = await asyncio.to_thread(
         http, "POST", f"{base}/user/login", {"username": "guang", "password": "12345678"}
@@ -255,8 +255,8 @@ async def test_sighup_reloads_routes_and_keeps_in_flight_requests(
         port,
         database,
         [
-            {"path": "/slow", "upstream": "demo", "auth": "public"},
-            {"path": "/old", "upstream": "demo", "auth": "public"},
+            route("/slow", "public"),
+            route("/old", "public"),
         ],
         upstream,
     )
@@ -272,7 +272,7 @@ async def test_sighup_reloads_routes_and_keeps_in_flight_requests(
         config_path,
         port,
         database,
-        [{"path": "/new", "upstream": "demo", "auth": "public"}],
+        [route("/new", "public")],
         upstream,
     )
     proc.send_signal(signal.SIGHUP)
@@ -299,7 +299,7 @@ async def test_sighup_reloads_routes_and_keeps_in_flight_requests(
 async def test_sigterm_drains_requests_in_flight(
     tmp_path: Path, processes: Processes, slow_upstream: TestServer
 ) -> None:
-    routes = [{"path": "/slow", "upstream": "demo", "auth": "public"}]
+    routes = [route("/slow", "public")]
     proc, base = serve(tmp_path, processes, slow_upstream, routes)
     thread, in_flight = background_get(f"{base}/slow?s=2")
     await asyncio.sleep(0.5)
@@ -334,7 +334,7 @@ async def test_workers_share_one_port(
         tmp_path,
         processes,
         slow_upstream,
-        [{"path": "/**", "upstream": "demo", "auth": "public"}],
+        [route("/**", "public")],
         "--workers",
         "2",
     )

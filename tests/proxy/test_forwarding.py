@@ -22,6 +22,7 @@ from tests.support.gateways import (
     GatewayFactory,
     access_claims,
     random_secret,
+    route,
 )
 from tests.support.upstreams import RecordingUpstream
 from tests.support.wire import raw_http
@@ -53,11 +54,7 @@ async def guarded(
     upstream, server = recording
     gw: Gateway = await start_gateway(
         upstream_url=str(server.make_url("/")),
-        routes=[
-            {"path": "/open/**", "upstream": "demo", "auth": "public"},
-            {"path": "/bbb", "upstream": "demo", "auth": "required", "methods": ["GET"]},
-            {"path": "/private/**", "upstream": "demo", "auth": "required"},
-        ],
+        routes=[route("/open/**", "public"), route("/bbb", methods=["GET"]), route("/private/**")],
     )
     await gw.add_user()
     return gw, upstream
@@ -96,10 +93,7 @@ async def test_configured_identity_header_names_are_used_and_stripped(
 ) -> None:
     gw: Gateway = await start_gateway(
         identity_headers={"user_id": "X-Auth-Sub", "username": "X-Auth-Login"},
-        routes=[
-            {"path": "/echo/open/**", "upstream": "demo", "auth": "public"},
-            {"path": "/echo/closed/**", "upstream": "demo", "auth": "required"},
-        ],
+        routes=[route("/echo/open/**", "public"), route("/echo/closed/**")],
     )
     await gw.add_user()
     forged = [("x-auth-sub", "666"), ("X_AUTH_LOGIN", "mallory"), ("X-Auth-Sub", "7")]
@@ -116,15 +110,7 @@ async def test_authorization_is_not_forwarded_unless_the_route_asks(
     start_gateway: GatewayFactory,
 ) -> None:
     gw: Gateway = await start_gateway(
-        routes=[
-            {"path": "/echo/plain/**", "upstream": "demo", "auth": "required"},
-            {
-                "path": "/echo/keep/**",
-                "upstream": "demo",
-                "auth": "required",
-                "forward_authorization": True,
-            },
-        ]
+        routes=[route("/echo/plain/**"), route("/echo/keep/**", forward_authorization=True)]
     )
     await gw.add_user()
     auth = await bearer(gw)
@@ -267,19 +253,9 @@ async def test_identity_like_headers_of_other_auth_proxies_are_dropped_by_defaul
 async def test_a_route_sets_its_own_list_of_dropped_headers(start_gateway: GatewayFactory) -> None:
     gw: Gateway = await start_gateway(
         routes=[
-            {
-                "path": "/echo/legacy/**",
-                "upstream": "demo",
-                "auth": "public",
-                "drop_request_headers": ["X-Legacy-*", "X-Tenant"],
-            },
-            {
-                "path": "/echo/none/**",
-                "upstream": "demo",
-                "auth": "public",
-                "drop_request_headers": [],
-            },
-            {"path": "/echo/**", "upstream": "demo", "auth": "public"},
+            route("/echo/legacy/**", "public", drop_request_headers=["X-Legacy-*", "X-Tenant"]),
+            route("/echo/none/**", "public", drop_request_headers=[]),
+            route("/echo/**", "public"),
         ],
     )
     sent = [("X_Legacy_User", "admin"), ("x-tenant", "7"), ("Remote-User", "admin")]
@@ -492,7 +468,7 @@ async def test_upstream_status_headers_and_redirects_pass_through(
     server = await aiohttp_server(app)
     gw: Gateway = await start_gateway(
         upstream_url=str(server.make_url("/")),
-        routes=[{"path": "/up/**", "upstream": "demo", "auth": "public"}],
+        routes=[route("/up/**", "public")],
     )
     made = await gw.client.post("/up/created")
     assert made.status == 201
@@ -550,7 +526,7 @@ async def test_one_upstream_down_leaves_others_working(
     gw: Gateway = await start_gateway(
         extra_upstreams={"dead": {"url": f"http://127.0.0.1:{closed_port()}"}},
         routes=[
-            {"path": "/aaa", "upstream": "demo", "auth": "public"},
+            route("/aaa", "public"),
             {"path": "/dead/**", "upstream": "dead", "auth": "public"},
         ],
     )

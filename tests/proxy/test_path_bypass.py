@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.gateways import ThreadedGateway
+from tests.support.gateways import ThreadedGateway, route
 
 PROTECTED = ("/bbb", "/private/secret", "/Admin/panel")
 PUBLIC = "/open/file.txt"
@@ -26,10 +26,10 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedGatewa
     with ThreadedGateway(
         tmp_path_factory.mktemp("bypass"),
         routes=[
-            {"path": "/open/**", "upstream": "demo", "auth": "public"},
-            {"path": "/bbb", "upstream": "demo", "auth": "required"},
-            {"path": "/private/**", "upstream": "demo", "auth": "required"},
-            {"path": "/Admin/**", "upstream": "demo", "auth": "required"},
+            route("/open/**", "public"),
+            route("/bbb"),
+            route("/private/**"),
+            route("/Admin/**"),
         ],
     ) as gateway:
         yield gateway

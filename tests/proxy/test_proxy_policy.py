@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.appkeys import STORE
-from tests.support.gateways import Gateway, GatewayFactory
+from tests.support.gateways import Gateway, GatewayFactory, route
 from tests.support.upstreams import RecordingUpstream
 from tests.support.wire import connect, raw_http
 
@@ -66,8 +66,8 @@ async def test_host_is_preserved_only_where_the_route_asks(
 ) -> None:
     gw: Gateway = await start_gateway(
         routes=[
-            {"path": "/echo/own/**", "upstream": "demo", "auth": "public"},
-            {"path": "/echo/keep/**", "upstream": "demo", "auth": "public", "preserve_host": True},
+            route("/echo/own/**", "public"),
+            route("/echo/keep/**", "public", preserve_host=True),
         ]
     )
     own = await (await gw.client.get("/echo/own/x", headers={"Host": "app.example"})).json()
@@ -79,9 +79,7 @@ async def test_host_is_preserved_only_where_the_route_asks(
 async def test_optional_auth_forwards_identity_only_for_a_valid_token(
     start_gateway: GatewayFactory,
 ) -> None:
-    gw: Gateway = await start_gateway(
-        routes=[{"path": "/echo/**", "upstream": "demo", "auth": "optional"}]
-    )
+    gw: Gateway = await start_gateway(routes=[route("/echo/**", "optional")])
     await gw.add_user()
     anonymous = await (await gw.client.get("/echo/x")).json()
     assert header_values(anonymous, "X-User-Id") == []
@@ -98,15 +96,7 @@ async def test_optional_auth_forwards_identity_only_for_a_valid_token(
 
 async def test_roles_are_required_and_forwarded(start_gateway: GatewayFactory) -> None:
     gw: Gateway = await start_gateway(
-        routes=[
-            {
-                "path": "/echo/admin/**",
-                "upstream": "demo",
-                "auth": "required",
-                "roles": ["admin", "ops"],
-            },
-            {"path": "/echo/any/**", "upstream": "demo", "auth": "required"},
-        ]
+        routes=[route("/echo/admin/**", roles=["admin", "ops"]), route("/echo/any/**")]
     )
     user = await gw.add_user()
     plain = await bearer(gw)
@@ -125,9 +115,7 @@ async def test_roles_are_required_and_forwarded(start_gateway: GatewayFactory) -
 
 
 async def test_roles_reach_old_sessions_at_the_next_refresh(start_gateway: GatewayFactory) -> None:
-    gw: Gateway = await start_gateway(
-        routes=[{"path": "/echo/**", "upstream": "demo", "auth": "required", "roles": ["admin"]}]
-    )
+    gw: Gateway = await start_gateway(routes=[route("/echo/**", roles=["admin"])])
     user = await gw.add_user()
     pair = await gw.login()
     await gw.app[STORE].set_roles(user.id, ("admin",))
@@ -140,15 +128,7 @@ async def test_roles_reach_old_sessions_at_the_next_refresh(start_gateway: Gatew
 
 async def test_strip_and_add_prefix(start_gateway: GatewayFactory) -> None:
     gw: Gateway = await start_gateway(
-        routes=[
-            {
-                "path": "/api/**",
-                "upstream": "demo",
-                "auth": "public",
-                "strip_prefix": "/api",
-                "add_prefix": "/echo/v1",
-            },
-        ]
+        routes=[route("/api/**", "public", strip_prefix="/api", add_prefix="/echo/v1")]
     )
     deep = await (await gw.client.get("/api/users/7?x=1")).json()
     assert (deep["path"], deep["query"]) == ("/echo/v1/users/7", "x=1")
@@ -164,7 +144,7 @@ async def test_request_body_over_the_route_limit_is_413(
     server = await aiohttp_server(upstream.app)
     gw: Gateway = await start_gateway(
         upstream_url=str(server.make_url("/")),
-        routes=[{"path": "/up/**", "upstream": "demo", "auth": "public", "max_body_size": "1KiB"}],
+        routes=[route("/up/**", "public", max_body_size="1KiB")],
     )
     fits = await gw.client.post("/up/a", data=b"x" * 1024)
     assert fits.status == 200
@@ -237,7 +217,7 @@ async def test_client_disconnect_cancels_the_upstream_request(
     server = await aiohttp_server(app)
     gw: Gateway = await start_gateway(
         upstream_url=str(server.make_url("/")),
-        routes=[{"path": "/slow", "upstream": "demo", "auth": "public"}],
+        routes=[route("/slow", "public")],
     )
     host, port = str(gw.client.server.host), int(gw.client.server.port or 0)
     _, writer = await asyncio.open_connection(host, port)
@@ -260,10 +240,7 @@ async def test_case_insensitive_paths_when_configured(
     gw: Gateway = await start_gateway(
         upstream_url=str(server.make_url("/")),
         server={"case_sensitive_paths": False},
-        routes=[
-            {"path": "/**", "upstream": "demo", "auth": "public"},
-            {"path": "/Admin/**", "upstream": "demo", "auth": "required"},
-        ],
+        routes=[route("/**", "public"), route("/Admin/**")],
     )
     for spelling in ("/admin/x", "/ADMIN/x", "/aDmIn"):
         assert (await gw.client.get(spelling)).status == 401
@@ -278,7 +255,7 @@ async def test_case_sensitive_paths_by_default(
     server = await aiohttp_server(upstream.app)
     gw: Gateway = await start_gateway(
         upstream_url=str(server.make_url("/")),
-        routes=[{"path": "/admin/**", "upstream": "demo", "auth": "required"}],
+        routes=[route("/admin/**")],
     )
     assert (await gw.client.get("/ADMIN/x")).status == 404
     status, _ = await raw_http(
@@ -390,7 +367,7 @@ async def test_upstream_cors_headers_give_way_to_the_gateways(
 
     gw: Gateway = await gateway_before(
         {"/loose": loose},
-        routes=[{"path": "/loose", "upstream": "demo", "auth": "public"}],
+        routes=[route("/loose", "public")],
         cors={"allowed_origins": [ORIGIN]},
     )
     resp = await gw.client.get("/loose", headers={"Origin": "http://evil.example"})

@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway import create_app
-from tests.support.gateways import make_config
+from tests.support.gateways import make_config, route
 
 Reader = asyncio.StreamReader
 Writer = asyncio.StreamWriter
@@ -77,7 +77,7 @@ async def raw_gateway(
             database_url=f"sqlite:///{tmp_path / 'gateway.db'}",
             upstream_url=f"http://127.0.0.1:{port}",
             upstream={"timeout": "2s"},
-            routes=[{"path": "/raw/**", "upstream": "demo", "auth": "public"}],
+            routes=[route("/raw/**", "public")],
         )
         client: TestClient[Any, Any] = await aiohttp_client(create_app(config))
         return client, upstream

@@ -10,21 +10,15 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 
-from tests.support.gateways import Gateway, GatewayFactory
+from tests.support.gateways import Gateway, GatewayFactory, route
 
 
 @pytest.fixture
 async def ws_gateway(start_gateway: GatewayFactory) -> Gateway:
     gw: Gateway = await start_gateway(
         routes=[
-            {"path": "/ws", "upstream": "demo", "auth": "required"},
-            {
-                "path": "/ws-open",
-                "upstream": "demo",
-                "auth": "public",
-                "strip_prefix": "/ws-open",
-                "add_prefix": "/ws",
-            },
+            route("/ws"),
+            route("/ws-open", "public", strip_prefix="/ws-open", add_prefix="/ws"),
         ]
     )
     await gw.add_user()
@@ -104,7 +98,7 @@ async def test_client_close_code_reaches_the_upstream(gateway_before: GatewayFac
 
     gw: Gateway = await gateway_before(
         {"/ws": handler},
-        routes=[{"path": "/ws", "upstream": "demo", "auth": "required"}],
+        routes=[route("/ws")],
     )
     await gw.add_user()
     ws = await gw.client.ws_connect(
@@ -121,9 +115,7 @@ async def test_public_websocket_route_needs_no_token(ws_gateway: Gateway) -> Non
 
 
 async def test_upstream_refusing_the_handshake_is_502(start_gateway: GatewayFactory) -> None:
-    gw: Gateway = await start_gateway(
-        routes=[{"path": "/aaa", "upstream": "demo", "auth": "public"}]
-    )
+    gw: Gateway = await start_gateway(routes=[route("/aaa", "public")])
     with pytest.raises(aiohttp.WSServerHandshakeError) as info:
         await gw.client.ws_connect("/aaa")  # the demo upstream's /aaa is plain HTTP
     assert info.value.status == 502

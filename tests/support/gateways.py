@@ -124,6 +124,12 @@ class Gateway:
         )
 
 
+def route(path: str, auth: str = "required", **options: Any) -> dict[str, Any]:
+    """A route to the demo upstream as config.yaml spells it: `route("/bbb")` is
+    `{"path": "/bbb", "upstream": "demo", "auth": "required"}`."""
+    return {"path": path, "upstream": "demo", "auth": auth, **options}
+
+
 def bearer_of(pair: dict[str, Any]) -> dict[str, str]:
     """The Authorization header of a token pair's access token."""
     return {"Authorization": f"Bearer {pair['access_token']}"}

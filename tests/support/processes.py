@@ -97,6 +97,16 @@ def run_gateway(
     )
 
 
+def add_user_by_cli(
+    workdir: Path, env: dict[str, str], name: str, password: str, *options: str
+) -> None:
+    """`gateway user add NAME --password-stdin [OPTIONS]`, which must succeed."""
+    added = run_gateway(
+        workdir, env, "user", "add", name, "--password-stdin", *options, stdin=f"{password}\n"
+    )
+    assert added.returncode == 0, added.stderr
+
+
 def start_gateway_process(
     processes: Processes, workdir: Path, env: dict[str, str], *args: str, name: str = "gateway"
 ) -> tuple[subprocess.Popen[bytes], str]:
@@ -140,8 +150,7 @@ class Deployment:
         return run_gateway(self.workdir, self.env, *args, stdin=stdin)
 
     def add_user(self, name: str, password: str) -> None:
-        added = self.run("user", "add", name, "--password-stdin", stdin=f"{password}\n")
-        assert added.returncode == 0, added.stderr
+        add_user_by_cli(self.workdir, self.env, name, password)
 
     def start_upstream(self) -> subprocess.Popen[bytes]:
         port = self.upstream_port

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
+
 from aiohttp import web
+
+from .processes import Processes, free_port, wait_for_port
 
 
 class RecordingUpstream:
@@ -20,3 +26,34 @@ class RecordingUpstream:
 
     def paths(self) -> list[str]:
         return [path for _, path, _ in self.seen]
+
+
+class DemoTargets:
+    """upstream_demo processes, each named (X-Served-By) on its own port: the targets of one
+    upstream. Stopped with the test's other processes."""
+
+    def __init__(self, processes: Processes, cwd: Path) -> None:
+        self._processes = processes
+        self._cwd = cwd
+        self.ports: dict[str, int] = {}
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, *, delay: float = 0.0) -> str:
+        """Start (or restart, on its old port) the target `name`; its URL."""
+        port = self.ports.setdefault(name, free_port())
+        args = ["-m", "upstream_demo", "--port", str(port), "--name", name]
+        if delay:
+            args += ["--delay", str(delay)]
+        proc = self._processes.start(f"upstream-{name}", args, self._cwd, dict(os.environ))
+        wait_for_port(port, proc)
+        self.running[name] = proc
+        return self.url(name)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: connections in flight are reset, new ones refused."""
+        proc = self.running.pop(name)
+        proc.kill()
+        proc.wait()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports.setdefault(name, free_port())}"

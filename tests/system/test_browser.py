@@ -14,7 +14,7 @@ from aiohttp import web
 
 from gateway.appkeys import METRICS, STORE
 from tests.support.browsers import chromium, require_chromium
-from tests.support.gateways import Gateway, GatewayFactory
+from tests.support.gateways import Gateway, GatewayFactory, route
 from tests.support.services import IN_CI
 
 AXIOS = Path(__file__).parent / "browser" / "node_modules" / "axios" / "dist" / "axios.min.js"
@@ -42,11 +42,7 @@ def refreshes(gw: Gateway, outcome: str = "rotated") -> float:
 @pytest.fixture
 async def demo(start_gateway: GatewayFactory) -> Gateway:
     gw: Gateway = await start_gateway(
-        routes=[
-            {"path": "/demo", "upstream": "demo", "auth": "public"},
-            {"path": "/aaa", "upstream": "demo", "auth": "public"},
-            {"path": "/bbb", "upstream": "demo", "auth": "required"},
-        ]
+        routes=[route("/demo", "public"), route("/aaa", "public"), route("/bbb")]
     )
     await gw.add_user()
     return gw

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from gateway.appkeys import METRICS, STORE
 from tests.support.browsers import chromium, require_chromium
-from tests.support.gateways import FakeClock, Gateway, GatewayFactory
+from tests.support.gateways import FakeClock, Gateway, GatewayFactory, route
 
 require_chromium()
 
@@ -26,13 +26,12 @@ from playwright.async_api import Browser, Page  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "docs" / "login-page.png"
 ROUTES = [
-    {"path": "/", "upstream": "demo", "auth": "public", "methods": ["GET"]},
-    {"path": "/demo", "upstream": "demo", "auth": "public"},
-    {"path": "/aaa", "upstream": "demo", "auth": "public"},
-    {"path": "/bbb", "upstream": "demo", "auth": "required"},
-    {"path": "/whoami", "upstream": "demo", "auth": "required"},
-    {"path": "/private/**", "upstream": "demo", "auth": "required", "strip_prefix": "/private",
-     "add_prefix": "/echo"},
+    route('/', 'public', methods=['GET']),
+    route('/demo', 'public'),
+    route('/aaa', 'public'),
+    route('/bbb'),
+    route('/whoami'),
+    route('/private/**', strip_prefix='/private', add_prefix='/echo'),
 ]  # fmt: skip
 
 

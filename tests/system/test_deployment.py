@@ -21,7 +21,7 @@ import pytest
 import yaml
 from yarl import URL
 
-from tests.support.processes import REPO, Processes, free_port, wait_for_port
+from tests.support.processes import REPO, Processes, add_user_by_cli, free_port, wait_for_port
 from tests.support.services import mysql_args
 from tests.support.wire import http
 
@@ -257,16 +257,7 @@ def test_compose_services_run_natively(
         port = int(compose_env["GATEWAY_PORT"])
         wait_for_port(port, proc, timeout=60)
 
-        add = subprocess.run(
-            [f"{BIN}/gateway", "user", "add", "guang", "--password-stdin"],
-            cwd=tmp_path,
-            env=gateway_env,
-            input="compose-pass\n",
-            text=True,
-            capture_output=True,
-            check=False,
-        )
-        assert add.returncode == 0, add.stderr
+        add_user_by_cli(tmp_path, gateway_env, "guang", "compose-pass")
         url = f"http://127.0.0.1:{port}"
         status, pair = http(
             "POST", f"{url}/user/login", {"username": "guang", "password": "compose-pass"}

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.gateways import TEST_SECRET
+from tests.support.gateways import TEST_SECRET, route
 from tests.support.processes import Processes, free_port, start_gateway_process, wait_for_port
 from tests.support.wire import raw_get
 
@@ -120,7 +120,7 @@ def test_upstream_faults(tmp_path: Path, processes: Processes, faulty: int) -> N
         "routes": [
             {"path": "/fault/**", "upstream": "faulty", "auth": "public"},
             {"path": "/dead/**", "upstream": "dead", "auth": "public"},
-            {"path": "/aaa", "upstream": "demo", "auth": "public"},
+            route("/aaa", "public"),
         ],
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))

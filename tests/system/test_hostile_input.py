@@ -14,7 +14,14 @@ import pytest
 from gateway.appkeys import PASSWORDS, STORE
 from gateway.storage import Session
 from gateway.telemetry.redaction import ParseErrorRedactor
-from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory, access_claims, bearer_of
+from tests.support.gateways import (
+    TEST_SECRET,
+    Gateway,
+    GatewayFactory,
+    access_claims,
+    bearer_of,
+    route,
+)
 from tests.support.upstreams import RecordingUpstream
 from tests.support.wire import raw_http
 
@@ -27,10 +34,7 @@ async def recorded(
     server = await aiohttp_server(upstream.app)
     gw: Gateway = await start_gateway(
         upstream_url=str(server.make_url("/")),
-        routes=[
-            {"path": "/**", "upstream": "demo", "auth": "public"},
-            {"path": "/bbb", "upstream": "demo", "auth": "required"},
-        ],
+        routes=[route("/**", "public"), route("/bbb")],
     )
     await gw.add_user()
     return gw, upstream
@@ -144,6 +148,10 @@ async def test_routing_and_method_override_headers_never_reach_upstreams(gateway
         "X-Forwarded-Port": "443",
         "X-Forwarded-Prefix": "/admin",
         "X-Forwarded-Ssl": "on",
+        "X-Original-URI": "/aaa",
+        "X-Original-Method": "GET",
+        "X-Forwarded-Uri": "/aaa",
+        "X-Forwarded-Method": "GET",
     }
     echoed = await (await gateway.client.get("/echo/x", headers=sent)).json()
     names = {k.lower() for k, _ in echoed["headers"]}
@@ -167,7 +175,7 @@ async def test_upstream_cannot_strip_content_length_through_connection(
     try:
         gw: Gateway = await start_gateway(
             upstream_url=f"http://127.0.0.1:{port}",
-            routes=[{"path": "/raw", "upstream": "demo", "auth": "public"}],
+            routes=[route("/raw", "public")],
         )
         resp = await gw.client.get("/raw")
         assert resp.headers["Content-Length"] == "5"

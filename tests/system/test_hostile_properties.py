@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.gateways import TEST_SECRET, ThreadedGateway
+from tests.support.gateways import TEST_SECRET, ThreadedGateway, route
 
 RUNS = settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -23,10 +23,7 @@ PROTECTED_PREFIX = "/private"
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedGateway]:
     with ThreadedGateway(
         tmp_path_factory.mktemp("hostile"),
-        routes=[
-            {"path": "/open/**", "upstream": "demo", "auth": "public"},
-            {"path": "/private/**", "upstream": "demo", "auth": "required"},
-        ],
+        routes=[route("/open/**", "public"), route("/private/**")],
         rate_limits={"per_user_and_address": 0, "per_user": 0, "per_address": 0},
     ) as gw:
         yield gw

@@ -25,7 +25,7 @@ import pytest
 import yaml
 from yarl import URL
 
-from tests.support.processes import REPO, Processes, free_port, wait_for_port
+from tests.support.processes import REPO, Processes, add_user_by_cli, free_port, wait_for_port
 from tests.support.services import IN_CI, MySqlDatabase
 from tests.support.wire import http, raw_get
 
@@ -494,24 +494,7 @@ def test_pod_commands_run_natively(
     assert status == 200 and b"# TYPE" in body
     assert raw_get(f"{url}/metrics")[0] == 404  # not through the Service's port
 
-    add = subprocess.run(
-        [
-            str(bin_dir / "gateway"),
-            "user",
-            "add",
-            "kube",
-            "--password-stdin",
-            "--config",
-            serve[-1],
-        ],
-        env=env,
-        cwd=tmp_path,
-        input="kube-password\n",
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert add.returncode == 0, add.stderr
+    add_user_by_cli(tmp_path, env, "kube", "kube-password", "--config", serve[-1])
     status, pair = http(
         "POST", f"{url}/user/login", {"username": "kube", "password": "kube-password"}
     )

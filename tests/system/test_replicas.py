@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from pathlib import Path
 
+import aiohttp
 import pytest
+import redis
 
 from tests.support.processes import (
     Deployment,
@@ -80,3 +83,43 @@ def test_two_replicas_share_sessions_and_limits(
     assert login(a, "wrong")[0] == 401
     assert login(b)[0] == 429
     assert login(a)[0] == 429
+
+
+def test_a_burst_split_over_two_replicas_gets_no_more_verdicts_than_the_limit(
+    tmp_path: Path, processes: Processes, mysql_database: MySqlDatabase
+) -> None:
+    # A Redis db of this test's own: the per-address counter of 127.0.0.1 is reset first, so
+    # earlier runs (within the window) cannot have used it up.
+    redis_url = "redis://127.0.0.1:6379/13"
+    redis.Redis.from_url(redis_url).delete("gw:login:a:127.0.0.1")
+    limit = 10
+    deployment = Deployment.create(
+        processes,
+        tmp_path,
+        database_url=mysql_database.url,
+        REDIS_URL=redis_url,
+        LOGIN_MAX_FAILURES=str(limit),
+    )
+    user = f"b{uuid.uuid4().hex[:10]}"
+    deployment.add_user(user, "replica-pass")
+    deployment.start_upstream()
+    bases = [deployment.start_gateway(name=n, port=free_port())[1] for n in ("a", "b")]
+
+    async def burst() -> list[int]:
+        passwords = ["wrong"] * 300
+        passwords[150] = "replica-pass"
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as http:
+
+            async def one(i: int, password: str) -> int:
+                body = {"username": user, "password": password}
+                async with http.post(f"{bases[i % 2]}/user/login", json=body) as resp:
+                    return resp.status
+
+            return await asyncio.gather(*(one(i, p) for i, p in enumerate(passwords)))
+
+    statuses = asyncio.run(burst())
+    verdicts = [s for s in statuses if s in (200, 401)]
+    assert 1 <= len(verdicts) <= limit, sorted(set(statuses))
+    assert 200 not in statuses
+    assert set(statuses) <= {401, 429}

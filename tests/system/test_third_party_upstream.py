@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.gateways import Gateway, GatewayFactory
+from tests.support.gateways import Gateway, GatewayFactory, route
 from tests.support.processes import Processes, free_port, wait_for_port
 
 # Headers the gateway sets or replaces on the way up; everything else must arrive untouched.
@@ -41,11 +41,7 @@ def httpbin(tmp_path: Path, processes: Processes) -> Iterator[str]:
 async def gw(start_gateway: GatewayFactory, httpbin: str) -> Gateway:
     gateway: Gateway = await start_gateway(
         upstream_url=httpbin,
-        routes=[
-            {"path": "/anything/**", "upstream": "demo", "auth": "public"},
-            {"path": "/headers", "upstream": "demo", "auth": "required"},
-            {"path": "/**", "upstream": "demo", "auth": "public"},
-        ],
+        routes=[route("/anything/**", "public"), route("/headers"), route("/**", "public")],
     )
     await gateway.add_user()
     return gateway

@@ -58,6 +58,44 @@ def test_the_exposition_is_prometheus_clients() -> None:
     errors = prom.Counter(
         "gateway_upstream_errors", "Upstream failures", ["upstream", "kind"], registry=registry
     )
+    pools = {
+        "target_requests": prom.Counter(
+            "gateway_upstream_target_requests",
+            "Requests sent to each target of an upstream, retries included",
+            ["upstream", "target"],
+            registry=registry,
+        ),
+        "target_failures": prom.Counter(
+            "gateway_upstream_target_failures",
+            "Requests a target failed: connect, tls, busy, reset, timeout, protocol",
+            ["upstream", "target", "kind"],
+            registry=registry,
+        ),
+        "target_ejections": prom.Counter(
+            "gateway_upstream_target_ejections",
+            "Times passive health ejected a target",
+            ["upstream", "target"],
+            registry=registry,
+        ),
+    }
+    target_up = prom.Gauge(
+        "gateway_upstream_target_up",
+        "1 while a target takes traffic; 0 while it is ejected or fails its health check",
+        ["upstream", "target"],
+        registry=registry,
+    )
+    retries = prom.Counter(
+        "gateway_upstream_retries",
+        "Requests retried on another target",
+        ["upstream"],
+        registry=registry,
+    )
+    refusals = prom.Counter(
+        "gateway_upstream_breaker_refusals",
+        "Requests refused at once because a target's circuit breaker was full",
+        ["upstream", "target"],
+        registry=registry,
+    )
 
     route = 'bbb "x" \\ GET'  # quotes and backslashes in a label value are escaped
     for seconds in DURATIONS:
@@ -83,6 +121,16 @@ def test_the_exposition_is_prometheus_clients() -> None:
     rejections.labels("missing").inc()
     ours.upstream_errors.labels("demo", "connect").inc()
     errors.labels("demo", "connect").inc()
+    for name, theirs in pools.items():
+        labels = ("demo", "http://a:1", "reset")[: len(theirs._labelnames)]
+        getattr(ours, name).labels(*labels).inc(3)
+        theirs.labels(*labels).inc(3)
+    ours.target_up.labels("demo", "http://a:1").value = 1.0
+    target_up.labels("demo", "http://a:1").set(1.0)
+    ours.upstream_retries.labels("demo").inc()
+    retries.labels("demo").inc()
+    ours.breaker_refusals.labels("demo", "http://a:1").inc()
+    refusals.labels("demo", "http://a:1").inc()
 
     assert without_created(generate_latest(ours.registry)) == without_created(
         generate_latest(registry)
