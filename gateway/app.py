@@ -70,8 +70,8 @@ log = logging.getLogger(__name__)
 def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time) -> web.Application:
     """Build the gateway application for a validated config. `clock` is injectable for tests."""
     metrics = GatewayMetrics(config.metrics)
-    edge = EdgePolicy(config.server, config.cors)
     drain = Drain()
+    edge = EdgePolicy(config.server, config.cors, drain)
     access_log = AccessLog(enabled=config.logging.access_log)
     app = web.Application(
         middlewares=[gateway_middleware(edge, metrics, access_log, drain)],
@@ -89,7 +89,6 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         },
     )
     app.on_response_prepare.append(edge.on_prepare)
-    app.on_response_prepare.append(drain.on_prepare)
     store = create_store(config.database.url, timeout=config.database.timeout)
     tokens = TokenService(config.tokens, clock=clock)
     revocations = RevocationView(
@@ -170,7 +169,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         handlers["login_page"], handlers["logout"] = pages.login, pages.logout
     # The one policy path, for proxied requests and forward-auth decisions alike.
     policy = RequestPolicy(Authenticator(tokens, revocations, metrics), browser)
-    decisions = Decisions(runtime, policy, config, clock=clock)
+    decisions = Decisions(runtime, policy, config, limiter=route_limiter, clock=clock)
     handlers["forward_auth"], handlers["ext_authz"] = decisions.auth, decisions.ext_authz
     for endpoint in OWN_ENDPOINTS:
         if endpoint.name == "metrics" and not (config.metrics.enabled and not config.metrics.port):
