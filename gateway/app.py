@@ -27,6 +27,7 @@ from .appkeys import (
     TOKENS,
 )
 from .auth.account import AccountEndpoints
+from .auth.assertions import assertion_signer
 from .auth.authenticator import Authenticator
 from .auth.browser_endpoints import BrowserEndpoints
 from .auth.browser_sessions import BrowserSessions
@@ -69,8 +70,8 @@ log = logging.getLogger(__name__)
 def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time) -> web.Application:
     """Build the gateway application for a validated config. `clock` is injectable for tests."""
     metrics = GatewayMetrics(config.metrics)
-    edge = EdgePolicy(config.server, config.cors)
     drain = Drain()
+    edge = EdgePolicy(config.server, config.cors, drain)
     access_log = AccessLog(enabled=config.logging.access_log)
     app = web.Application(
         middlewares=[gateway_middleware(edge, metrics, access_log, drain)],
@@ -88,7 +89,6 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         },
     )
     app.on_response_prepare.append(edge.on_prepare)
-    app.on_response_prepare.append(drain.on_prepare)
     store = create_store(config.database.url, timeout=config.database.timeout)
     tokens = TokenService(config.tokens, clock=clock)
     revocations = RevocationView(
@@ -102,7 +102,8 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     limiter = LoginLimiter(config.rate_limits, create_counters(config.rate_limits))
     # Route rate limits share the login limits' Redis, when there is one.
     route_limiter = RouteLimiter(create_gcra(config.rate_limits.redis_url))
-    runtime = RuntimeHolder(Runtime.build(config, metrics), metrics)
+    assertions = assertion_signer(config, clock=clock)
+    runtime = RuntimeHolder(Runtime.build(config, metrics, assertions), metrics, assertions)
     app[CONFIG] = config
     app[METRICS] = metrics
     app[RUNTIME] = runtime
@@ -168,7 +169,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         handlers["login_page"], handlers["logout"] = pages.login, pages.logout
     # The one policy path, for proxied requests and forward-auth decisions alike.
     policy = RequestPolicy(Authenticator(tokens, revocations, metrics), browser)
-    decisions = Decisions(runtime, policy, config, clock=clock)
+    decisions = Decisions(runtime, policy, config, limiter=route_limiter, clock=clock)
     handlers["forward_auth"], handlers["ext_authz"] = decisions.auth, decisions.ext_authz
     for endpoint in OWN_ENDPOINTS:
         if endpoint.name == "metrics" and not (config.metrics.enabled and not config.metrics.port):

@@ -61,13 +61,14 @@ class Drain:
         finally:
             self._going_away.discard(going_away)
 
-    async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
-        """Every answer given while draining closes its connection after it."""
-        if self.draining:
-            # aiohttp has written its Connection header by now: say close as well as do it.
-            response.force_close()
-            if response.status != 101:
-                response.headers["Connection"] = "close"
+    @staticmethod
+    def close_after(response: web.StreamResponse) -> None:
+        """While draining, every answer closes its connection after it (the edge calls this
+        just before the answer's headers go out)."""
+        # aiohttp has chosen its Connection header by now: say close as well as do it.
+        response.force_close()
+        if response.status != 101:
+            response.headers["Connection"] = "close"
 
     async def drain(self, grace: float) -> int:
         """Start draining and wait, up to `grace` seconds, until no request is in flight; then
