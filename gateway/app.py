@@ -27,6 +27,7 @@ from .appkeys import (
     TOKENS,
 )
 from .auth.account import AccountEndpoints
+from .auth.assertions import assertion_signer
 from .auth.authenticator import Authenticator
 from .auth.browser_endpoints import BrowserEndpoints
 from .auth.browser_sessions import BrowserSessions
@@ -101,7 +102,8 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     limiter = LoginLimiter(config.rate_limits, create_counters(config.rate_limits))
     # Route rate limits share the login limits' Redis, when there is one.
     route_limiter = RouteLimiter(create_gcra(config.rate_limits.redis_url))
-    runtime = RuntimeHolder(Runtime.build(config, metrics), metrics)
+    assertions = assertion_signer(config, clock=clock)
+    runtime = RuntimeHolder(Runtime.build(config, metrics, assertions), metrics, assertions)
     app[CONFIG] = config
     app[METRICS] = metrics
     app[RUNTIME] = runtime
