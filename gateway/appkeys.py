@@ -14,6 +14,7 @@ from .auth.tokens import TokenService
 from .config import GatewayConfig
 from .proxy.route_limits import RouteLimiter
 from .proxy.runtime import RuntimeHolder
+from .proxy.websocket import SocketSessions
 from .storage import Store
 from .telemetry.metrics import GatewayMetrics
 
@@ -41,5 +42,6 @@ LIMITER = web.AppKey("limiter", LoginLimiter)
 ROUTE_LIMITER = web.AppKey("route_limiter", RouteLimiter)
 REVOCATIONS = web.AppKey("revocations", RevocationView)
 SESSIONS = web.AppKey("sessions", SessionService)
+SOCKETS = web.AppKey("sockets", SocketSessions)
 # Background tasks the app owns: cancelled and awaited on cleanup.
 BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])

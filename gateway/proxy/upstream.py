@@ -40,7 +40,7 @@ from .http1 import (
 )
 from .pool import ConnectFailed, TlsFailed
 from .targets import Target, Targets
-from .websocket import relay
+from .websocket import SocketSessions
 
 __all__ = ["Proxy"]
 
@@ -319,8 +319,10 @@ class Proxy:
         identity: Identity | None,
         request_id: str,
         credentials: WebSocketCredentials,
+        sockets: SocketSessions,
     ) -> web.StreamResponse:
-        """Open the upstream WebSocket first, so a refusal is still an HTTP error, then relay."""
+        """Open the upstream WebSocket first, so a refusal is still an HTTP error, then relay
+        (until either side closes, or the socket's session ends)."""
         upstream = self._upstreams[route.upstream]
         targets = self._targets[route.upstream]
         headers = self._headers.upstream_request(
@@ -350,7 +352,7 @@ class Proxy:
                 protocols=(chosen,) if chosen else (), autoclose=False, autoping=True
             )
             await client_ws.prepare(request)
-            await relay(client_ws, upstream_ws)
+            await sockets.relay(client_ws, upstream_ws, identity)
             return client_ws
 
     def _record(self, failure: UpstreamFailure) -> None:
