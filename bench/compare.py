@@ -15,7 +15,9 @@ Starts what the selected rows need, measures, prints two Markdown tables and sto
      route during a login storm, nginx + auth_request in front with the gateway only deciding
      (deploy/forward-auth/nginx.conf), POST /user/refresh and POST /user/login on MariaDB
      (SQLite when no MariaDB answers at 127.0.0.1:3306);
-  3. after the rows, the issue's targets as ratios between rows of the same run.
+  3. after the rows, the issue's targets as ratios between rows of the same run, and what the
+     identity assertion header adds per request (bench/assertion_cost.py: the same route's
+     upstream request head built with and without it, alternating rounds; target <= 10 us).
 Rounds alternate (round 1 runs every row once, round 2 every row again, ...), so a slow spell on a
 shared machine lands on every row rather than on one; the tables show medians across rounds.
 HTTP rows are driven by wrk -t1; CPU is utime+stime of the measured server's process tree over the
@@ -37,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import assertion_cost
 from harness import peak_rss_mib, rss_mib
 from load import Sample, drive_logins, drive_refreshes, login_storm, run_wrk
 from report import (
@@ -279,6 +282,7 @@ def main() -> None:
     )
     print(render_rows(rows))
     print(f"\nTargets (same run):\n\n{render_ratios(rows, args.connections)}")
+    print(f"\n{assertion_cost.report()}")
     wrong = [row.name for row in rows if row.wrong]
     if wrong:
         print(f"\nrows with unexpected answers: {', '.join(wrong)}", file=sys.stderr)

@@ -15,6 +15,7 @@ from aiohttp.typedefs import Handler
 from .appkeys import (
     BACKGROUND,
     CONFIG,
+    DRAIN,
     LIMITER,
     METRICS,
     PASSWORDS,
@@ -27,6 +28,7 @@ from .appkeys import (
     TOKENS,
 )
 from .auth.account import AccountEndpoints
+from .auth.assertions import assertion_signer
 from .auth.authenticator import Authenticator
 from .auth.browser_endpoints import BrowserEndpoints
 from .auth.browser_sessions import BrowserSessions
@@ -43,6 +45,7 @@ from .auth.tokens import TokenService
 from .config import PARSER_FIELD_LIMIT, PARSER_MAX_HEADERS, GatewayConfig
 from .config.endpoints import OWN_ENDPOINTS
 from .config.tls import follow_reloads
+from .draining import Drain
 from .edge import EdgePolicy
 from .errors import NotFound, StorageUnavailable
 from .forward_auth import Decisions
@@ -69,10 +72,11 @@ log = logging.getLogger(__name__)
 def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time) -> web.Application:
     """Build the gateway application for a validated config. `clock` is injectable for tests."""
     metrics = GatewayMetrics(config.metrics)
-    edge = EdgePolicy(config.server, config.cors)
+    drain = Drain()
+    edge = EdgePolicy(config.server, config.cors, drain)
     access_log = AccessLog(enabled=config.logging.access_log)
     app = web.Application(
-        middlewares=[gateway_middleware(edge, metrics, access_log)],
+        middlewares=[gateway_middleware(edge, metrics, access_log, drain)],
         handler_args={
             # A client that goes away cancels its handler, and so the upstream request.
             "handler_cancellation": True,
@@ -100,7 +104,8 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     limiter = LoginLimiter(config.rate_limits, create_counters(config.rate_limits))
     # Route rate limits share the login limits' Redis, when there is one.
     route_limiter = RouteLimiter(create_gcra(config.rate_limits.redis_url))
-    runtime = RuntimeHolder(Runtime.build(config, metrics), metrics)
+    assertions = assertion_signer(config, clock=clock)
+    runtime = RuntimeHolder(Runtime.build(config, metrics, assertions), metrics, assertions)
     app[CONFIG] = config
     app[METRICS] = metrics
     app[RUNTIME] = runtime
@@ -112,6 +117,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     app[LIMITER] = limiter
     app[ROUTE_LIMITER] = route_limiter
     app[BACKGROUND] = []
+    app[DRAIN] = drain
     # The access log first: it is flushed last, after the final requests and cleanup logs.
     app.cleanup_ctx.extend(
         [
@@ -138,7 +144,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         metrics=metrics,
         account=account,
     )
-    health = Health(runtime, store)
+    health = Health(runtime, store, drain)
     handlers: dict[str, Handler] = {
         "login": users.login,
         "refresh": users.refresh,
@@ -165,13 +171,14 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         handlers["login_page"], handlers["logout"] = pages.login, pages.logout
     # The one policy path, for proxied requests and forward-auth decisions alike.
     policy = RequestPolicy(Authenticator(tokens, revocations, metrics), browser)
-    decisions = Decisions(runtime, policy, config, clock=clock)
+    decisions = Decisions(runtime, policy, config, limiter=route_limiter, clock=clock)
     handlers["forward_auth"], handlers["ext_authz"] = decisions.auth, decisions.ext_authz
     for endpoint in OWN_ENDPOINTS:
         if endpoint.name == "metrics" and not (config.metrics.enabled and not config.metrics.port):
             continue  # served on its own port, or not at all
         path = endpoint.path + r"/{tail:[\s\S]*}" if endpoint.prefix else endpoint.path
         app.router.add_route(endpoint.method, path, handlers[endpoint.name])
+<<<<<<< HEAD
     sockets = SocketSessions(
         tokens,
         revocations,
@@ -184,6 +191,9 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     )
     app[SOCKETS] = sockets
     proxy = ProxyHandler(runtime, policy, route_limiter, sockets)
+=======
+    proxy = ProxyHandler(runtime, policy, route_limiter, drain)
+>>>>>>> main
     # [\s\S]: a decoded newline must reach normalize_path (400), not fall out of routing.
     app.router.add_route("*", r"/{tail:[\s\S]*}", proxy.forward)
     return app

@@ -12,6 +12,7 @@ from .auth.revocation import RevocationView
 from .auth.sessions import SessionService
 from .auth.tokens import TokenService
 from .config import GatewayConfig
+from .draining import Drain
 from .proxy.route_limits import RouteLimiter
 from .proxy.runtime import RuntimeHolder
 from .proxy.websocket import SocketSessions
@@ -21,6 +22,7 @@ from .telemetry.metrics import GatewayMetrics
 __all__ = [
     "BACKGROUND",
     "CONFIG",
+    "DRAIN",
     "LIMITER",
     "METRICS",
     "PASSWORDS",
@@ -42,6 +44,11 @@ LIMITER = web.AppKey("limiter", LoginLimiter)
 ROUTE_LIMITER = web.AppKey("route_limiter", RouteLimiter)
 REVOCATIONS = web.AppKey("revocations", RevocationView)
 SESSIONS = web.AppKey("sessions", SessionService)
+<<<<<<< HEAD
 SOCKETS = web.AppKey("sockets", SocketSessions)
+=======
+# Graceful shutdown: requests in flight, and whether the app is draining (server.py drains it).
+DRAIN = web.AppKey("drain", Drain)
+>>>>>>> main
 # Background tasks the app owns: cancelled and awaited on cleanup.
 BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])

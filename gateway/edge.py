@@ -1,5 +1,6 @@
 """What happens to every request before routing and to every response before it is sent:
-request ids, header-block limits (431), CORS preflights and CORS response headers, HSTS."""
+request ids, header-block limits (431), CORS preflights and CORS response headers, HSTS, and
+`Connection: close` while draining."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 from aiohttp import web
 
 from .config import CorsConfig, ServerConfig
+from .draining import Drain
 from .errors import HeaderBlockTooLarge, OriginRefused
 from .networks import client_address
 from .request_keys import CLIENT, REQUEST_ID
@@ -21,7 +23,8 @@ _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 class EdgePolicy:
     """Built once from config; `middleware` and `on_prepare` are what the app installs."""
 
-    def __init__(self, server: ServerConfig, cors: CorsConfig) -> None:
+    def __init__(self, server: ServerConfig, cors: CorsConfig, drain: Drain) -> None:
+        self._drain = drain
         self._request_id_header = server.request_id_header
         self._trusted_proxies = server.trusted_proxies
         self._max_header_bytes = server.max_header_bytes
@@ -65,6 +68,8 @@ class EdgePolicy:
         if self._hsts and request.secure:
             # The gateway's, replacing an upstream's own: one policy for the whole origin.
             response.headers["Strict-Transport-Security"] = self._hsts
+        if self._drain.draining:
+            self._drain.close_after(response)
 
     def _check_header_block(self, request: web.Request) -> None:
         headers = request.raw_headers

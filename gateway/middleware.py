@@ -10,6 +10,7 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from .draining import Drain
 from .edge import EdgePolicy
 from .errors import GatewayError, rendered_error
 from .request_keys import BEFORE_UPSTREAM, MID_RESPONSE, PROGRESS, ROUTE_NAME, STARTED, learned
@@ -53,7 +54,7 @@ def error_response(request: web.Request, exc: Exception) -> web.Response:
 
 
 def gateway_middleware(
-    edge: EdgePolicy, metrics: GatewayMetrics, access_log: AccessLog
+    edge: EdgePolicy, metrics: GatewayMetrics, access_log: AccessLog, drain: Drain
 ) -> Middleware:
     """The one middleware every request passes: metrics and the access log around everything,
     the edge checks before routing, and every error turned into the JSON shape clients parse.
@@ -66,6 +67,7 @@ def gateway_middleware(
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = request[STARTED] = time.perf_counter()
         metrics.in_flight.inc()
+        drain.enter()
         status = 500
         aborted: str | None = None
         try:
@@ -94,6 +96,7 @@ def gateway_middleware(
         finally:
             seconds = time.perf_counter() - started
             metrics.in_flight.dec()
+            drain.leave()
             route = learned(request).get(ROUTE_NAME) or "unmatched"
             metrics.record(route, request.method, status, seconds)
             access_log.write(request, status, seconds, aborted)

@@ -1,6 +1,9 @@
 """Running apps: the event loop (uvloop when installed), sites, signals, and worker processes.
 
 - SIGTERM / SIGINT: stop accepting, let requests in flight finish (up to shutdown_timeout), exit 0.
+  The gateway's apps drain first (gateway.draining): their requests go on reading and answering,
+  WebSockets are told 1001; aiohttp's own cleanup, which stops reading from every connection at
+  once, runs only after that.
 - SIGHUP: call the reload hook (the gateway re-reads config.yaml, and its TLS certificates).
 - `--workers N`: N processes share the port through SO_REUSEPORT; this process supervises them,
   passes signals on and restarts a worker that dies.
@@ -22,6 +25,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from aiohttp.log import access_logger
 
+from .appkeys import DRAIN
 from .telemetry.access_log import AccessLogger
 from .telemetry.logs import LogOutput
 
@@ -29,6 +33,8 @@ __all__ = ["ListenError", "Site", "run", "serve_until_stopped", "supervise_worke
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+# After an app's own drain, what aiohttp's cleanup still waits for a request that outlasted it.
+_AFTER_DRAIN = 1.0
 # (app, host, port) in plain HTTP, or (app, host, port, TLS context).
 Site = tuple[web.Application, str, int] | tuple[web.Application, str, int, ssl.SSLContext | None]
 
@@ -83,7 +89,9 @@ async def serve_until_stopped(
             runner = web.AppRunner(
                 app,
                 access_log_class=AccessLogger,
-                shutdown_timeout=shutdown_timeout,
+                shutdown_timeout=(
+                    min(_AFTER_DRAIN, shutdown_timeout) if DRAIN in app else shutdown_timeout
+                ),
                 access_log=access_logger if access_log else None,
             )
             runners.append(runner)
@@ -102,6 +110,7 @@ async def serve_until_stopped(
             await on_started()
         await stop.wait()
         log.info("stopping: finishing requests in flight (up to %gs)", shutdown_timeout)
+        await _drain(runners, shutdown_timeout)
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
@@ -111,6 +120,17 @@ async def serve_until_stopped(
         output = LogOutput.installed()
         if output is not None:
             output.flush()  # the lines of the last requests, before the process exits
+
+
+async def _drain(runners: Sequence[web.AppRunner], grace: float) -> None:
+    """Stop accepting on the apps that drain, then wait for their requests in flight."""
+    draining = [runner for runner in runners if DRAIN in runner.app]
+    for runner in draining:
+        for site in list(runner.sites):
+            await site.stop()
+    left = sum(await asyncio.gather(*(runner.app[DRAIN].drain(grace) for runner in draining)))
+    if left:
+        log.warning("shutdown timeout: %d requests still in flight are cut off", left)
 
 
 def supervise_workers(worker_command: Callable[[int], list[str]], count: int) -> int:

@@ -17,7 +17,7 @@ PACKAGES = ("gateway", "gateway_client")
 # Bottom to top. A unit (a folder of gateway/, or a module at its top) may import its own
 # floor's units only where listed in SAME_FLOOR, and any unit on a lower floor.
 FLOORS: tuple[frozenset[str], ...] = (
-    frozenset({"errors", "networks", "request_keys"}),
+    frozenset({"errors", "networks", "request_keys", "draining"}),
     frozenset({"config"}),
     frozenset({"storage", "telemetry", "limits"}),
     frozenset({"auth"}),
@@ -28,7 +28,13 @@ FLOORS: tuple[frozenset[str], ...] = (
     # The package's front door: the public API and `python -m gateway`.
     frozenset({"__init__", "__main__", "client"}),
 )
-SAME_FLOOR = {("middleware", "edge"), ("app", "edge"), ("app", "middleware"), ("app", "appkeys")}
+SAME_FLOOR = {
+    ("middleware", "edge"),
+    ("app", "edge"),
+    ("app", "middleware"),
+    ("app", "appkeys"),
+    ("server", "appkeys"),
+}
 FLOOR_OF = {unit: level for level, units in enumerate(FLOORS) for unit in units}
 
 

@@ -2,5 +2,6 @@
 / redirects to the /demo page."""
 
 from .app import create_upstream_app
+from .assertion import AssertionVerifier
 
-__all__ = ["create_upstream_app"]
+__all__ = ["AssertionVerifier", "create_upstream_app"]

@@ -7,6 +7,7 @@ import argparse
 from aiohttp import web
 
 from .app import create_upstream_app
+from .assertion import AssertionVerifier
 
 
 def main() -> None:
@@ -19,9 +20,19 @@ def main() -> None:
     parser.add_argument(
         "--delay", type=float, default=0.0, help="seconds to hold every answer back"
     )
+    parser.add_argument(
+        "--jwks-url", help="check X-Gateway-Assertion against this JWKS (shown by /whoami)"
+    )
+    parser.add_argument("--audience", default="demo", help="this upstream's name at the gateway")
+    parser.add_argument("--issuer", default="auth-gateway", help="the gateway's tokens.issuer")
     args = parser.parse_args()
+    verifier = (
+        AssertionVerifier(args.jwks_url, audience=args.audience, issuer=args.issuer)
+        if args.jwks_url
+        else None
+    )
     web.run_app(
-        create_upstream_app(name=args.name, delay=args.delay),
+        create_upstream_app(name=args.name, delay=args.delay, verifier=verifier),
         host=args.host,
         port=args.port,
         print=lambda _: print(

@@ -6,12 +6,20 @@ import asyncio
 import hashlib
 import logging
 from importlib import resources
+from typing import Any
 
+import aiohttp
+import jwt
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_log import AccessLogger
 
+from .assertion import AssertionVerifier
+
 __all__ = ["create_upstream_app"]
+
+ASSERTION_HEADER = "X-Gateway-Assertion"
+VERIFIER = web.AppKey("assertion_verifier", AssertionVerifier)
 
 
 async def aaa(request: web.Request) -> web.Response:
@@ -23,7 +31,8 @@ async def bbb(request: web.Request) -> web.Response:
 
 
 async def whoami(request: web.Request) -> web.Response:
-    """The identity headers as received (every header named X-User-*)."""
+    """The identity headers as received (every header named X-User-*), and whether the signed
+    assertion verified (when the app was given a verifier)."""
     identity = {
         name.lower(): request.headers.getall(name)
         for name in dict.fromkeys(request.headers)
@@ -34,8 +43,27 @@ async def whoami(request: web.Request) -> web.Response:
             "user_id": request.headers.get("X-User-Id"),
             "username": request.headers.get("X-User-Name"),
             "identity_headers": identity,
+            "assertion": await _checked_assertion(request),
         }
     )
+
+
+async def _checked_assertion(request: web.Request) -> dict[str, Any] | None:
+    """{"verified": true, "claims": ...} or {"verified": false, "reason": ...}; None when this
+    upstream checks no assertion."""
+    verifier = request.app.get(VERIFIER)
+    if verifier is None:
+        return None
+    token = request.headers.get(ASSERTION_HEADER)
+    if token is None:
+        return {"verified": False, "reason": f"no {ASSERTION_HEADER} header"}
+    try:
+        claims = await verifier.verify(token)
+    except jwt.PyJWTError as exc:
+        return {"verified": False, "reason": f"{type(exc).__name__}: {exc}"}
+    except aiohttp.ClientError as exc:
+        return {"verified": False, "reason": f"cannot fetch the JWKS: {exc}"}
+    return {"verified": True, "claims": claims}
 
 
 async def echo(request: web.Request) -> web.Response:
@@ -124,10 +152,15 @@ def _served_by(name: str, delay: float) -> Middleware:
 
 
 def create_upstream_app(
-    *, access_log: logging.Logger | None = _ACCESS_LOG, name: str = "", delay: float = 0.0
+    *,
+    access_log: logging.Logger | None = _ACCESS_LOG,
+    name: str = "",
+    delay: float = 0.0,
+    verifier: AssertionVerifier | None = None,
 ) -> web.Application:
     """The demo upstream; `access_log=None` silences its access log; `name` is sent back as
-    X-Served-By; `delay` holds every answer back that many seconds."""
+    X-Served-By; `delay` holds every answer back that many seconds; with `verifier`, /whoami
+    says whether the gateway's signed assertion verified."""
     # /echo reports the body as it arrived on the wire, compressed or not. handler_args win
     # over the runner's arguments, so the access logger (and aiohttp's plain line format, not
     # the gateway's) holds wherever the app is served.
@@ -139,6 +172,8 @@ def create_upstream_app(
             "access_log_class": AccessLogger,
         },
     )
+    if verifier is not None:
+        app[VERIFIER] = verifier
     app.router.add_get("/", home)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/aaa", aaa)

@@ -177,6 +177,17 @@ class TokenService:
             payload, self._key.signing_key, algorithm=self._key.algorithm, headers=self._headers
         )
 
+    def _verifying_key(self, token: str) -> Any:
+        """The key the token's `kid` names: the current key, or one retired by a rotation
+        (tokens.previous_public_keys); an unknown kid is refused."""
+        key = self._key
+        if not key.previous:
+            return key.verifying_key
+        found = key.verifying_key_for(jwt.get_unverified_header(token).get("kid"))
+        if found is None:
+            raise jwt.InvalidKeyError("unknown kid")
+        return found
+
     def session_of(self, token: str, *, use: str) -> str | None:
         """The session a genuine token of this `use` belongs to, even if it has expired (for
         logout: an expired token still names the session to end); None when not genuine."""
@@ -198,7 +209,7 @@ class TokenService:
             # exp/iat are checked below against the injectable clock, not PyJWT's.
             claims: dict[str, Any] = jwt.decode(
                 token,
-                self._key.verifying_key,
+                self._verifying_key(token),
                 algorithms=[self._key.algorithm],
                 audience=self._config.audience,
                 issuer=self._config.issuer,

@@ -6,7 +6,7 @@ import argparse
 import importlib.metadata
 from pathlib import Path
 
-from . import admin, serving
+from . import admin, keys, serving
 
 __all__ = ["build_parser"]
 
@@ -98,6 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     session_revoke.add_argument("name")
     session_revoke.set_defaults(handler=admin.session_revoke)
+
+    keys_parser = commands.add_parser("keys", help="signing-key files (asymmetric keys)")
+    key_commands = keys_parser.add_subparsers(dest="keys", required=True)
+    generate = key_commands.add_parser("generate", help="write a new private key file")
+    generate.add_argument("path", type=Path)
+    generate.add_argument("--algorithm", choices=keys.ALGORITHMS, default="ES256")
+    generate.set_defaults(handler=keys.keys_generate)
+    rotate = key_commands.add_parser(
+        "rotate", help="keep the key's public half for verifying, write a new key in its place"
+    )
+    rotate.add_argument("path", type=Path)
+    rotate.add_argument("--algorithm", choices=keys.ALGORITHMS, default=None)
+    rotate.set_defaults(handler=keys.keys_rotate)
     return parser
 
 

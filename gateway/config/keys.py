@@ -8,12 +8,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from jwt.utils import base64url_encode
 
-__all__ = ["KeyError_", "SigningKey", "hmac_key", "load_private_key"]
+__all__ = [
+    "KeyError_",
+    "SigningKey",
+    "hmac_key",
+    "load_private_key",
+    "with_previous_keys",
+]
 
 MIN_SECRET_BYTES = 32
 _ASYMMETRIC = {
@@ -36,6 +43,19 @@ class SigningKey:
     verifying_key: Any = field(repr=False)
     kid: str | None = None
     jwks: dict[str, Any] | None = None
+    # Keys that signed before a rotation, by kid: they still verify, and are published.
+    previous: tuple[tuple[str, Any], ...] = field(default=(), repr=False)
+
+    @property
+    def asymmetric(self) -> bool:
+        return self.algorithm != "HS256"
+
+    def verifying_key_for(self, kid: object) -> Any:
+        """The key a token's `kid` names (the current one when it names none or this one);
+        None for a kid that is not ours."""
+        if kid is None or kid == self.kid:
+            return self.verifying_key
+        return next((key for known, key in self.previous if known == kid), None)
 
 
 def hmac_key(secret: str) -> SigningKey:
@@ -72,18 +92,68 @@ def load_private_key(path: Path, algorithm: str | None) -> SigningKey:
         raise KeyError_(f"{path}: RSA keys must be at least 2048 bits")
 
     public = private.public_key()
-    if isinstance(private, rsa.RSAPrivateKey):
-        jwk = json.loads(RSAAlgorithm.to_jwk(private.public_key()))
-    elif isinstance(private, ec.EllipticCurvePrivateKey):
-        jwk = json.loads(ECAlgorithm.to_jwk(private.public_key()))
-    else:
-        assert isinstance(private, ed25519.Ed25519PrivateKey)  # noqa: S101 - narrowed above
-        jwk = json.loads(OKPAlgorithm.to_jwk(private.public_key()))
-    kid = _thumbprint(jwk)
-    jwk.update({"kid": kid, "alg": implied, "use": "sig"})
+    jwk = public_jwk(public)
     return SigningKey(
-        algorithm=implied, signing_key=private, verifying_key=public, kid=kid, jwks={"keys": [jwk]}
+        algorithm=implied,
+        signing_key=private,
+        verifying_key=public,
+        kid=jwk["kid"],
+        jwks={"keys": [jwk]},
     )
+
+
+def public_jwk(public: Any) -> dict[str, Any]:
+    """The JWK of a public key, with its RFC 7638 thumbprint as `kid`."""
+    jwk: dict[str, Any]
+    if isinstance(public, rsa.RSAPublicKey):
+        jwk, alg = json.loads(RSAAlgorithm.to_jwk(public)), "RS256"
+    elif isinstance(public, ec.EllipticCurvePublicKey):
+        jwk, alg = json.loads(ECAlgorithm.to_jwk(public)), "ES256"
+    elif isinstance(public, ed25519.Ed25519PublicKey):
+        jwk, alg = json.loads(OKPAlgorithm.to_jwk(public)), "EdDSA"
+    else:
+        raise KeyError_(f"key type {type(public).__name__} is not RSA, EC P-256 or Ed25519")
+    jwk.update({"kid": _thumbprint(jwk), "alg": alg, "use": "sig"})
+    return jwk
+
+
+def with_previous_keys(key: SigningKey, paths: list[Path]) -> SigningKey:
+    """`key` that also verifies (and publishes) the public keys in `paths` (PEM files: a
+    public key, or a retired private key, whose public half is all that is used)."""
+    previous: list[tuple[str, Any]] = []
+    jwks = list((key.jwks or {"keys": []})["keys"])
+    for path in paths:
+        public = _read_public(path)
+        jwk = public_jwk(public)
+        if jwk["alg"] != key.algorithm:
+            raise KeyError_(f"{path} is a {jwk['alg']} key; the signing key is {key.algorithm}")
+        if jwk["kid"] == key.kid or any(kid == jwk["kid"] for kid, _ in previous):
+            continue  # the current key, or listed twice: nothing to add
+        previous.append((jwk["kid"], public))
+        jwks.append(jwk)
+    return SigningKey(
+        algorithm=key.algorithm,
+        signing_key=key.signing_key,
+        verifying_key=key.verifying_key,
+        kid=key.kid,
+        jwks={"keys": jwks},
+        previous=tuple(previous),
+    )
+
+
+def _read_public(path: Path) -> Any:
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise KeyError_(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        pass
+    try:
+        return serialization.load_pem_private_key(pem, password=None).public_key()
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise KeyError_(f"{path} is not a PEM public key (or unencrypted private key)") from exc
 
 
 def _thumbprint(jwk: dict[str, Any]) -> str:

@@ -34,6 +34,7 @@ from .settings import (
     Integer,
     Methods,
     Networks,
+    OptionalBoolean,
     Origins,
     Roles,
     Size,
@@ -46,6 +47,7 @@ __all__ = [
     "PARSER_FIELD_LIMIT",
     "PARSER_MAX_HEADERS",
     "RESTART_SECTIONS",
+    "AssertionConfig",
     "AuthPolicy",
     "BrowserConfig",
     "CorsConfig",
@@ -340,6 +342,17 @@ class ForwardAuthConfig:
 
 
 @dataclass(frozen=True)
+class AssertionConfig:
+    """The signed identity assertion for upstreams (README "Identity assertion")."""
+
+    # Send it to every route's upstream; a route's own `assertion: true/false` wins.
+    enabled: bool = setting(False, Boolean())
+    header: str = setting("X-Gateway-Assertion", Text())
+    # Its lifetime; a cached one is reused for the first 80% of it.
+    ttl: float = setting(60.0, Duration(minimum=5.0, maximum=60.0))
+
+
+@dataclass(frozen=True)
 class IdentityHeaders:
     user_id: str = setting("X-User-Id", Text())
     username: str = setting("X-User-Name", Text())
@@ -453,6 +466,8 @@ class RouteConfig:
     # None: every method.
     methods: frozenset[str] | None = setting(None, Methods(ALL_METHODS))
     forward_authorization: bool = setting(False, Boolean())
+    # Send the signed identity assertion upstream; None: as `assertion.enabled` says.
+    assertion: bool | None = setting(None, OptionalBoolean())
     # The user needs at least one of these (403 otherwise). Empty: any authenticated user.
     roles: frozenset[str] = setting(frozenset(), Roles())
     # Rewrite: the forwarded path is add_prefix + (path without strip_prefix).
@@ -497,6 +512,7 @@ class GatewayConfig:
     rate_limits: RateLimitConfig = field(default=RateLimitConfig(), metadata=ON_RESTART)
     browser: BrowserConfig = field(default=BrowserConfig(), metadata=ON_RESTART)
     forward_auth: ForwardAuthConfig = field(default=ForwardAuthConfig(), metadata=ON_RESTART)
+    assertion: AssertionConfig = field(default=AssertionConfig(), metadata=ON_RESTART)
     # The query parameter a WebSocket client may carry its access token in (browsers cannot
     # set Authorization on a WebSocket). It is removed before forwarding and never logged.
     websocket_token_parameter: str = setting(

@@ -19,6 +19,7 @@ import yaml
 from ..errors import ConfigError
 from .browser import read_browser
 from .model import (
+    AssertionConfig,
     CorsConfig,
     DatabaseConfig,
     ForwardAuthConfig,
@@ -34,6 +35,7 @@ from .model import (
 from .nodes import Node, Problems, join
 from .routes import read_routes, read_upstreams
 from .sections import (
+    check_assertion_header,
     check_cors_credentials,
     check_cors_origins,
     check_database_url,
@@ -130,6 +132,7 @@ def parse_config(
         ForwardAuthConfig,
         lambda node, section: check_decision_cache(node, section, sessions),
     )
+    assertion = read_section(root.child("assertion"), AssertionConfig, check_assertion_header)
     top_level = read_settings(root, GatewayConfig)
     root.close()
     if problems or tokens is None:
@@ -149,6 +152,7 @@ def parse_config(
         rate_limits=rate_limits,
         browser=browser,
         forward_auth=forward_auth,
+        assertion=assertion,
         source=source,
         **top_level,
     )

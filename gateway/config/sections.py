@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 
 from yarl import URL
 
-from .keys import KeyError_, SigningKey, hmac_key, load_private_key
+from .keys import KeyError_, SigningKey, hmac_key, load_private_key, with_previous_keys
 from .model import (
+    AssertionConfig,
     CorsConfig,
     DatabaseConfig,
     ForwardAuthConfig,
@@ -30,6 +31,7 @@ from .nodes import Node
 from .settings import HEADER_NAME, declared
 
 __all__ = [
+    "check_assertion_header",
     "check_cors_credentials",
     "check_cors_origins",
     "check_database_url",
@@ -145,6 +147,14 @@ def check_identity_header_names(node: Node, headers: IdentityHeaders) -> None:
             node.problem(key, f"{name!r} is a header the gateway must not overwrite")
 
 
+def check_assertion_header(node: Node, assertion: AssertionConfig) -> None:
+    name = assertion.header
+    if not HEADER_NAME.fullmatch(name):
+        node.problem("header", f"{name!r} is not a valid header name")
+    elif name.lower() in _UNSETTABLE_HEADERS or name.lower().startswith("proxy-"):
+        node.problem("header", f"{name!r} is a header the gateway must not overwrite")
+
+
 def check_identity_headers_differ(node: Node, headers: IdentityHeaders) -> None:
     # Some servers read X-User_Id as X-User-Id (CGI folds both to HTTP_X_USER_ID).
     folded = [n.lower().replace("_", "-") for n in headers.names]
@@ -159,6 +169,8 @@ def read_tokens(node: Node, *, ephemeral_key_ok: bool, base_dir: Path) -> TokenC
     """The tokens section; None (with the problem recorded) when there is no usable key."""
     sources = {source: node.text(source, "") for source in KEY_SOURCES}
     algorithm = node.text("algorithm", "") or None
+    # Public keys of retired signing keys (key rotation): they still verify, and are published.
+    previous = [base_dir / str(path) for _, path in node.items("previous_public_keys") if path]
     values = read_settings(node, TokenConfig)
     node.close()
     check_refresh_outlives_access(node, values["access_ttl"], values["refresh_ttl"])
@@ -170,6 +182,15 @@ def read_tokens(node: Node, *, ephemeral_key_ok: bool, base_dir: Path) -> TokenC
         return None
     key, ephemeral = loaded
     check_algorithm_fits(node, algorithm, key)
+    if previous:
+        if not key.asymmetric:
+            node.problem("previous_public_keys", "needs private_key_file (an asymmetric key)")
+            return None
+        try:
+            key = with_previous_keys(key, previous)
+        except KeyError_ as exc:
+            node.problem("previous_public_keys", str(exc))
+            return None
     return TokenConfig(key=key, ephemeral=ephemeral, **values)
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "Kind",
     "Methods",
     "Networks",
+    "OptionalBoolean",
     "Origins",
     "Roles",
     "Size",
@@ -161,6 +162,16 @@ class Size(Kind):
 class Boolean(Kind):
     def read(self, node: Node, key: str, default: Any) -> bool:
         return node.boolean(key, default)
+
+
+@dataclass(frozen=True, slots=True)
+class OptionalBoolean(Kind):
+    """true or false, or None when absent (a default decided elsewhere)."""
+
+    def read(self, node: Node, key: str, default: Any) -> bool | None:
+        if not node.given(key) or node.value[key] in (None, ""):
+            return None
+        return node.boolean(key, False)
 
 
 @dataclass(frozen=True, slots=True, init=False)

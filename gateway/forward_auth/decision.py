@@ -12,7 +12,11 @@ forwarded, and the answers are small:
   for nginx (whose `auth_request` takes only 2xx, 401 and 403) a 401 with the `Location` its
   `error_page 401 = @login` location redirects to;
 - 403 for roles, for a path no route names, for a spelling the proxy would refuse, the wrong
-  method, and for any request from a peer outside `server.trusted_proxies`.
+  method, and for any request from a peer outside `server.trusted_proxies`;
+- a route's `rate_limit` counts decisions as the proxy counts requests (by the original
+  client's address, from the ingress's X-Forwarded-For, or by user): 429 with Retry-After, or
+  403 for nginx (whose `auth_request` would make a 429 its own 500). A decision on a limited
+  route is never offered for caching: a cached permit would not be counted.
 
 A refresh inside the decision puts the new cookies on the answer as Set-Cookie (and for nginx
 also as X-Gateway-Set-Cookie-1, -2, which `auth_request_set` can read one by one).
@@ -30,9 +34,18 @@ from yarl import URL
 from ..auth.bearer import bearer_token
 from ..auth.tokens import Identity
 from ..config import GatewayConfig, RouteConfig
-from ..errors import BadRequest, Forbidden, GatewayError, MethodNotAllowed, NotFound, Unauthorized
+from ..errors import (
+    BadRequest,
+    Forbidden,
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+)
 from ..networks import IpNetwork, address_in
 from ..proxy.policy import RequestPolicy
+from ..proxy.route_limits import RouteLimiter
 from ..proxy.runtime import RuntimeHolder
 from ..request_keys import ROUTE_NAME, USER_ID
 from .shapes import Ingress, OriginalRequest, from_ext_authz, from_headers
@@ -54,10 +67,13 @@ class Decisions:
         policy: RequestPolicy,
         config: GatewayConfig,
         *,
+        limiter: RouteLimiter,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._runtime = runtime
         self._policy = policy
+        # The proxy's route rate limits, applied to the original request.
+        self._limiter = limiter
         self._trusted: Sequence[IpNetwork] = config.server.trusted_proxies
         self._names = config.identity_headers
         self._max_age = config.forward_auth.cache_max_age
@@ -97,7 +113,8 @@ class Decisions:
                 identity = await policy.identify(
                     request, route, path, lambda: bearer_token(request.headers)
                 )
-                return self._permit(original, identity)
+                await self._limit(request, original, route, identity)
+                return self._permit(original, identity, cacheable=route.rate_limit is None)
             return await self._by_cookie(request, original, route, path)
         finally:
             self._runtime.release(runtime)
@@ -136,9 +153,27 @@ class Decisions:
             cookies = browser.pending(seen)
             for cookie in cookies:
                 browser.also_set(request, cookie)
+        await self._limit(request, original, route, identity, cookies)
         # Never cacheable: a cookie decision depends on Origin and Sec-Fetch-* too, which an
         # ingress's cache key would not hold.
         return self._permit(original, identity, cookies, cacheable=False)
+
+    async def _limit(
+        self,
+        request: web.Request,
+        original: OriginalRequest,
+        route: RouteConfig,
+        identity: Identity | None,
+        cookies: Sequence[str] = (),
+    ) -> None:
+        try:
+            await self._limiter.check(request, route, identity)
+        except TooManyRequests as exc:
+            # A refresh made in this decision must still reach the browser.
+            exc.headers.update(self._cookie_headers(original, cookies))
+            if original.ingress is not Ingress.NGINX:
+                raise
+            raise Forbidden(exc.message, headers=exc.headers) from None
 
     def _permit(
         self,

@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 
 # Keys kept in memory before expired ones are dropped.
 _PRUNE_AT: Final = 100_000
+# Redis connections per process, and the longest wait for a free one under a burst (each
+# script takes well under a millisecond); past it the request is limited in this process.
+_REDIS_CONNECTIONS: Final = 32
+_REDIS_POOL_WAIT: Final = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,14 +135,22 @@ class RedisGcra:
         self._failing = False
 
     async def open(self) -> None:
-        self._redis = redis_asyncio.Redis.from_url(
-            self._url, socket_timeout=0.5, socket_connect_timeout=0.5
+        # A bounded pool that makes callers wait for a connection: redis-py's default pool
+        # refuses callers beyond its size (MaxConnectionsError), which would send a burst of
+        # a few hundred requests to this process's own buckets and let the limit through again.
+        pool = redis_asyncio.BlockingConnectionPool.from_url(
+            self._url,
+            max_connections=_REDIS_CONNECTIONS,
+            timeout=_REDIS_POOL_WAIT,
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
         )
+        self._redis = redis_asyncio.Redis(connection_pool=pool)
         self._script = self._redis.register_script(_SCRIPT)
 
     async def close(self) -> None:
         if self._redis is not None:
-            await self._redis.aclose()
+            await self._redis.aclose(close_connection_pool=True)
             self._redis = None
 
     async def take(self, key: str, requests: int, per: float) -> Decision:

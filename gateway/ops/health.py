@@ -6,6 +6,7 @@ import asyncio
 
 from aiohttp import web
 
+from ..draining import Drain
 from ..errors import StorageUnavailable
 from ..proxy.runtime import RuntimeHolder
 from ..request_keys import ROUTE_NAME
@@ -19,9 +20,10 @@ _READY_CHECK_TIMEOUT = 2.0
 class Health:
     """/healthz and /readyz for one app."""
 
-    def __init__(self, runtime: RuntimeHolder, store: Store) -> None:
+    def __init__(self, runtime: RuntimeHolder, store: Store, drain: Drain) -> None:
         self._runtime = runtime
         self._store = store
+        self._drain = drain
 
     async def healthz(self, request: web.Request) -> web.Response:
         """The process is alive and its event loop answers."""
@@ -31,6 +33,11 @@ class Health:
     async def readyz(self, request: web.Request) -> web.Response:
         """The config is loaded and the database answers: safe to send traffic here."""
         request[ROUTE_NAME] = "readyz"
+        if self._drain.draining:
+            # Stopping: a balancer checking over a kept-alive connection takes it out now.
+            return web.json_response(
+                {"status": "draining", "checks": {"shutdown": "draining"}}, status=503
+            )
         checks = {"config": f"{len(self._runtime.current.config.routes)} routes"}
         try:
             await asyncio.wait_for(self._store.ping(), _READY_CHECK_TIMEOUT)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..auth.bearer import bearer_token, websocket_credentials
+from ..draining import Drain
 from ..request_keys import REQUEST_ID, ROUTE_NAME, UPSTREAM_NAME
 from .policy import RequestPolicy
 from .route_limits import RouteLimiter
@@ -18,11 +19,15 @@ class ProxyHandler:
     """Every request that is not one of the gateway's own endpoints comes here."""
 
     def __init__(
+<<<<<<< HEAD
         self,
         runtime: RuntimeHolder,
         policy: RequestPolicy,
         limiter: RouteLimiter,
         sockets: SocketSessions,
+=======
+        self, runtime: RuntimeHolder, policy: RequestPolicy, limiter: RouteLimiter, drain: Drain
+>>>>>>> main
     ) -> None:
         self._runtime = runtime
         # Open WebSockets, closed when their session ends.
@@ -30,6 +35,8 @@ class ProxyHandler:
         self._policy = policy
         # Route rate limits count a request once its caller is known (by: user).
         self._limiter = limiter
+        # WebSockets still open when the shutdown timeout is up are told 1001.
+        self._drain = drain
 
     async def forward(self, request: web.Request) -> web.StreamResponse:
         # The runtime (routes, upstream pools) is held for the whole request: a reload
@@ -57,7 +64,11 @@ class ProxyHandler:
                 )
                 await self._limiter.check(request, route, identity)
                 return await runtime.proxy.forward_websocket(
+<<<<<<< HEAD
                     request, route, path, identity, request_id, credentials, self._sockets
+=======
+                    request, route, path, identity, request_id, credentials, self._drain
+>>>>>>> main
                 )
             identity = await policy.identify(
                 request, route, path, lambda: bearer_token(request.headers)

@@ -6,13 +6,15 @@
   same name (any case, ``_`` for ``-``): CGI/WSGI-style servers turn both ``X-Forwarded-For`` and
   ``X_Forwarded_For`` into ``HTTP_X_FORWARDED_FOR``, and ``Transfer_Encoding`` into framing.
 - Identity headers from the client are dropped and set only from a verified token: exactly one
-  value each, or none.
+  value each, or none. So is the signed identity assertion (``X-Gateway-Assertion``), on the
+  routes that send it; a client's copy is dropped on every route.
 - Identity-like headers other auth proxies set (``Remote-User``, ``X-Forwarded-User``,
   ``X-Auth-Request-*``...) are dropped per route (``drop_request_headers``).
 - ``Authorization`` is forwarded only when the route asks for it.
 - ``Host`` is the upstream's own unless the route preserves the client's.
 - Headers some frameworks route or pick the scheme by (``X-Original-URL``, ``X-Rewrite-URL``,
-  ``X-HTTP-Method-Override``, ``X-Forwarded-Port/-Prefix/-Ssl``...) never come from clients.
+  ``X-HTTP-Method-Override``, ``X-Forwarded-Port/-Prefix/-Ssl``, forward auth's
+  ``X-Original-URI/-Method`` and ``X-Forwarded-Uri/-Method``...) never come from clients.
 - ``X-Forwarded-For/-Proto/-Host`` are set by the gateway; the client's values are kept only when
   the peer is a trusted proxy. ``Forwarded`` and ``X-Real-IP`` from clients are dropped.
 - The request id replaces any the client sent (it was validated or generated at the edge).
@@ -26,6 +28,7 @@ from collections.abc import Sequence
 from aiohttp import web
 from multidict import CIMultiDict
 
+from ..auth.assertions import AssertionSigner
 from ..auth.cookies import strip_cookies
 from ..auth.tokens import Identity
 from ..config import IdentityHeaders, RouteConfig
@@ -60,6 +63,11 @@ _REQUEST_DROPPED = frozenset(
         "x-original-url",
         "x-rewrite-url",
         "x-original-uri",
+        # Forward auth's spellings of an original request (an ingress behind the gateway, or
+        # an app that reads them, must not take a client's).
+        "x-original-method",
+        "x-forwarded-uri",
+        "x-forwarded-method",
         "x-forwarded-port",
         "x-forwarded-prefix",
         "x-forwarded-ssl",
@@ -139,12 +147,15 @@ class HeaderPolicy:
         request_id_header: str,
         gateway_owns_cors: bool,
         gateway_cookies: frozenset[str] = frozenset(),
+        assertion_header: str = "X-Gateway-Assertion",
+        assertions: AssertionSigner | None = None,
     ) -> None:
         self._identity = identity_headers
+        self._assertions = assertions
         # Cookie names that are the gateway's own: never sent upstream.
         self._gateway_cookies = frozenset(name.encode() for name in gateway_cookies)
         self._dropped_folded = frozenset(
-            fold(n) for n in (*identity_headers.names, request_id_header)
+            fold(n) for n in (*identity_headers.names, request_id_header, assertion_header)
         )
         self._request_id_header = request_id_header
         self._trusted = tuple(trusted_proxies)
@@ -284,6 +295,9 @@ class HeaderPolicy:
                 (self._identity.username, identity.username),
                 (self._identity.roles, ",".join(identity.roles)),
             )
+            assertions = self._assertions
+            if assertions is not None and assertions.wanted(route):
+                added.append((assertions.header, assertions.assertion(identity, route.upstream)))
         return added
 
     def _forwarded(self, request: web.Request) -> list[tuple[str, str]]:

@@ -128,11 +128,14 @@ class ActiveChecks:
         targets: Sequence[Target],
         *,
         tls: ssl.SSLContext | None = None,
+        server_name: str | None = None,
     ) -> None:
         self._upstream = upstream
         self._health = health
-        # The same verification as the requests' connections (https:// targets).
+        # The same verification as the requests' connections (https:// targets), against
+        # the same name: `tls.server_name` when set, else the URL's host.
         self._tls = tls
+        self._server_name = server_name if tls is not None else None
         self._targets = tuple(targets)
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -168,7 +171,9 @@ class ActiveChecks:
         assert self._session is not None  # noqa: S101 - started before running
         url = target.url.with_path(target.prefix + self._health.path)
         try:
-            async with self._session.get(url, allow_redirects=False) as response:
+            async with self._session.get(
+                url, allow_redirects=False, server_hostname=self._server_name
+            ) as response:
                 passed = response.status == self._health.expect
                 outcome = f"answered {response.status}"
         except (aiohttp.ClientError, TimeoutError) as exc:

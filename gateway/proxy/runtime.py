@@ -12,6 +12,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
+from ..auth.assertions import AssertionSigner
 from ..auth.cookies import cookie_names
 from ..config import GatewayConfig, changes_needing_restart, load_config
 from ..errors import ConfigError
@@ -35,7 +36,12 @@ class Runtime:
     drained: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
-    def build(cls, config: GatewayConfig, metrics: GatewayMetrics) -> Runtime:
+    def build(
+        cls,
+        config: GatewayConfig,
+        metrics: GatewayMetrics,
+        assertions: AssertionSigner | None = None,
+    ) -> Runtime:
         headers = HeaderPolicy(
             config.identity_headers,
             config.server.trusted_proxies,
@@ -44,6 +50,8 @@ class Runtime:
             # Stripped with cookie sessions off too: browsers keep sending the cookies of an
             # earlier run for days, and an upstream must never see a refresh token.
             gateway_cookies=cookie_names(config.browser),
+            assertion_header=config.assertion.header,
+            assertions=assertions,
         )
         return cls(
             config=config,
@@ -60,9 +68,16 @@ class Runtime:
 class RuntimeHolder:
     """Holds the current Runtime and counts the requests using each one."""
 
-    def __init__(self, runtime: Runtime, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        metrics: GatewayMetrics,
+        assertions: AssertionSigner | None = None,
+    ) -> None:
         self.current = runtime
         self._metrics = metrics
+        # App-scoped (its key and header are read at start-up): kept across reloads.
+        self._assertions = assertions
 
     def acquire(self) -> Runtime:
         """The current runtime, held until `release` (a plain pair, not a context manager:
@@ -91,7 +106,7 @@ class RuntimeHolder:
         # Which sections a reload applies is marked in the config model (routes, upstreams).
         for section in changes_needing_restart(old.config, config):
             log.warning("config reload: '%s' changed; restart the gateway to apply it", section)
-        new = Runtime.build(config, self._metrics)
+        new = Runtime.build(config, self._metrics, self._assertions)
         await new.proxy.start()
         self.current = new
         log.info(

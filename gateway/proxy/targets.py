@@ -156,7 +156,13 @@ class Targets:
         self.breaker = Breaker(max_requests=upstream.max_requests, max_pending=upstream.max_pending)
         self.budget = RetryBudget(upstream.retry_budget)
         self.checks = (
-            ActiveChecks(upstream.name, upstream.health, self.all, tls=upstream.tls.context)
+            ActiveChecks(
+                upstream.name,
+                upstream.health,
+                self.all,
+                tls=upstream.tls.context,
+                server_name=upstream.tls.server_name or None,
+            )
             if upstream.health
             else None
         )

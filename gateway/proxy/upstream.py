@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -19,6 +20,7 @@ from yarl import URL
 from ..auth.bearer import WebSocketCredentials
 from ..auth.tokens import Identity
 from ..config import RouteConfig, UpstreamConfig
+from ..draining import Drain
 from ..errors import (
     BadGateway,
     GatewayError,
@@ -319,10 +321,17 @@ class Proxy:
         identity: Identity | None,
         request_id: str,
         credentials: WebSocketCredentials,
+<<<<<<< HEAD
         sockets: SocketSessions,
     ) -> web.StreamResponse:
         """Open the upstream WebSocket first, so a refusal is still an HTTP error, then relay
         (until either side closes, or the socket's session ends)."""
+=======
+        drain: Drain,
+    ) -> web.StreamResponse:
+        """Open the upstream WebSocket first, so a refusal is still an HTTP error, then relay
+        until either side closes or the gateway drains (then both are told 1001, going away)."""
+>>>>>>> main
         upstream = self._upstreams[route.upstream]
         targets = self._targets[route.upstream]
         headers = self._headers.upstream_request(
@@ -352,7 +361,15 @@ class Proxy:
                 protocols=(chosen,) if chosen else (), autoclose=False, autoping=True
             )
             await client_ws.prepare(request)
+<<<<<<< HEAD
             await sockets.relay(client_ws, upstream_ws, identity)
+=======
+            going_away = functools.partial(
+                client_ws.close, code=aiohttp.WSCloseCode.GOING_AWAY, message=b"restarting"
+            )
+            with drain.until_drained(going_away):
+                await relay(client_ws, upstream_ws)
+>>>>>>> main
             return client_ws
 
     def _record(self, failure: UpstreamFailure) -> None:

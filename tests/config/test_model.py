@@ -172,6 +172,7 @@ def test_restart_sections_are_derived_from_the_model() -> None:
         "rate_limits",
         "browser",
         "forward_auth",
+        "assertion",
         "websocket_max_lifetime",
     )
 

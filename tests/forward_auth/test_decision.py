@@ -17,6 +17,7 @@ from gateway.forward_auth.shapes import EXT_AUTHZ_PREFIX
 from tests.config.test_config import minimal
 from tests.support.cookies import FETCH, NAVIGATE, Jar, log_in_by_form, set_cookies
 from tests.support.gateways import Gateway, GatewayFactory, route
+from tests.support.wire import raw_http
 
 ACCESS, REFRESH = "__Host-gateway-access", "__Host-gateway-refresh"
 ROUTES = [
@@ -139,6 +140,22 @@ async def test_what_the_proxy_would_refuse_is_403(
     assert response.status == 403
     assert (await response.json())["message"] == message
     assert "X-User-Id" not in response.headers
+
+
+async def test_an_original_uri_that_is_not_utf8_is_403_not_500(gw: Gateway) -> None:
+    # nginx passes the request line's bytes through in X-Original-URI as they came.
+    server = gw.client.server
+    nav = "".join(f"{name}: {value}\r\n" for name, value in NAVIGATE.items())
+    for uri in ("/aaa\xff", "/aaa/\xed\xa0\x80", "/bbb?next=\xff"):
+        status, body = await raw_http(
+            str(server.host),
+            int(server.port or 0),
+            "/_gateway/auth",
+            # A navigation: its query would go into the login page's redirect.
+            headers=f"X-Original-URI: {uri}\r\nX-Original-Method: GET\r\n{nav}",
+        )
+        assert status == 403, body
+        assert b"not valid UTF-8" in body
 
 
 async def test_a_dot_segment_is_decided_on_the_path_it_resolves_to(gw: Gateway) -> None:
@@ -360,3 +377,33 @@ def test_the_decision_cache_may_not_outlast_the_revocation_bound() -> None:
         )
     ]
     assert parse_config(minimal(forward_auth={"cache_max_age": "2s"}), environ={})
+
+
+# --- route rate limits ------------------------------------------------------------------------
+
+
+async def test_a_routes_rate_limit_holds_for_decisions_too(start_gateway: GatewayFactory) -> None:
+    # What the proxy would limit the decision limits: with an ingress proxying, the decision
+    # is the gateway's only look at the request. nginx's auth_request turns a 429 into its own
+    # 500, so nginx gets 403; Traefik, Caddy and Envoy pass the 429 on. Never offered for
+    # caching: a cached permit would not be counted.
+    limited = route("/limited", "public", rate_limit={"requests": 3, "per": "1h", "by": "address"})
+    gw: Gateway = await start_gateway(
+        routes=[*ROUTES, limited], forward_auth={"cache_max_age": 2}, **TRUSTED
+    )
+    first = nginx("/limited", **{"X-Forwarded-For": "203.0.113.7"})
+    permits = [await decide(gw, first) for _ in range(3)]
+    assert [r.status for r in permits] == [200, 200, 200]
+    assert not any("Cache-Control" in r.headers for r in permits)
+    refused = await decide(gw, first)
+    assert refused.status == 403
+    body = await refused.json()
+    assert body["error"] == "Forbidden" and body["message"].startswith("Too many requests")
+    assert int(refused.headers["Retry-After"]) > 0
+    assert refused.headers["RateLimit-Limit"] == "3"
+    other = traefik("/limited", **{"X-Forwarded-For": "203.0.113.8"})
+    assert [(await decide(gw, other)).status for _ in range(4)] == [200, 200, 200, 429]
+    envoy = await gw.client.get(
+        f"{EXT_AUTHZ_PREFIX}/limited", headers={"X-Forwarded-For": "203.0.113.7"}
+    )
+    assert envoy.status == 429

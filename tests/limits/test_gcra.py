@@ -63,6 +63,25 @@ async def test_redis_buckets_let_exactly_the_limit_through_a_concurrent_burst() 
 
 
 @pytest.mark.redis
+async def test_a_burst_larger_than_the_connection_pool_does_not_fail_open(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Hundreds of requests at once from one process: a pool that refused the ones over its
+    # size (redis-py's MaxConnectionsError) would send them to this process's own buckets,
+    # which let the limit through a second time.
+    buckets = RedisGcra(REDIS_URL)
+    await buckets.open()
+    key = f"gw:test:{uuid.uuid4().hex}"
+    try:
+        with caplog.at_level(logging.WARNING, logger="gateway.limits.gcra"):
+            decisions = await asyncio.gather(*(buckets.take(key, 10, 60.0) for _ in range(400)))
+        assert sum(d.allowed for d in decisions) == 10
+        assert not [r for r in caplog.records if r.name == "gateway.limits.gcra"]
+    finally:
+        await buckets.close()
+
+
+@pytest.mark.redis
 async def test_redis_buckets_refill_at_the_rate() -> None:
     buckets = RedisGcra(REDIS_URL)
     await buckets.open()

@@ -4,6 +4,7 @@ to upstreams that ask for one. Real upstreams on real ports, with certificates m
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -177,3 +178,37 @@ async def test_websockets_to_a_tls_upstream_are_verified_the_same_way(
         )
         assert resp.status == status, await resp.text()
         resp.close()
+
+
+async def test_active_health_checks_verify_the_certificate_by_server_name(
+    aiohttp_server: Serve, start_gateway: GatewayFactory, ca: CertificateAuthority
+) -> None:
+    # The checks must expect the name the requests do: checked against the URL's IP address,
+    # the upstream's certificate fails, every target is taken out, and the route answers 503.
+    upstream = TlsUpstream()
+    checks: list[str] = []
+
+    async def healthz(request: web.Request) -> web.Response:
+        checks.append(request.path)
+        return web.Response(text="ok")
+
+    upstream.app.router.add_get("/healthz", healthz)
+    upstream.server = await aiohttp_server(  # type: ignore[attr-defined]
+        upstream.app, ssl=ca.server_context(ca.issue("upstream", hosts=("api.internal",)))
+    )
+    server: TestServer = upstream.server  # type: ignore[attr-defined]
+    gateway: Gateway = await start_gateway(
+        upstream_url=str(server.make_url("/")),
+        upstream={
+            "tls": {"ca_file": str(ca.cert_file), "server_name": "api.internal"},
+            "health": {"path": "/healthz", "interval": "30s", "timeout": "2s"},
+        },
+        routes=[{"path": "/aaa", "upstream": "demo", "auth": "public"}],
+    )
+    for _ in range(100):  # the first round runs at start
+        if checks:
+            break
+        await asyncio.sleep(0.02)
+    assert checks, "the health check never got through the TLS handshake"
+    await asyncio.sleep(0.05)  # its verdict is recorded after the answer
+    assert (await gateway.client.get("/aaa")).status == 200

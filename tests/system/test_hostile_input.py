@@ -148,6 +148,10 @@ async def test_routing_and_method_override_headers_never_reach_upstreams(gateway
         "X-Forwarded-Port": "443",
         "X-Forwarded-Prefix": "/admin",
         "X-Forwarded-Ssl": "on",
+        "X-Original-URI": "/aaa",
+        "X-Original-Method": "GET",
+        "X-Forwarded-Uri": "/aaa",
+        "X-Forwarded-Method": "GET",
     }
     echoed = await (await gateway.client.get("/echo/x", headers=sent)).json()
     names = {k.lower() for k, _ in echoed["headers"]}

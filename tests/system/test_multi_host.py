@@ -11,8 +11,8 @@ counted across hosts through Redis (also after its restart), only requests on th
 (those in flight when it died, and those HAProxy sent it over pooled connections before its health
 check noticed), and none at all during the rolling restart or the Redis restart.
 
-Requests in flight at SIGTERM here are ones whose bodies have arrived (logins): uploads still
-arriving and open WebSockets do not drain yet (tests/ops/test_shutdown_drain.py).
+Requests in flight at SIGTERM here are ones whose bodies have arrived (logins); uploads still
+arriving and open WebSockets at SIGTERM are tested in tests/ops/test_shutdown_drain.py.
 """
 
 from __future__ import annotations
