@@ -178,7 +178,6 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
             continue  # served on its own port, or not at all
         path = endpoint.path + r"/{tail:[\s\S]*}" if endpoint.prefix else endpoint.path
         app.router.add_route(endpoint.method, path, handlers[endpoint.name])
-<<<<<<< HEAD
     sockets = SocketSessions(
         tokens,
         revocations,
@@ -190,10 +189,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         clock=clock,
     )
     app[SOCKETS] = sockets
-    proxy = ProxyHandler(runtime, policy, route_limiter, sockets)
-=======
-    proxy = ProxyHandler(runtime, policy, route_limiter, drain)
->>>>>>> main
+    proxy = ProxyHandler(runtime, policy, route_limiter, drain, sockets)
     # [\s\S]: a decoded newline must reach normalize_path (400), not fall out of routing.
     app.router.add_route("*", r"/{tail:[\s\S]*}", proxy.forward)
     return app

@@ -44,11 +44,8 @@ LIMITER = web.AppKey("limiter", LoginLimiter)
 ROUTE_LIMITER = web.AppKey("route_limiter", RouteLimiter)
 REVOCATIONS = web.AppKey("revocations", RevocationView)
 SESSIONS = web.AppKey("sessions", SessionService)
-<<<<<<< HEAD
 SOCKETS = web.AppKey("sockets", SocketSessions)
-=======
 # Graceful shutdown: requests in flight, and whether the app is draining (server.py drains it).
 DRAIN = web.AppKey("drain", Drain)
->>>>>>> main
 # Background tasks the app owns: cancelled and awaited on cleanup.
 BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])

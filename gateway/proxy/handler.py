@@ -19,15 +19,12 @@ class ProxyHandler:
     """Every request that is not one of the gateway's own endpoints comes here."""
 
     def __init__(
-<<<<<<< HEAD
         self,
         runtime: RuntimeHolder,
         policy: RequestPolicy,
         limiter: RouteLimiter,
+        drain: Drain,
         sockets: SocketSessions,
-=======
-        self, runtime: RuntimeHolder, policy: RequestPolicy, limiter: RouteLimiter, drain: Drain
->>>>>>> main
     ) -> None:
         self._runtime = runtime
         # Open WebSockets, closed when their session ends.
@@ -64,11 +61,14 @@ class ProxyHandler:
                 )
                 await self._limiter.check(request, route, identity)
                 return await runtime.proxy.forward_websocket(
-<<<<<<< HEAD
-                    request, route, path, identity, request_id, credentials, self._sockets
-=======
-                    request, route, path, identity, request_id, credentials, self._drain
->>>>>>> main
+                    request,
+                    route,
+                    path,
+                    identity,
+                    request_id,
+                    credentials,
+                    self._drain,
+                    self._sockets,
                 )
             identity = await policy.identify(
                 request, route, path, lambda: bearer_token(request.headers)

@@ -321,17 +321,12 @@ class Proxy:
         identity: Identity | None,
         request_id: str,
         credentials: WebSocketCredentials,
-<<<<<<< HEAD
+        drain: Drain,
         sockets: SocketSessions,
     ) -> web.StreamResponse:
         """Open the upstream WebSocket first, so a refusal is still an HTTP error, then relay
-        (until either side closes, or the socket's session ends)."""
-=======
-        drain: Drain,
-    ) -> web.StreamResponse:
-        """Open the upstream WebSocket first, so a refusal is still an HTTP error, then relay
-        until either side closes or the gateway drains (then both are told 1001, going away)."""
->>>>>>> main
+        until either side closes, the socket's session ends, or the gateway drains (then both
+        are told 1001, going away)."""
         upstream = self._upstreams[route.upstream]
         targets = self._targets[route.upstream]
         headers = self._headers.upstream_request(
@@ -361,15 +356,11 @@ class Proxy:
                 protocols=(chosen,) if chosen else (), autoclose=False, autoping=True
             )
             await client_ws.prepare(request)
-<<<<<<< HEAD
-            await sockets.relay(client_ws, upstream_ws, identity)
-=======
             going_away = functools.partial(
                 client_ws.close, code=aiohttp.WSCloseCode.GOING_AWAY, message=b"restarting"
             )
             with drain.until_drained(going_away):
-                await relay(client_ws, upstream_ws)
->>>>>>> main
+                await sockets.relay(client_ws, upstream_ws, identity)
             return client_ws
 
     def _record(self, failure: UpstreamFailure) -> None:
