@@ -265,7 +265,8 @@ async def test_a_session_refreshed_in_the_decision_hands_its_cookies_to_the_brow
 async def test_nginx_caches_decisions_no_longer_than_the_gateway_says(
     tmp_path: Path, aiohttp_server: Callable[..., Any], http: aiohttp.ClientSession
 ) -> None:
-    poll, max_age = 1.0, 1
+    # Two seconds: the five requests below fit in one cached decision on a loaded machine.
+    poll, max_age = 2.0, 2
     behind = await ingresses.gateway_and_upstream(
         aiohttp_server,
         f"sqlite:///{tmp_path / 'gateway.db'}",
@@ -297,7 +298,7 @@ async def test_nginx_caches_decisions_no_longer_than_the_gateway_says(
         await store.revoke_user_sessions(user.id, reason="test", now=time.time())
         revoked_at = time.monotonic()
         while (await fetch(http, f"{url}/bbb", bearer(token)))[0] == 200:
-            assert time.monotonic() - revoked_at < poll + max_age + 0.5, "still let through"
+            assert time.monotonic() - revoked_at < poll + max_age + 1.0, "still let through"
             await asyncio.sleep(0.05)
         assert (await fetch(http, f"{url}/bbb", bearer(token)))[0] == 401
 
