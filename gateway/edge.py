@@ -38,16 +38,14 @@ class EdgePolicy:
         self._expose_headers = ", ".join(cors.exposed_headers)
         # Only over TLS: a browser ignores it on plain HTTP, and it must not come from there.
         self._hsts = server.tls.hsts_header
+        self._request_ids = _RequestIds()
 
     def admit(self, request: web.Request) -> web.Response | None:
         """Before routing: name the request, check its header block; answer a CORS preflight
         here (returned), or return None to go on to the handler."""
         offered = request.headers.get(self._request_id_header, "")
-        # 128 random bits as 32 hex digits like uuid4().hex, without building a UUID object
-        # (0.5-0.9 us against 2.3 us). A per-process prefix and a counter would save another
-        # ~0.2 us but would tell every client how many requests the gateway serves.
         valid = _VALID_REQUEST_ID.fullmatch(offered)
-        request[REQUEST_ID] = offered if valid else os.urandom(16).hex()
+        request[REQUEST_ID] = offered if valid else self._request_ids.next()
         request[CLIENT] = (
             client_address(
                 request.remote, request.headers.getall("X-Forwarded-For", []), self._trusted_proxies
@@ -140,6 +138,27 @@ class EdgePolicy:
             response.headers["Access-Control-Allow-Credentials"] = "true"
         if self._expose_headers:
             response.headers["Access-Control-Expose-Headers"] = self._expose_headers
+
+
+class _RequestIds:
+    """Fresh request ids: 128 random bits as 32 hex digits, like uuid4().hex. The bits come
+    from os.urandom 64 ids at a time: one getrandom call per request cost 0.7 us idle and
+    2-3 us on a loaded machine (a syscall), a slice of a buffer costs 0.3 us. (A per-process
+    prefix and a counter would be cheaper still, but would tell every client how many
+    requests the gateway serves.)"""
+
+    _BATCH = 16 * 64
+
+    def __init__(self) -> None:
+        self._hex = ""
+        self._at = 0
+
+    def next(self) -> str:
+        at = self._at
+        if at >= len(self._hex):
+            self._hex, at = os.urandom(self._BATCH).hex(), 0
+        self._at = at + 32
+        return self._hex[at : at + 32]
 
 
 def _is_preflight(request: web.Request) -> bool:
