@@ -7,16 +7,18 @@ from __future__ import annotations
 import os
 import re
 
-from aiohttp import web
+from aiohttp import HttpVersion10, HttpVersion11, web
 
 from .config import CorsConfig, ServerConfig
 from .draining import Drain
-from .errors import HeaderBlockTooLarge, OriginRefused
+from .errors import HeaderBlockTooLarge, OriginRefused, VersionNotSupported
 from .networks import client_address
 from .request_keys import CLIENT, REQUEST_ID
 
 __all__ = ["EdgePolicy"]
 
+SERVER_NAME = "auth-gateway"
+_HTTP1 = (HttpVersion10, HttpVersion11)
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
@@ -36,16 +38,14 @@ class EdgePolicy:
         self._expose_headers = ", ".join(cors.exposed_headers)
         # Only over TLS: a browser ignores it on plain HTTP, and it must not come from there.
         self._hsts = server.tls.hsts_header
+        self._request_ids = _RequestIds()
 
     def admit(self, request: web.Request) -> web.Response | None:
         """Before routing: name the request, check its header block; answer a CORS preflight
         here (returned), or return None to go on to the handler."""
         offered = request.headers.get(self._request_id_header, "")
-        # 128 random bits as 32 hex digits like uuid4().hex, without building a UUID object
-        # (0.5-0.9 us against 2.3 us). A per-process prefix and a counter would save another
-        # ~0.2 us but would tell every client how many requests the gateway serves.
         valid = _VALID_REQUEST_ID.fullmatch(offered)
-        request[REQUEST_ID] = offered if valid else os.urandom(16).hex()
+        request[REQUEST_ID] = offered if valid else self._request_ids.next()
         request[CLIENT] = (
             client_address(
                 request.remote, request.headers.getall("X-Forwarded-For", []), self._trusted_proxies
@@ -53,6 +53,14 @@ class EdgePolicy:
             if self._trusted_proxies
             else request.remote or ""
         )
+        if request.version not in _HTTP1:
+            # The parser takes any HTTP/x.y; an "HTTP/2.0" line is not HTTP/2, and answering
+            # it in kind would tell a front proxy a protocol was agreed that was not.
+            # The answer's status line repeats the request's version: make it HTTP/1.1 (aiohttp
+            # has no public way; `version` is a cached property over `_version`).
+            request._version = HttpVersion11
+            request._cache.pop("version", None)
+            raise VersionNotSupported("Only HTTP/1.0 and HTTP/1.1 are served on this port")
         self._check_header_block(request)
         if self._cors.enabled and _is_preflight(request):
             return self._preflight(request)
@@ -60,6 +68,10 @@ class EdgePolicy:
 
     async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         """Runs for every response, proxied or not, just before its headers are sent."""
+        # A bare name: aiohttp's default names the Python and aiohttp versions.
+        response.headers["Server"] = SERVER_NAME
+        if not getattr(response, "from_upstream", False):
+            response.headers["X-Content-Type-Options"] = "nosniff"
         request_id = request.get(REQUEST_ID)
         if request_id is not None:
             response.headers[self._request_id_header] = request_id
@@ -126,6 +138,27 @@ class EdgePolicy:
             response.headers["Access-Control-Allow-Credentials"] = "true"
         if self._expose_headers:
             response.headers["Access-Control-Expose-Headers"] = self._expose_headers
+
+
+class _RequestIds:
+    """Fresh request ids: 128 random bits as 32 hex digits, like uuid4().hex. The bits come
+    from os.urandom 64 ids at a time: one getrandom call per request cost 0.7 us idle and
+    2-3 us on a loaded machine (a syscall), a slice of a buffer costs 0.3 us. (A per-process
+    prefix and a counter would be cheaper still, but would tell every client how many
+    requests the gateway serves.)"""
+
+    _BATCH = 16 * 64
+
+    def __init__(self) -> None:
+        self._hex = ""
+        self._at = 0
+
+    def next(self) -> str:
+        at = self._at
+        if at >= len(self._hex):
+            self._hex, at = os.urandom(self._BATCH).hex(), 0
+        self._at = at + 32
+        return self._hex[at : at + 32]
 
 
 def _is_preflight(request: web.Request) -> bool:

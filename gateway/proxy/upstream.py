@@ -86,6 +86,8 @@ class _RelayedHeaders:
     that has none, which changes what the client sees."""
 
     _upstream_typed = True
+    # The edge adds X-Content-Type-Options only to the gateway's own answers.
+    from_upstream = True
 
     async def _prepare_headers(self) -> None:
         await super()._prepare_headers()  # type: ignore[misc]
