@@ -8,17 +8,19 @@ import os
 import re
 from collections.abc import Callable
 
-from aiohttp import web
+from aiohttp import HttpVersion10, HttpVersion11, web
 
 from .config import CorsConfig, ServerConfig
 from .draining import Drain
-from .errors import HeaderBlockTooLarge, OriginRefused
+from .errors import HeaderBlockTooLarge, OriginRefused, VersionNotSupported
 from .networks import client_address
 from .request_keys import CLIENT, REQUEST_ID, learned
 
 __all__ = ["EdgePolicy"]
 
 ResponseHook = Callable[[web.BaseRequest, web.StreamResponse], None]
+SERVER_NAME = "auth-gateway"
+_HTTP1 = (HttpVersion10, HttpVersion11)
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
@@ -56,6 +58,14 @@ class EdgePolicy:
             if self._trusted_proxies
             else request.remote or ""
         )
+        if request.version not in _HTTP1:
+            # The parser takes any HTTP/x.y; an "HTTP/2.0" line is not HTTP/2, and answering
+            # it in kind would tell a front proxy a protocol was agreed that was not.
+            # The answer's status line repeats the request's version: make it HTTP/1.1 (aiohttp
+            # has no public way; `version` is a cached property over `_version`).
+            request._version = HttpVersion11
+            request._cache.pop("version", None)
+            raise VersionNotSupported("Only HTTP/1.0 and HTTP/1.1 are served on this port")
         self._check_header_block(request)
         if self._cors.enabled and _is_preflight(request):
             return self._preflight(request)
@@ -67,6 +77,10 @@ class EdgePolicy:
 
     async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         """Runs for every response, proxied or not, just before its headers are sent."""
+        # A bare name: aiohttp's default names the Python and aiohttp versions.
+        response.headers["Server"] = SERVER_NAME
+        if not getattr(response, "from_upstream", False):
+            response.headers["X-Content-Type-Options"] = "nosniff"
         request_id = learned(request).get(REQUEST_ID)
         if request_id is not None:
             response.headers[self._request_id_header] = request_id

@@ -12,6 +12,7 @@
     ├── UnsupportedMediaType    415   a JSON body not sent as application/json, or encoded
     ├── TooManyRequests         429   failed-login limits, route rate limits (with Retry-After)
     ├── HeaderBlockTooLarge     431   too many or too large request headers
+    ├── VersionNotSupported     505   an HTTP/1 request line naming another version (HTTP/2.0)
     ├── ServiceUnavailable      503
     │   ├── StorageUnavailable  503   the database is unreachable or failed (with Retry-After)
     │   └── LoginsBusy          503   the password-hashing queue is full (with Retry-After)
@@ -55,6 +56,7 @@ __all__ = [
     "UnsupportedMediaType",
     "UpstreamFailure",
     "UpstreamUnavailable",
+    "VersionNotSupported",
     "rendered_error",
 ]
 
@@ -158,6 +160,13 @@ class TooManyRequests(GatewayError):
 
 class HeaderBlockTooLarge(GatewayError):
     status = 431
+
+
+class VersionNotSupported(GatewayError):
+    """Answered as HTTP/1.1 and the connection closed: the client speaks something else."""
+
+    status = 505
+    closes_connection = True
 
 
 class ServiceUnavailable(GatewayError):

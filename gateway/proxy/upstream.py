@@ -86,6 +86,8 @@ class _RelayedHeaders:
     that has none, which changes what the client sees."""
 
     _upstream_typed = True
+    # The edge adds X-Content-Type-Options only to the gateway's own answers.
+    from_upstream = True
 
     async def _prepare_headers(self) -> None:
         await super()._prepare_headers()  # type: ignore[misc]
@@ -361,7 +363,7 @@ class Proxy:
                 client_ws.close, code=aiohttp.WSCloseCode.GOING_AWAY, message=b"restarting"
             )
             with drain.until_drained(going_away):
-                await sockets.relay(client_ws, upstream_ws, identity)
+                await sockets.relay(client_ws, upstream_ws, identity, route.roles)
             return client_ws
 
     def _record(self, failure: UpstreamFailure) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import jwt
 import pytest
+from aiohttp import web
 
 from gateway.appkeys import PASSWORDS, STORE
 from gateway.storage import Session
@@ -300,3 +301,60 @@ def test_parse_error_logs_lose_the_offending_line() -> None:
     text = logging.Formatter().format(record)
     assert "SECRET-TOKEN" not in text
     assert text == "refused a malformed request from 10.0.0.1 (ValueError)"
+
+
+# --- #13 item 7: what a security review flags ----------------------------------------------
+
+
+async def test_the_server_header_names_no_versions_and_the_upstreams_is_dropped(
+    gateway_before: Any,
+) -> None:
+    async def versioned(request: web.Request) -> web.Response:
+        return web.Response(text="ok", headers={"Server": "nginx/1.2.3 (Ubuntu)"})
+
+    gw: Gateway = await gateway_before({"/echo/x": versioned})
+    proxied = await gw.client.get("/echo/x")
+    own = await gw.client.get("/healthz")
+    error = await gw.client.get("/nowhere")
+    for resp in (proxied, own, error):
+        assert resp.headers.getall("Server") == ["auth-gateway"], resp.headers
+    assert "nosniff" not in proxied.headers.get("X-Content-Type-Options", "")
+    for resp in (own, error):
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_an_http2_request_line_is_505_in_http1(gateway: Gateway) -> None:
+    server = gateway.client.server
+    reader, writer = await asyncio.open_connection(str(server.host), int(server.port or 0))
+    writer.write(b"GET /aaa HTTP/2.0\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), timeout=10)
+    writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 505"), answer[:200]
+    assert b'"statusCode": 505' in rest
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"nbf": 4_000_000_000}, "Access token not yet valid"),
+        ({"nbf": "soon"}, "Access token not yet valid"),
+        ({"aud": ["auth-gateway", "someone-else"]}, "Invalid access token"),
+        ({"username": "guang\r\nX-User-Id: 0"}, "Invalid access token"),
+        ({"username": "guang\x00"}, "Invalid access token"),
+        ({"roles": ["admin\r\nX-Evil: 1"]}, "Invalid access token"),
+        ({"roles": ["admin,root"]}, "Invalid access token"),
+    ],
+)
+async def test_claims_that_matter_after_a_key_leak_are_checked(
+    gateway: Gateway, overrides: dict[str, Any], message: str
+) -> None:
+    # Signed with the real key, as a leaked key would sign them: still refused, never a 500.
+    def bearer(**changes: Any) -> dict[str, str]:
+        claims = access_claims(gateway.clock(), sid="0" * 32, **changes)
+        return {"Authorization": f"Bearer {jwt.encode(claims, TEST_SECRET, algorithm='HS256')}"}
+
+    assert (await gateway.client.get("/bbb", headers=bearer())).status == 200  # the baseline
+    resp = await gateway.client.get("/bbb", headers=bearer(**overrides))
+    assert (resp.status, (await resp.json())["message"]) == (401, message)
