@@ -362,7 +362,7 @@ class Proxy:
                 client_ws.close, code=aiohttp.WSCloseCode.GOING_AWAY, message=b"restarting"
             )
             with drain.until_drained(going_away):
-                await sockets.relay(client_ws, upstream_ws, identity)
+                await sockets.relay(client_ws, upstream_ws, identity, route.roles)
             return client_ws
 
     def _record(self, failure: UpstreamFailure) -> None:
