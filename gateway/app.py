@@ -134,6 +134,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     browser: BrowserSessions | None = None
     if config.browser.cookie_sessions:
         browser = _browser_sessions(app, config, tokens, revocations, sessions, metrics, clock)
+        edge.also_prepare(browser.write_cookies)
     account = AccountEndpoints(callers=Callers(tokens, revocations, browser), sessions=sessions)
     users = UserEndpoints(
         sessions=sessions,
@@ -204,8 +205,8 @@ def _browser_sessions(
     metrics: GatewayMetrics,
     clock: Callable[[], float],
 ) -> BrowserSessions:
-    """Cookie sessions: built here, their cookies written on every response, their refreshes in
-    flight cancelled on cleanup, and how their cookies are secured logged at start."""
+    """Cookie sessions: built here, their refreshes in flight cancelled on cleanup, and how their
+    cookies are secured logged at start (the edge writes their cookies on every response)."""
     trusted_proxies = config.server.trusted_proxies
     browser = BrowserSessions(
         config,
@@ -217,7 +218,6 @@ def _browser_sessions(
         metrics=metrics,
         clock=clock,
     )
-    app.on_response_prepare.append(browser.on_prepare)
 
     async def started(app: web.Application) -> None:
         # With TLS on the gateway's port no request is plain HTTP, so every cookie is Secure.

@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 
 from aiohttp import HttpVersion10, HttpVersion11, web
 
 from .config import CorsConfig, ServerConfig
 from .draining import Drain
-from .errors import HeaderBlockTooLarge, OriginRefused, VersionNotSupported
+from .errors import HeaderBlockTooLarge, OriginRefused, VersionNotSupported, shown
 from .networks import client_address
-from .request_keys import CLIENT, REQUEST_ID
+from .request_keys import CLIENT, REQUEST_ID, learned
 
 __all__ = ["EdgePolicy"]
 
+ResponseHook = Callable[[web.BaseRequest, web.StreamResponse], None]
 SERVER_NAME = "auth-gateway"
 _HTTP1 = (HttpVersion10, HttpVersion11)
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
@@ -39,6 +41,9 @@ class EdgePolicy:
         # Only over TLS: a browser ignores it on plain HTTP, and it must not come from there.
         self._hsts = server.tls.hsts_header
         self._request_ids = _RequestIds()
+        # Other rooms' last words on every response (cookie sessions' Set-Cookie), called from
+        # the one on_response_prepare callback: each callback aiohttp awaits costs a coroutine.
+        self._also: tuple[ResponseHook, ...] = ()
 
     def admit(self, request: web.Request) -> web.Response | None:
         """Before routing: name the request, check its header block; answer a CORS preflight
@@ -66,13 +71,17 @@ class EdgePolicy:
             return self._preflight(request)
         return None
 
+    def also_prepare(self, hook: ResponseHook) -> None:
+        """Have `on_prepare` call `hook(request, response)` too, after its own headers."""
+        self._also = (*self._also, hook)
+
     async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         """Runs for every response, proxied or not, just before its headers are sent."""
         # A bare name: aiohttp's default names the Python and aiohttp versions.
         response.headers["Server"] = SERVER_NAME
         if not getattr(response, "from_upstream", False):
             response.headers["X-Content-Type-Options"] = "nosniff"
-        request_id = request.get(REQUEST_ID)
+        request_id = learned(request).get(REQUEST_ID)
         if request_id is not None:
             response.headers[self._request_id_header] = request_id
         if self._cors.enabled:
@@ -82,6 +91,8 @@ class EdgePolicy:
             response.headers["Strict-Transport-Security"] = self._hsts
         if self._drain.draining:
             self._drain.close_after(response)
+        for hook in self._also:
+            hook(request, response)
 
     def _check_header_block(self, request: web.Request) -> None:
         headers = request.raw_headers
@@ -99,10 +110,10 @@ class EdgePolicy:
     def _preflight(self, request: web.Request) -> web.Response:
         origin = request.headers["Origin"]
         if not self._cors.allows(origin):
-            raise OriginRefused(f"Origin {origin} is not allowed")
+            raise OriginRefused(f"Origin {shown(origin)} is not allowed")
         method = request.headers["Access-Control-Request-Method"].strip().upper()
         if method not in self._cors.allowed_methods:
-            raise OriginRefused(f"Method {method} is not allowed for cross-origin requests")
+            raise OriginRefused(f"Method {shown(method)} is not allowed for cross-origin requests")
         asked = {
             h.strip().lower()
             for h in request.headers.get("Access-Control-Request-Headers", "").split(",")
@@ -111,7 +122,7 @@ class EdgePolicy:
         refused = sorted(asked - self._allowed_header_names)
         if refused:
             raise OriginRefused(
-                f"Header(s) {', '.join(refused)} are not allowed for cross-origin requests"
+                f"Header(s) {shown(', '.join(refused))} are not allowed for cross-origin requests"
             )
         # The Allow-Origin etc. headers are added by on_prepare like on any response.
         return web.Response(

@@ -30,7 +30,7 @@ from ..errors import (
     UpstreamFailure,
     UpstreamUnavailable,
 )
-from ..request_keys import MID_RESPONSE, PROGRESS, STARTED, UPSTREAM_WAIT
+from ..request_keys import MID_RESPONSE, PROGRESS, STARTED, UPSTREAM_WAIT, learned
 from ..telemetry.metrics import GatewayMetrics
 from .headers import HeaderPolicy
 from .http1 import (
@@ -191,8 +191,9 @@ class Proxy:
 
         request[PROGRESS] = UPSTREAM_WAIT
         sent = time.perf_counter()
-        if STARTED in request:
-            self._metrics.own_work.observe(sent - request[STARTED])
+        started = learned(request).get(STARTED)
+        if started is not None:
+            self._metrics.own_work.observe(sent - started)
         try:
             with upstream_errors(upstream):
                 return await self._exchange(
