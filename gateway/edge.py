@@ -12,7 +12,7 @@ from aiohttp import HttpVersion10, HttpVersion11, web
 
 from .config import CorsConfig, ServerConfig
 from .draining import Drain
-from .errors import HeaderBlockTooLarge, OriginRefused, VersionNotSupported
+from .errors import HeaderBlockTooLarge, OriginRefused, VersionNotSupported, shown
 from .networks import client_address
 from .request_keys import CLIENT, REQUEST_ID, learned
 
@@ -110,10 +110,10 @@ class EdgePolicy:
     def _preflight(self, request: web.Request) -> web.Response:
         origin = request.headers["Origin"]
         if not self._cors.allows(origin):
-            raise OriginRefused(f"Origin {origin} is not allowed")
+            raise OriginRefused(f"Origin {shown(origin)} is not allowed")
         method = request.headers["Access-Control-Request-Method"].strip().upper()
         if method not in self._cors.allowed_methods:
-            raise OriginRefused(f"Method {method} is not allowed for cross-origin requests")
+            raise OriginRefused(f"Method {shown(method)} is not allowed for cross-origin requests")
         asked = {
             h.strip().lower()
             for h in request.headers.get("Access-Control-Request-Headers", "").split(",")
@@ -122,7 +122,7 @@ class EdgePolicy:
         refused = sorted(asked - self._allowed_header_names)
         if refused:
             raise OriginRefused(
-                f"Header(s) {', '.join(refused)} are not allowed for cross-origin requests"
+                f"Header(s) {shown(', '.join(refused))} are not allowed for cross-origin requests"
             )
         # The Allow-Origin etc. headers are added by on_prepare like on any response.
         return web.Response(

@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from collections.abc import Mapping
 from http import HTTPStatus
 
@@ -58,6 +59,7 @@ __all__ = [
     "UpstreamUnavailable",
     "VersionNotSupported",
     "rendered_error",
+    "shown",
 ]
 
 
@@ -71,6 +73,31 @@ def rendered_error(status: int, message: str) -> bytes:
     """`error_body` as JSON bytes, rendered once per distinct error: a flood of bad tokens
     costs no JSON encoding (the bound keeps messages that name a path from growing it)."""
     return json.dumps(error_body(status, message)).encode()
+
+
+_SAFE_TO_SHOW = re.compile(r"[A-Za-z0-9 ._~/:@!$&'()*+,;=%-]*")
+_SHOWN_LENGTH = 120
+
+
+def shown(value: str) -> str:
+    """Request input as an error message may quote it: anything outside plain URL characters
+    (angle brackets, quotes, backslashes, control and non-ASCII characters) escaped as \\xNN or
+    \\uNNNN, and at most 120 characters, so a message never carries markup or forged text."""
+    clipped = value[:_SHOWN_LENGTH]
+    if not _SAFE_TO_SHOW.fullmatch(clipped):
+        clipped = "".join(c if _SAFE_TO_SHOW.fullmatch(c) else _escaped(c) for c in clipped)
+    return clipped + ("..." if len(value) > _SHOWN_LENGTH else "")
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    return (
+        f"\\x{code:02x}"
+        if code < 0x80
+        else f"\\u{code:04x}"
+        if code < 0x10000
+        else f"\\U{code:08x}"
+    )
 
 
 class GatewayError(Exception):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -303,6 +304,35 @@ def test_parse_error_logs_lose_the_offending_line() -> None:
     assert text == "refused a malformed request from 10.0.0.1 (ValueError)"
 
 
+def test_malformed_requests_log_a_warning_at_most_every_interval() -> None:
+    import logging
+
+    now = [0.0]
+    redactor = ParseErrorRedactor(interval=10.0, clock=lambda: now[0])
+
+    def record() -> logging.LogRecord:
+        return logging.LogRecord(
+            "aiohttp.server",
+            logging.ERROR,
+            __file__,
+            1,
+            "Error handling request from %s",
+            ("10.0.0.1",),
+            None,
+        )
+
+    first = record()
+    assert redactor.filter(first) and first.levelno == logging.WARNING
+    assert [redactor.filter(record()) for _ in range(500)] == [False] * 500
+    now[0] = 10.5
+    later = record()
+    assert redactor.filter(later)
+    assert later.getMessage() == (
+        "refused a malformed request from 10.0.0.1 (unknown error);"
+        " 500 more since the last such line"
+    )
+
+
 # --- #13 item 7: what a security review flags ----------------------------------------------
 
 
@@ -358,3 +388,26 @@ async def test_claims_that_matter_after_a_key_leak_are_checked(
     assert (await gateway.client.get("/bbb", headers=bearer())).status == 200  # the baseline
     resp = await gateway.client.get("/bbb", headers=bearer(**overrides))
     assert (resp.status, (await resp.json())["message"]) == (401, message)
+
+
+async def test_error_messages_quote_request_input_escaped(start_gateway: GatewayFactory) -> None:
+    gw: Gateway = await start_gateway(cors={"allowed_origins": ["https://app.example"]})
+    server = gw.client.server
+    for target in ("/%3Cscript%3Ealert(1)%3C/script%3E", "/<script>alert(1)</script>"):
+        status, body = await raw_http(str(server.host), int(server.port or 0), target)
+        assert status in (400, 404), body
+        message = json.loads(body)["message"]
+        assert "<" not in message and ">" not in message, message
+    refused = await gw.client.options(
+        "/aaa",
+        headers={
+            "Origin": 'https://evil.example"><img src=x onerror=alert(1)>',
+            "Access-Control-Request-Method": "GET",
+        },
+    )
+    assert refused.status == 403
+    text = (await refused.json())["message"]
+    assert "<" not in text and '"' not in text, text
+    assert text.startswith("Origin https://evil.example\\x22\\x3e\\x3cimg"), text
+    long = await gw.client.get("/" + "a" * 5000)
+    assert len((await long.json())["message"]) < 200
