@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -34,35 +35,25 @@ log = logging.getLogger(__name__)
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
 class UserEndpoints:
     """The handlers of /user/login, /user/refresh, /user/logout and the JWKS document, with the
     services they use passed in."""
 
-    def __init__(
-        self,
-        *,
-        sessions: SessionService,
-        passwords: PasswordHasher,
-        store: UserStore,
-        limiter: LoginLimiter,
-        tokens: TokenService,
-        metrics: GatewayMetrics,
-        account: AccountEndpoints,
-    ) -> None:
-        self._account = account
-        self._sessions = sessions
-        self._passwords = passwords
-        self._store = store
-        self._limiter = limiter
-        self._tokens = tokens
-        self._metrics = metrics
+    sessions: SessionService
+    passwords: PasswordHasher
+    store: UserStore
+    limiter: LoginLimiter
+    tokens: TokenService
+    metrics: GatewayMetrics
+    account: AccountEndpoints
 
     async def login(self, request: web.Request) -> web.Response:
         """POST {username, password} -> a token pair. Unknown user and wrong password look alike."""
         if request.method != "POST":
             raise MethodNotAllowed("Use POST to log in", allowed=frozenset({"POST"}))
         request[ROUTE_NAME] = "login"
-        outcomes = self._metrics.logins
+        outcomes = self.metrics.logins
         try:
             body = await read_json_object(request)
             username = require_string(body, "username", max_length=256)
@@ -75,8 +66,8 @@ class UserEndpoints:
     async def log_in(self, request: web.Request, username: str, password: str) -> TokenPair:
         """Check the credentials under the login limits and start a session: the JSON login and
         the login page's form both come here, so both count against the same limits."""
-        outcomes = self._metrics.logins
-        limiter, address = self._limiter, request[CLIENT]
+        outcomes = self.metrics.logins
+        limiter, address = self.limiter, request[CLIENT]
         try:
             # Counted as a failure from here, before any hashing: however many attempts run at
             # once, no more than the limit get a verdict on their password.
@@ -100,7 +91,7 @@ class UserEndpoints:
     async def _authenticate_and_start_session(
         self, request: web.Request, username: str, password: str
     ) -> TokenPair:
-        passwords, store = self._passwords, self._store
+        passwords, store = self.passwords, self.store
         user = await store.get_user_by_name(username) if is_valid_username(username) else None
         if user is None:
             await passwords.verify_dummy(password)
@@ -112,7 +103,7 @@ class UserEndpoints:
             if await store.set_password_hash(user.id, rehashed, replacing=user.password_hash):
                 user = dataclasses.replace(user, password_hash=rehashed)
         request[USER_ID] = str(user.id)
-        return await self._sessions.login(user, client_of(request))
+        return await self.sessions.login(user, client_of(request))
 
     async def refresh(self, request: web.Request) -> web.Response:
         """GET ?refresh_token=... or POST {refresh_token} -> a new pair (the old token retires)."""
@@ -126,9 +117,9 @@ class UserEndpoints:
             token = require_string(await read_json_object(request), "refresh_token")
         else:
             raise MethodNotAllowed("Use GET or POST to refresh", allowed=frozenset({"GET", "POST"}))
-        outcomes = self._metrics.refreshes
+        outcomes = self.metrics.refreshes
         try:
-            refreshed = await self._sessions.refresh(token, client_of(request))
+            refreshed = await self.sessions.refresh(token, client_of(request))
         except Unauthorized as exc:
             outcomes.labels(exc.reason).inc()
             raise
@@ -146,7 +137,7 @@ class UserEndpoints:
         request[ROUTE_NAME] = "logout"
         if request.method != "POST":
             raise MethodNotAllowed("Use POST to log out", allowed=frozenset({"POST"}))
-        tokens = self._tokens
+        tokens = self.tokens
         session_id: str | None = None
         # Expired tokens still end their session: a user coming back after a while to log out
         # holds an expired access token, and the session must not outlive the click.
@@ -156,7 +147,7 @@ class UserEndpoints:
             if not isinstance(everywhere, bool):
                 raise BadRequest("'all' must be true (end every session) or false")
             if everywhere:
-                return await self._account.logout_everywhere(request)
+                return await self.account.logout_everywhere(request)
             token = require_string(body, "refresh_token")
             session_id = tokens.session_of(token, use=REFRESH)
         elif "Authorization" in request.headers:
@@ -171,12 +162,12 @@ class UserEndpoints:
                 "or the access token as 'Authorization: Bearer'"
             )
         if session_id is not None:
-            await self._sessions.logout(session_id)
+            await self.sessions.logout(session_id)
         return web.json_response({"message": "Logged out"}, headers=_NO_STORE)
 
     async def jwks(self, request: web.Request) -> web.Response:
         request[ROUTE_NAME] = "jwks"
-        document = self._tokens.jwks
+        document = self.tokens.jwks
         if document is None:
             raise NotFound(
                 "Tokens are signed with a shared secret (HS256): there are no public keys"
