@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .appkeys import (
+    AUDIT,
     BACKGROUND,
     CONFIG,
     DRAIN,
@@ -28,6 +29,7 @@ from .appkeys import (
 )
 from .auth.account import AccountEndpoints
 from .auth.assertions import assertion_signer
+from .auth.audit import AuditTrail
 from .auth.authenticator import Authenticator
 from .auth.browser_endpoints import BrowserEndpoints
 from .auth.browser_sessions import BrowserSessions
@@ -114,6 +116,8 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     app[PASSWORDS] = passwords
     app[LIMITER] = limiter
     app[ROUTE_LIMITER] = route_limiter
+    audit = AuditTrail(store, metrics, clock=clock)
+    app[AUDIT] = audit
     app[BACKGROUND] = []
     app[DRAIN] = drain
     # The access log first: it is flushed last, after the final requests and cleanup logs.
@@ -131,8 +135,12 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
 
     browser: BrowserSessions | None = None
     if config.browser.cookie_sessions:
-        browser = _browser_sessions(app, config, tokens, revocations, sessions, metrics, clock)
-    account = AccountEndpoints(callers=Callers(tokens, revocations, browser), sessions=sessions)
+        browser = _browser_sessions(
+            app, config, tokens, revocations, sessions, metrics, audit, clock
+        )
+    account = AccountEndpoints(
+        callers=Callers(tokens, revocations, browser), sessions=sessions, audit=audit
+    )
     users = UserEndpoints(
         sessions=sessions,
         passwords=passwords,
@@ -141,6 +149,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         tokens=tokens,
         metrics=metrics,
         account=account,
+        audit=audit,
     )
     health = Health(runtime, store, drain)
     handlers: dict[str, Handler] = {
@@ -189,6 +198,7 @@ def _browser_sessions(
     revocations: RevocationView,
     sessions: SessionService,
     metrics: GatewayMetrics,
+    audit: AuditTrail,
     clock: Callable[[], float],
 ) -> BrowserSessions:
     """Cookie sessions: built here, their cookies written on every response, their refreshes in
@@ -202,6 +212,7 @@ def _browser_sessions(
         revocations=revocations,
         sessions=sessions,
         metrics=metrics,
+        audit=audit,
         clock=clock,
     )
     app.on_response_prepare.append(browser.on_prepare)
@@ -292,6 +303,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     tasks = app[BACKGROUND]
     tasks.append(asyncio.create_task(app[REVOCATIONS].run(), name="revocation-view"))
     tasks.append(asyncio.create_task(_prune_forever(app), name="session-pruning"))
+    tasks.append(asyncio.create_task(app[AUDIT].run(), name="audit-writer"))
     yield
     for task in tasks:
         task.cancel()
@@ -299,6 +311,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     tasks.clear()
+    await app[AUDIT].flush()  # the store closes after this
 
 
 async def _prune_forever(app: web.Application) -> None:
@@ -312,3 +325,9 @@ async def _prune_forever(app: web.Application) -> None:
             continue
         if pruned:
             log.info("pruned %d expired or revoked sessions", pruned)
+        try:
+            pruned = await app[AUDIT].prune(config.audit.retention)
+        except StorageUnavailable:
+            continue
+        if pruned:
+            log.info("pruned %d audit events older than audit.retention", pruned)

@@ -73,6 +73,24 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             " ADD COLUMN last_user_agent VARCHAR(512) NOT NULL DEFAULT ''"
         ),
     ),
+    (
+        # Security events (gateway audit list); pruned after audit.retention.
+        """CREATE TABLE IF NOT EXISTS audit_events (
+            id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+            at DOUBLE NOT NULL,
+            kind VARCHAR(64) CHARACTER SET ascii NOT NULL,
+            outcome VARCHAR(32) CHARACTER SET ascii NOT NULL,
+            user_id BIGINT UNSIGNED NULL,
+            username VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL DEFAULT '',
+            session_id VARCHAR(32) CHARACTER SET ascii NOT NULL DEFAULT '',
+            address VARCHAR(64) NOT NULL DEFAULT '',
+            user_agent VARCHAR(512) NOT NULL DEFAULT '',
+            request_id VARCHAR(128) NOT NULL DEFAULT '',
+            detail VARCHAR(256) NOT NULL DEFAULT '',
+            KEY audit_events_at (at),
+            KEY audit_events_user (username, at)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    ),
 )
 
 
