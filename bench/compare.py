@@ -135,6 +135,11 @@ def catalogue(stack: Stack, args: argparse.Namespace) -> list[Plan]:
         Plan("reference: nginx plain proxy, 1 worker", stack.nginx_proxy, http("/bbb")),
         Plan(PROTECTED, stack.gateway, http("/bbb", token=True)),
         Plan(
+            "gateway: protected over HTTPS (TLS 1.3, kept-alive)",
+            stack.tls_gateway,
+            http("/bbb", token=True),
+        ),
+        Plan(
             POOL,
             lambda: stack.gateway("pool"),
             http("/bbb", token=True),

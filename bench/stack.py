@@ -13,6 +13,8 @@ by `targets: ${UPSTREAM_TARGETS}` (three URLs, comma-separated); all else stays 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime
 import os
 import re
 import secrets
@@ -27,6 +29,10 @@ from pathlib import Path
 import aiohttp
 import jwt
 import pymysql
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from harness import REPO, free_port, listening_processes, wait_for
 from load import PASSWORD, USERNAME, login
 
@@ -324,6 +330,17 @@ backend upstream
             time.sleep(0.1)
         return service
 
+    def tls_gateway(self) -> Service:
+        """The protected row's gateway with TLS on (TLS_CERT_FILE / TLS_KEY_FILE, a self-signed
+        P-256 certificate made here), reached over https://."""
+        cert, key = self.workdir / "tls-cert.pem", self.workdir / "tls-key.pem"
+        if not cert.exists():
+            _self_signed(cert, key)
+        plain = self.gateway(
+            instance="tls", env={"TLS_CERT_FILE": str(cert), "TLS_KEY_FILE": str(key)}
+        )
+        return dataclasses.replace(plain, base=plain.base.replace("http://", "https://", 1))
+
     def _config_copy(self) -> Path:
         path = self.workdir / "config.yaml"
         if not path.exists():
@@ -402,3 +419,28 @@ backend upstream
 
     def bearer(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.access_token()}"}
+
+
+def _self_signed(cert: Path, key: Path) -> None:
+    """A self-signed certificate for 127.0.0.1 (wrk does not check it)."""
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .sign(private, hashes.SHA256())
+    )
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )

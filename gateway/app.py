@@ -24,6 +24,7 @@ from .appkeys import (
     ROUTE_LIMITER,
     RUNTIME,
     SESSIONS,
+    SOCKETS,
     STORE,
     TOKENS,
 )
@@ -59,6 +60,7 @@ from .proxy.handler import ProxyHandler
 from .proxy.policy import RequestPolicy
 from .proxy.route_limits import RouteLimiter
 from .proxy.runtime import Runtime, RuntimeHolder
+from .proxy.websocket import SocketSessions
 from .request_keys import ROUTE_NAME
 from .storage import create_store, open_store
 from .telemetry.access_log import AccessLog
@@ -185,7 +187,18 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
             continue  # served on its own port, or not at all
         path = endpoint.path + r"/{tail:[\s\S]*}" if endpoint.prefix else endpoint.path
         app.router.add_route(endpoint.method, path, handlers[endpoint.name])
-    proxy = ProxyHandler(runtime, policy, route_limiter, drain)
+    sockets = SocketSessions(
+        tokens,
+        revocations,
+        metrics,
+        max_lifetime=config.websocket_max_lifetime,
+        leeway=config.tokens.leeway,
+        # A fraction of the revocation poll: a socket closes within the poll plus this.
+        check_interval=min(0.5, config.sessions.revocation_poll / 2),
+        clock=clock,
+    )
+    app[SOCKETS] = sockets
+    proxy = ProxyHandler(runtime, policy, route_limiter, drain, sockets)
     # [\s\S]: a decoded newline must reach normalize_path (400), not fall out of routing.
     app.router.add_route("*", r"/{tail:[\s\S]*}", proxy.forward)
     return app
@@ -304,6 +317,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     tasks.append(asyncio.create_task(app[REVOCATIONS].run(), name="revocation-view"))
     tasks.append(asyncio.create_task(_prune_forever(app), name="session-pruning"))
     tasks.append(asyncio.create_task(app[AUDIT].run(), name="audit-writer"))
+    tasks.append(asyncio.create_task(app[SOCKETS].run(), name="websocket-sessions"))
     yield
     for task in tasks:
         task.cancel()

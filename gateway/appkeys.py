@@ -16,6 +16,7 @@ from .config import GatewayConfig
 from .draining import Drain
 from .proxy.route_limits import RouteLimiter
 from .proxy.runtime import RuntimeHolder
+from .proxy.websocket import SocketSessions
 from .storage import Store
 from .telemetry.metrics import GatewayMetrics
 
@@ -46,6 +47,7 @@ ROUTE_LIMITER = web.AppKey("route_limiter", RouteLimiter)
 REVOCATIONS = web.AppKey("revocations", RevocationView)
 SESSIONS = web.AppKey("sessions", SessionService)
 AUDIT = web.AppKey("audit", AuditTrail)
+SOCKETS = web.AppKey("sockets", SocketSessions)
 # Graceful shutdown: requests in flight, and whether the app is draining (server.py drains it).
 DRAIN = web.AppKey("drain", Drain)
 # Background tasks the app owns: cancelled and awaited on cleanup.

@@ -105,6 +105,16 @@ def _supervise(args: argparse.Namespace, config: GatewayConfig, workers: int) ->
     argv = ["serve", "--config", str(args.config)]
     if args.log_level:
         argv += ["--log-level", args.log_level]
+    if not config.rate_limits.redis_url:
+        # The workers share no memory: a client whose connections land on both gets each
+        # worker's allowance of failed logins and route requests.
+        log.warning(
+            "%d workers without rate_limits.redis_url: each keeps its own failed-login and "
+            "route rate-limit counters, so every limit allows up to %d times what is "
+            "configured; set rate_limits.redis_url to share them",
+            workers,
+            workers,
+        )
     log.info("starting %d workers on http://%s:%d", workers, config.server.host, config.server.port)
     return supervise_workers(lambda index: worker_argv(argv, index), workers)
 

@@ -531,6 +531,11 @@ class GatewayConfig:
         key="websocket.token_query_parameter",
         applied_on_reload=True,
     )
+    # A WebSocket is closed (1008) this long after it opened, whatever its token; 0: never.
+    # Read at start-up (the socket watch is app-scoped, not part of the reloadable runtime).
+    websocket_max_lifetime: float = setting(
+        24 * 3600.0, Duration(minimum=0.0), key="websocket.max_lifetime"
+    )
     # Where the config was read from (not a setting).
     source: str = "<memory>"
 

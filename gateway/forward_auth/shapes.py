@@ -83,6 +83,10 @@ def from_headers(headers: CIMultiDictProxy[str]) -> OriginalRequest:
     target = _one(headers, uri_name)
     if not target.startswith("/"):
         raise Forbidden(f"{uri_name} must be the request's path and query, starting with '/'")
+    if not target.isascii() and not _utf8(target):
+        # The ingress passes the request line's bytes as they came; a byte that is not UTF-8
+        # reaches us as a surrogate escape, which no path, query or redirect can carry.
+        raise Forbidden(f"{uri_name} is not valid UTF-8")
     raw_path, _, query = target.partition("?")
     return OriginalRequest(
         ingress,
@@ -103,6 +107,14 @@ def from_ext_authz(request: web.BaseRequest) -> OriginalRequest:
         raw_path[len(EXT_AUTHZ_PREFIX) :],  # Envoy sends the original Host as the check's
         query,
     )
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _one(headers: CIMultiDictProxy[str], name: str) -> str:

@@ -10,6 +10,7 @@ from ..request_keys import REQUEST_ID, ROUTE_NAME, UPSTREAM_NAME
 from .policy import RequestPolicy
 from .route_limits import RouteLimiter
 from .runtime import RuntimeHolder
+from .websocket import SocketSessions
 
 __all__ = ["ProxyHandler"]
 
@@ -18,9 +19,16 @@ class ProxyHandler:
     """Every request that is not one of the gateway's own endpoints comes here."""
 
     def __init__(
-        self, runtime: RuntimeHolder, policy: RequestPolicy, limiter: RouteLimiter, drain: Drain
+        self,
+        runtime: RuntimeHolder,
+        policy: RequestPolicy,
+        limiter: RouteLimiter,
+        drain: Drain,
+        sockets: SocketSessions,
     ) -> None:
         self._runtime = runtime
+        # Open WebSockets, closed when their session ends.
+        self._sockets = sockets
         self._policy = policy
         # Route rate limits count a request once its caller is known (by: user).
         self._limiter = limiter
@@ -53,7 +61,14 @@ class ProxyHandler:
                 )
                 await self._limiter.check(request, route, identity)
                 return await runtime.proxy.forward_websocket(
-                    request, route, path, identity, request_id, credentials, self._drain
+                    request,
+                    route,
+                    path,
+                    identity,
+                    request_id,
+                    credentials,
+                    self._drain,
+                    self._sockets,
                 )
             identity = await policy.identify(
                 request, route, path, lambda: bearer_token(request.headers)

@@ -51,7 +51,9 @@ def normalize_path(raw_path: str) -> str:
         raise BadRequest("Request path must not contain an encoded '/', '\\' or NUL")
     try:
         decoded = unquote_to_bytes(raw_path).decode("utf-8")
-    except UnicodeDecodeError:
+    # Encode: a byte that was not UTF-8 to begin with (a surrogate escape, as aiohttp decodes
+    # header values: forward auth's X-Original-URI).
+    except (UnicodeDecodeError, UnicodeEncodeError):
         raise BadRequest("Request path is not valid UTF-8 after percent-decoding") from None
     if _DECODED_CONTROL.search(decoded):
         raise BadRequest("Request path must not contain control characters")

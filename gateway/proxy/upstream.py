@@ -42,7 +42,7 @@ from .http1 import (
 )
 from .pool import ConnectFailed, TlsFailed
 from .targets import Target, Targets
-from .websocket import relay
+from .websocket import SocketSessions
 
 __all__ = ["Proxy"]
 
@@ -322,9 +322,11 @@ class Proxy:
         request_id: str,
         credentials: WebSocketCredentials,
         drain: Drain,
+        sockets: SocketSessions,
     ) -> web.StreamResponse:
         """Open the upstream WebSocket first, so a refusal is still an HTTP error, then relay
-        until either side closes or the gateway drains (then both are told 1001, going away)."""
+        until either side closes, the socket's session ends, or the gateway drains (then both
+        are told 1001, going away)."""
         upstream = self._upstreams[route.upstream]
         targets = self._targets[route.upstream]
         headers = self._headers.upstream_request(
@@ -358,7 +360,7 @@ class Proxy:
                 client_ws.close, code=aiohttp.WSCloseCode.GOING_AWAY, message=b"restarting"
             )
             with drain.until_drained(going_away):
-                await relay(client_ws, upstream_ws)
+                await sockets.relay(client_ws, upstream_ws, identity)
             return client_ws
 
     def _record(self, failure: UpstreamFailure) -> None:

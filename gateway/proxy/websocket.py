@@ -1,44 +1,208 @@
-"""Relaying an established WebSocket pair: messages both ways, close codes preserved."""
+"""Relaying an established WebSocket pair: messages both ways, close codes preserved; and closing
+sockets whose session ended.
+
+A socket opened with an access token lives no longer than what let it open (README
+"WebSockets"). The gateway closes the client side with **4401** and a reason when the session is
+revoked (logout, reuse detection, the user disabled or given a new password) or the access token
+expires, and with **1008** when the socket reaches `websocket.max_lifetime`. A client keeps a
+socket past its token's expiry by re-authenticating in band: the text message
+``{"type": "gateway.reauthenticate", "access_token": "<a fresh access token>"}``, which the
+gateway consumes (it never reaches the upstream); a token of another user, or an invalid one,
+closes the socket with 4401.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import WSMsgType, web
 
-__all__ = ["relay"]
+from ..auth.revocation import RevocationView
+from ..auth.tokens import Identity, TokenService
+from ..errors import Unauthorized
+from ..telemetry.metrics import GatewayMetrics
 
+__all__ = ["SocketSessions", "relay"]
+
+log = logging.getLogger(__name__)
 # Codes that may not be sent in a close frame (RFC 6455 §7.4.1): report a normal closure instead.
 _UNSENDABLE = frozenset({1005, 1006, 1015})
 AnyWebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+REAUTHENTICATE = "gateway.reauthenticate"
+# Close codes of the gateway's own: 4401 (the 4000s are for applications) mirrors HTTP 401, so a
+# client knows to get a fresh token and reconnect; 1008 is the standard policy violation.
+UNAUTHORIZED_CLOSE = 4401
+POLICY_CLOSE = 1008
+# reason label -> (close code, close reason sent to the client)
+_ENDINGS = {
+    "revoked": (UNAUTHORIZED_CLOSE, "session revoked"),
+    "expired": (UNAUTHORIZED_CLOSE, "access token expired"),
+    "reauth_failed": (UNAUTHORIZED_CLOSE, "reauthentication failed"),
+    "lifetime": (POLICY_CLOSE, "socket lifetime exceeded"),
+}
+# The longest in-band message the gateway inspects (an access token is well under this).
+_MAX_REAUTH_MESSAGE = 16 * 1024
 
 
-async def relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
-    """Pump messages until either side closes; then close the other with the same code."""
-    tasks = [
-        asyncio.create_task(_pump(client, upstream)),
-        asyncio.create_task(_pump(upstream, client)),
+@dataclass(eq=False)
+class _Socket:
+    identity: Identity | None
+    opened_at: float
+    ended: asyncio.Future[str] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    def end(self, reason: str) -> None:
+        if not self.ended.done():
+            self.ended.set_result(reason)
+
+
+class SocketSessions:
+    """The open WebSockets of this process, checked every `check_interval` against the
+    revocations this process knows (reloaded every `sessions.revocation_poll`), their access
+    token's expiry and the maximum lifetime."""
+
+    def __init__(
+        self,
+        tokens: TokenService,
+        revocations: RevocationView,
+        metrics: GatewayMetrics,
+        *,
+        max_lifetime: float,
+        leeway: float,
+        check_interval: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._tokens = tokens
+        self._revocations = revocations
+        self._closes = metrics.websocket_closes
+        self._max_lifetime = max_lifetime
+        self._leeway = leeway
+        self._interval = check_interval
+        self._clock = clock
+        self._open: set[_Socket] = set()
+
+    async def run(self) -> None:
+        """Check the open sockets forever (an app background task)."""
+        while True:
+            await asyncio.sleep(self._interval)
+            self.check()
+
+    def check(self) -> None:
+        now = self._clock()
+        for socket in self._open:
+            reason = self._verdict(socket, now)
+            if reason is not None:
+                socket.end(reason)
+
+    def _verdict(self, socket: _Socket, now: float) -> str | None:
+        identity = socket.identity
+        if identity is not None:
+            if self._revocations.is_revoked(identity.session_id):
+                return "revoked"
+            if now >= identity.expires_at + self._leeway:
+                return "expired"
+        if self._max_lifetime and now >= socket.opened_at + self._max_lifetime:
+            return "lifetime"
+        return None
+
+    async def relay(
+        self,
+        client: web.WebSocketResponse,
+        upstream: aiohttp.ClientWebSocketResponse,
+        identity: Identity | None,
+    ) -> None:
+        """`relay`, closing both sides when the socket's session ends."""
+        socket = _Socket(identity, self._clock())
+        self._open.add(socket)
+        try:
+            reason = await relay(client, upstream, socket=socket, reauthenticate=self._reauth)
+        finally:
+            self._open.discard(socket)
+        if reason is not None:
+            self._closes.labels(reason).inc()
+            log.info("websocket closed by the gateway: %s", reason)
+
+    def _reauth(self, socket: _Socket, data: str) -> bool:
+        """Handle an in-band reauthentication message; False when `data` is not one."""
+        if socket.identity is None or len(data) > _MAX_REAUTH_MESSAGE or REAUTHENTICATE not in data:
+            return False
+        try:
+            message = json.loads(data)
+        except ValueError:
+            return False
+        if not isinstance(message, dict) or message.get("type") != REAUTHENTICATE:
+            return False
+        token = message.get("access_token")
+        try:
+            if not isinstance(token, str):
+                raise Unauthorized("no access token", token_presented=True)
+            fresh = self._tokens.verify_access(token)
+        except Unauthorized:
+            socket.end("reauth_failed")
+            return True
+        if fresh.user_id != socket.identity.user_id or self._revocations.is_revoked(
+            fresh.session_id
+        ):
+            socket.end("reauth_failed")
+        else:
+            socket.identity = fresh
+        return True
+
+
+async def relay(
+    client: web.WebSocketResponse,
+    upstream: aiohttp.ClientWebSocketResponse,
+    *,
+    socket: _Socket | None = None,
+    reauthenticate: Callable[[_Socket, str], bool] | None = None,
+) -> str | None:
+    """Pump messages until either side closes, then close the other with the same code; or
+    until `socket` ends, then close both (returns why)."""
+    consume: Callable[[str], bool] | None = None
+    if socket is not None and reauthenticate is not None:
+        watched, handler = socket, reauthenticate
+        consume = lambda data: handler(watched, data)  # noqa: E731
+    tasks: list[asyncio.Future[object]] = [
+        asyncio.ensure_future(_pump(client, upstream, consume)),
+        asyncio.ensure_future(_pump(upstream, client, None)),
     ]
+    if socket is not None:
+        tasks.append(socket.ended)  # type: ignore[arg-type]
+    ended: str | None = None
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if socket is not None and socket.ended.done() and not socket.ended.cancelled():
+            ended = socket.ended.result()
     finally:
         for task in tasks:
             task.cancel()
-        for task in tasks:
+        for task in tasks[:2]:
             with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError, ConnectionError):
                 await task
-        for ws in (client, upstream):
+        code, reason = _ENDINGS.get(ended or "", (aiohttp.WSCloseCode.GOING_AWAY, ""))
+        for ws, ws_code in ((client, code), (upstream, aiohttp.WSCloseCode.GOING_AWAY)):
             if not ws.closed:
                 with contextlib.suppress(aiohttp.ClientError, ConnectionError):
-                    await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY)
+                    await ws.close(code=ws_code, message=reason.encode())
+    return ended
 
 
-async def _pump(source: AnyWebSocket, sink: AnyWebSocket) -> None:
+async def _pump(
+    source: AnyWebSocket, sink: AnyWebSocket, consume: Callable[[str], bool] | None
+) -> None:
     while True:
         message = await source.receive()
         if message.type is WSMsgType.TEXT:
+            if consume is not None and consume(message.data):
+                continue  # the gateway's own message: never relayed
             await sink.send_str(message.data)
         elif message.type is WSMsgType.BINARY:
             await sink.send_bytes(message.data)

@@ -92,6 +92,11 @@ class GatewayMetrics:
             "Requests refused at once because a target's circuit breaker was full",
             ["upstream", "target"],
         )
+        self.websocket_closes = Counter(
+            "gateway_websocket_closes",
+            "WebSockets the gateway closed: revoked, expired, reauth_failed, lifetime",
+            ["reason"],
+        )
         self._families = (
             self.requests,
             self.duration,
@@ -109,6 +114,7 @@ class GatewayMetrics:
             self.target_up,
             self.upstream_retries,
             self.breaker_refusals,
+            self.websocket_closes,
         )
         # Bounded: routes x methods x statuses, all from the config and HTTP.
         self._answered: dict[tuple[str, str, int], tuple[CounterSeries, HistogramSeries]] = {}

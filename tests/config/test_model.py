@@ -174,6 +174,7 @@ def test_restart_sections_are_derived_from_the_model() -> None:
         "forward_auth",
         "assertion",
         "audit",
+        "websocket_max_lifetime",
     )
 
 

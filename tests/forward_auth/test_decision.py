@@ -17,6 +17,7 @@ from gateway.forward_auth.shapes import EXT_AUTHZ_PREFIX
 from tests.config.test_config import minimal
 from tests.support.cookies import FETCH, NAVIGATE, Jar, log_in_by_form, set_cookies
 from tests.support.gateways import Gateway, GatewayFactory, route
+from tests.support.wire import raw_http
 
 ACCESS, REFRESH = "__Host-gateway-access", "__Host-gateway-refresh"
 ROUTES = [
@@ -139,6 +140,22 @@ async def test_what_the_proxy_would_refuse_is_403(
     assert response.status == 403
     assert (await response.json())["message"] == message
     assert "X-User-Id" not in response.headers
+
+
+async def test_an_original_uri_that_is_not_utf8_is_403_not_500(gw: Gateway) -> None:
+    # nginx passes the request line's bytes through in X-Original-URI as they came.
+    server = gw.client.server
+    nav = "".join(f"{name}: {value}\r\n" for name, value in NAVIGATE.items())
+    for uri in ("/aaa\xff", "/aaa/\xed\xa0\x80", "/bbb?next=\xff"):
+        status, body = await raw_http(
+            str(server.host),
+            int(server.port or 0),
+            "/_gateway/auth",
+            # A navigation: its query would go into the login page's redirect.
+            headers=f"X-Original-URI: {uri}\r\nX-Original-Method: GET\r\n{nav}",
+        )
+        assert status == 403, body
+        assert b"not valid UTF-8" in body
 
 
 async def test_a_dot_segment_is_decided_on_the_path_it_resolves_to(gw: Gateway) -> None:

@@ -120,6 +120,13 @@ def test_the_shipped_traefik_config_asks_the_decision_endpoint_for_the_identity(
     assert set(auth["authResponseHeaders"]) == set(IDENTITY)
     stripped = set(config["middlewares"]["gateway-strip"]["headers"]["customRequestHeaders"])
     assert set(IDENTITY) <= stripped and {"X-Original-URI", "X-Original-Method"} <= stripped
+    # Go canonicalizes case but keeps '_' and '-' apart: each name in all four spellings, as a
+    # WSGI backend behind Traefik folds every one of them to the real header.
+    for name in IDENTITY:
+        first, second = name.split("-")[1:]
+        assert {f"X{a}{first}{b}{second}" for a in "-_" for b in "-_"} <= stripped, (
+            f"a spelling of {name} reaches the app"
+        )
     assert config["routers"]["app"]["middlewares"] == ["gateway-strip", "gateway-auth"]
     assert f"!Path(`{decision}`)" in config["routers"]["gateway"]["rule"]
 

@@ -341,6 +341,8 @@ async def test_workers_share_one_port(
     await asyncio.sleep(1.0)  # let the second worker bind too
     workers = children_of(proc.pid)
     assert len(workers) == 2, workers
+    # No Redis: each worker counts failed logins and route requests on its own, so say so.
+    assert "2 workers without rate_limits.redis_url" in processes.output(proc)
     assert [(await get(f"{base}/hello/{i}"))[0] for i in range(20)] == [200] * 20
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(proc.wait, 30) == 0

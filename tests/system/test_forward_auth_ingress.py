@@ -265,7 +265,8 @@ async def test_a_session_refreshed_in_the_decision_hands_its_cookies_to_the_brow
 async def test_nginx_caches_decisions_no_longer_than_the_gateway_says(
     tmp_path: Path, aiohttp_server: Callable[..., Any], http: aiohttp.ClientSession
 ) -> None:
-    poll, max_age = 1.0, 1
+    # Two seconds: the five requests below fit in one cached decision on a loaded machine.
+    poll, max_age = 2.0, 2
     behind = await ingresses.gateway_and_upstream(
         aiohttp_server,
         f"sqlite:///{tmp_path / 'gateway.db'}",
@@ -297,6 +298,29 @@ async def test_nginx_caches_decisions_no_longer_than_the_gateway_says(
         await store.revoke_user_sessions(user.id, reason="test", now=time.time())
         revoked_at = time.monotonic()
         while (await fetch(http, f"{url}/bbb", bearer(token)))[0] == 200:
-            assert time.monotonic() - revoked_at < poll + max_age + 0.5, "still let through"
+            assert time.monotonic() - revoked_at < poll + max_age + 1.0, "still let through"
             await asyncio.sleep(0.05)
         assert (await fetch(http, f"{url}/bbb", bearer(token)))[0] == 401
+
+
+async def test_no_spelling_of_an_identity_header_reaches_the_upstream(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    # CGI/WSGI-style backends fold '_' to '-' and ignore case: every one of these becomes
+    # HTTP_X_USER_ID there. Go (Caddy, Traefik) keeps X-User_Id, X_User-Id and X_User_Id apart.
+    token = await stack.token(http)
+    spellings = ["X_User_Id", "X-User_Id", "X_User-Id", "x_uSer_iD", "X_User_Name", "X-User_Roles"]
+    forged = {**bearer(token), **{name: "666" for name in spellings}}
+    async with http.get(f"{stack.url}/echo/x", headers=forged) as response:
+        assert response.status == 200
+        echo = await response.json()
+    identity = [
+        (name, value)
+        for name, value in echo["headers"]
+        if name.lower().replace("_", "-").startswith("x-user-")
+    ]
+    # No roles: nginx sends no header for the empty value, Caddy an empty one.
+    assert sorted(set(identity) - {("X-User-Roles", "")}) == [
+        ("X-User-Id", "1"),
+        ("X-User-Name", "guang"),
+    ]

@@ -96,6 +96,12 @@ def test_the_exposition_is_prometheus_clients() -> None:
         ["upstream", "target"],
         registry=registry,
     )
+    socket_closes = prom.Counter(
+        "gateway_websocket_closes",
+        "WebSockets the gateway closed: revoked, expired, reauth_failed, lifetime",
+        ["reason"],
+        registry=registry,
+    )
 
     route = 'bbb "x" \\ GET'  # quotes and backslashes in a label value are escaped
     for seconds in DURATIONS:
@@ -131,6 +137,8 @@ def test_the_exposition_is_prometheus_clients() -> None:
     retries.labels("demo").inc()
     ours.breaker_refusals.labels("demo", "http://a:1").inc()
     refusals.labels("demo", "http://a:1").inc()
+    ours.websocket_closes.labels("revoked").inc()
+    socket_closes.labels("revoked").inc()
 
     assert without_created(generate_latest(ours.registry)) == without_created(
         generate_latest(registry)

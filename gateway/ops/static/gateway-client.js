@@ -14,6 +14,13 @@
 // rejects the waiters with RefreshFailedError and keeps the refresh token; 403 never refreshes;
 // a stream body is not replayed; logout discards a refresh in flight.
 //
+//   const ws = gw.socket("wss://app.example/ws");  // a WebSocket that outlives its first token
+//
+// A socket of gw.socket() carries the access token as a subprotocol, and before the token
+// expires (refreshAhead seconds, or 60) refreshes and sends the gateway the fresh one in band
+// ({"type": "gateway.reauthenticate", ...}); the gateway closes sockets whose session ended, or
+// whose token expired, with code 4401.
+//
 //   await gw.sessions();            // the user's live sessions, `current` marks this one
 //   await gw.endSession(id);        // end one of them (another device)
 //   await gw.logoutEverywhere();    // end all of them, this one included
@@ -291,9 +298,55 @@ export function createGatewayClient({
     return body.ended ?? 0;
   }
 
+  function socket(url, protocols = []) {
+    const first = load()?.access_token;
+    const ws = new WebSocket(url, first ? ["bearer", first, ...protocols] : protocols);
+    let timer = null;
+    let sent = first;
+    const reauthenticate = () => {
+      const token = load()?.access_token;
+      if (!token || token === sent || ws.readyState !== WebSocket.OPEN) return;
+      sent = token;
+      ws.send(JSON.stringify({ type: "gateway.reauthenticate", access_token: token }));
+    };
+    const schedule = () => {
+      clearTimeout(timer);
+      const expiresAt = load()?.expires_at;
+      if (!expiresAt || ws.readyState !== WebSocket.OPEN) return;
+      const lead = (refreshAhead ?? 60) * 1000;
+      timer = setTimeout(async () => {
+        try {
+          if (load()?.access_token === sent) await refresh(sent);
+        } catch {
+          return; // the gateway closes the socket (4401) when the token runs out
+        }
+        reauthenticate();
+        schedule();
+      }, Math.max(0, expiresAt - lead - Date.now()));
+    };
+    // A refresh made by a request (or another tab) renews the socket too.
+    const renewed = () => {
+      reauthenticate();
+      schedule();
+    };
+    ws.addEventListener("open", schedule);
+    ws.addEventListener("close", () => clearTimeout(timer));
+    if (!listeners.has("refresh")) listeners.set("refresh", []);
+    listeners.get("refresh").push(renewed);
+    ws.addEventListener("close", () => {
+      const list = listeners.get("refresh");
+      list.splice(list.indexOf(renewed), 1);
+    });
+    channel?.addEventListener("message", (event) => {
+      if (event.data?.type === "tokens") renewed();
+    });
+    return ws;
+  }
+
   return {
     login,
     logout,
+    socket,
     sessions,
     endSession,
     logoutEverywhere,
