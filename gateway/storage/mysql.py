@@ -188,11 +188,14 @@ class MySqlStore(SqlStore):
 
     @asynccontextmanager
     async def _cursor(self) -> AsyncIterator[Any]:
-        if self._pool is None:
+        # The pool this connection came from: close() may swap self._pool meanwhile, and the
+        # old pool's wait_closed() waits for this connection to come back to it.
+        pool = self._pool
+        if pool is None:
             raise StorageUnavailable("The database connection is not open")
         try:
             async with asyncio.timeout(self._timeout):
-                conn = await self._pool.acquire()
+                conn = await pool.acquire()
         except (pymysql.err.MySQLError, OSError, TimeoutError) as exc:
             log.error("database unreachable: %s %s", type(exc).__name__, exc.args[:1])
             raise StorageUnavailable() from exc
@@ -215,7 +218,7 @@ class MySqlStore(SqlStore):
             log.error("database error: %s %s", type(exc).__name__, exc.args[:1])
             raise StorageUnavailable() from exc
         finally:
-            self._pool.release(conn)
+            pool.release(conn)
 
     async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         async with self._cursor() as cur:
