@@ -56,7 +56,7 @@ from .middleware import gateway_middleware
 from .ops.browser_module import client_module_handler
 from .ops.health import Health
 from .ops.openapi import openapi_handler
-from .proxy.handler import ProxyHandler
+from .proxy.handler import ProxyHandler, defer_continue
 from .proxy.policy import RequestPolicy
 from .proxy.route_limits import RouteLimiter
 from .proxy.runtime import Runtime, RuntimeHolder
@@ -140,6 +140,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         browser = _browser_sessions(
             app, config, tokens, revocations, sessions, metrics, audit, clock
         )
+        edge.also_prepare(browser.write_cookies)
     account = AccountEndpoints(
         callers=Callers(tokens, revocations, browser), sessions=sessions, audit=audit
     )
@@ -200,7 +201,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     app[SOCKETS] = sockets
     proxy = ProxyHandler(runtime, policy, route_limiter, drain, sockets)
     # [\s\S]: a decoded newline must reach normalize_path (400), not fall out of routing.
-    app.router.add_route("*", r"/{tail:[\s\S]*}", proxy.forward)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", proxy.forward, expect_handler=defer_continue)
     return app
 
 
@@ -214,8 +215,8 @@ def _browser_sessions(
     audit: AuditTrail,
     clock: Callable[[], float],
 ) -> BrowserSessions:
-    """Cookie sessions: built here, their cookies written on every response, their refreshes in
-    flight cancelled on cleanup, and how their cookies are secured logged at start."""
+    """Cookie sessions: built here, their refreshes in flight cancelled on cleanup, and how their
+    cookies are secured logged at start (the edge writes their cookies on every response)."""
     trusted_proxies = config.server.trusted_proxies
     browser = BrowserSessions(
         config,
@@ -228,7 +229,6 @@ def _browser_sessions(
         audit=audit,
         clock=clock,
     )
-    app.on_response_prepare.append(browser.on_prepare)
 
     async def started(app: web.Application) -> None:
         # With TLS on the gateway's port no request is plain HTTP, so every cookie is Secure.

@@ -12,6 +12,7 @@
     ├── UnsupportedMediaType    415   a JSON body not sent as application/json, or encoded
     ├── TooManyRequests         429   failed-login limits, route rate limits (with Retry-After)
     ├── HeaderBlockTooLarge     431   too many or too large request headers
+    ├── VersionNotSupported     505   an HTTP/1 request line naming another version (HTTP/2.0)
     ├── ServiceUnavailable      503
     │   ├── StorageUnavailable  503   the database is unreachable or failed (with Retry-After)
     │   └── LoginsBusy          503   the password-hashing queue is full (with Retry-After)
@@ -32,6 +33,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from collections.abc import Mapping
 from http import HTTPStatus
 
@@ -55,7 +57,9 @@ __all__ = [
     "UnsupportedMediaType",
     "UpstreamFailure",
     "UpstreamUnavailable",
+    "VersionNotSupported",
     "rendered_error",
+    "shown",
 ]
 
 
@@ -69,6 +73,31 @@ def rendered_error(status: int, message: str) -> bytes:
     """`error_body` as JSON bytes, rendered once per distinct error: a flood of bad tokens
     costs no JSON encoding (the bound keeps messages that name a path from growing it)."""
     return json.dumps(error_body(status, message)).encode()
+
+
+_SAFE_TO_SHOW = re.compile(r"[A-Za-z0-9 ._~/:@!$&'()*+,;=%-]*")
+_SHOWN_LENGTH = 120
+
+
+def shown(value: str) -> str:
+    """Request input as an error message may quote it: anything outside plain URL characters
+    (angle brackets, quotes, backslashes, control and non-ASCII characters) escaped as \\xNN or
+    \\uNNNN, and at most 120 characters, so a message never carries markup or forged text."""
+    clipped = value[:_SHOWN_LENGTH]
+    if not _SAFE_TO_SHOW.fullmatch(clipped):
+        clipped = "".join(c if _SAFE_TO_SHOW.fullmatch(c) else _escaped(c) for c in clipped)
+    return clipped + ("..." if len(value) > _SHOWN_LENGTH else "")
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    return (
+        f"\\x{code:02x}"
+        if code < 0x80
+        else f"\\u{code:04x}"
+        if code < 0x10000
+        else f"\\U{code:08x}"
+    )
 
 
 class GatewayError(Exception):
@@ -158,6 +187,13 @@ class TooManyRequests(GatewayError):
 
 class HeaderBlockTooLarge(GatewayError):
     status = 431
+
+
+class VersionNotSupported(GatewayError):
+    """Answered as HTTP/1.1 and the connection closed: the client speaks something else."""
+
+    status = 505
+    closes_connection = True
 
 
 class ServiceUnavailable(GatewayError):

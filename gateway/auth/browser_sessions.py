@@ -23,6 +23,7 @@ from aiohttp import web
 
 from ..config import AuthPolicy, GatewayConfig, RouteConfig
 from ..errors import Unauthorized
+from ..request_keys import learned
 from ..telemetry.metrics import GatewayMetrics
 from .audit import AuditTrail
 from .bearer import authenticate
@@ -39,12 +40,12 @@ __all__ = ["BrowserSessions"]
 
 log = logging.getLogger(__name__)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# Set-Cookie values to add to this request's response (written by on_prepare).
+# Set-Cookie values to add to this request's response (written by write_cookies).
 _SET_COOKIES = web.RequestKey("gateway_set_cookies", list[str])
 
 
 class BrowserSessions:
-    """Built once by create_app; `identify` for the proxy, `on_prepare` for every response."""
+    """Built once by create_app; `identify` for the proxy, `write_cookies` for every response."""
 
     def __init__(
         self,
@@ -120,10 +121,11 @@ class BrowserSessions:
         """Add one more Set-Cookie (the login form's CSRF token) to the response."""
         request[_SET_COOKIES] = [*request.get(_SET_COOKIES, ()), cookie]
 
-    async def on_prepare(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
-        """Write the pending cookies; a response carrying them is never stored by a cache (a
+    def write_cookies(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
+        """For every response, just before its headers go out (the edge's on_prepare calls it):
+        write the pending cookies; a response carrying them is never stored by a cache (a
         shared cache would hand one user's session to the next)."""
-        pending = request.get(_SET_COOKIES)
+        pending = learned(request).get(_SET_COOKIES)
         if pending:
             for cookie in pending:
                 response.headers.add("Set-Cookie", cookie)

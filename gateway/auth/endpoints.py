@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -35,37 +36,26 @@ log = logging.getLogger(__name__)
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
 class UserEndpoints:
     """The handlers of /user/login, /user/refresh, /user/logout and the JWKS document, with the
     services they use passed in."""
 
-    def __init__(
-        self,
-        *,
-        sessions: SessionService,
-        passwords: PasswordHasher,
-        store: UserStore,
-        limiter: LoginLimiter,
-        tokens: TokenService,
-        metrics: GatewayMetrics,
-        account: AccountEndpoints,
-        audit: AuditTrail,
-    ) -> None:
-        self._account = account
-        self._audit = audit
-        self._sessions = sessions
-        self._passwords = passwords
-        self._store = store
-        self._limiter = limiter
-        self._tokens = tokens
-        self._metrics = metrics
+    sessions: SessionService
+    passwords: PasswordHasher
+    store: UserStore
+    limiter: LoginLimiter
+    tokens: TokenService
+    metrics: GatewayMetrics
+    account: AccountEndpoints
+    audit: AuditTrail
 
     async def login(self, request: web.Request) -> web.Response:
         """POST {username, password} -> a token pair. Unknown user and wrong password look alike."""
         if request.method != "POST":
             raise MethodNotAllowed("Use POST to log in", allowed=frozenset({"POST"}))
         request[ROUTE_NAME] = "login"
-        outcomes = self._metrics.logins
+        outcomes = self.metrics.logins
         try:
             body = await read_json_object(request)
             username = require_string(body, "username", max_length=256)
@@ -78,15 +68,15 @@ class UserEndpoints:
     async def log_in(self, request: web.Request, username: str, password: str) -> TokenPair:
         """Check the credentials under the login limits and start a session: the JSON login and
         the login page's form both come here, so both count against the same limits."""
-        outcomes = self._metrics.logins
-        limiter, address = self._limiter, request[CLIENT]
+        outcomes = self.metrics.logins
+        limiter, address = self.limiter, request[CLIENT]
         try:
             # Counted as a failure from here, before any hashing: however many attempts run at
             # once, no more than the limit get a verdict on their password.
             attempt = await limiter.reserve(username, address)
         except TooManyRequests:
             outcomes.labels("rate_limited").inc()
-            self._audit.record(RATE_LIMITED, request, outcome="refused", detail="login")
+            self.audit.record(RATE_LIMITED, request, outcome="refused", detail="login")
             raise
         try:
             pair = await self._authenticate_and_start_session(request, username, password)
@@ -95,7 +85,7 @@ class UserEndpoints:
             # Only an existing user's name: an unknown one may be a password typed in the
             # wrong field.
             known = exc.reason != "unknown_user"
-            self._audit.record(
+            self.audit.record(
                 LOGIN_FAILED,
                 request,
                 outcome="failure",
@@ -110,19 +100,19 @@ class UserEndpoints:
             raise
         outcomes.labels("success").inc()
         await limiter.succeeded(attempt)
-        self._audit.record(
+        self.audit.record(
             LOGIN_SUCCEEDED,
             request,
             user_id=request.get(USER_ID),
             username=username,
-            session_id=self._tokens.session_of(pair.access_token, use=ACCESS) or "",
+            session_id=self.tokens.session_of(pair.access_token, use=ACCESS) or "",
         )
         return pair
 
     async def _authenticate_and_start_session(
         self, request: web.Request, username: str, password: str
     ) -> TokenPair:
-        passwords, store = self._passwords, self._store
+        passwords, store = self.passwords, self.store
         user = await store.get_user_by_name(username) if is_valid_username(username) else None
         # The reason is for the audit trail only: the client gets one answer for all of them.
         if user is None:
@@ -137,7 +127,7 @@ class UserEndpoints:
             rehashed = await passwords.hash(password)
             if await store.set_password_hash(user.id, rehashed, replacing=user.password_hash):
                 user = dataclasses.replace(user, password_hash=rehashed)
-        return await self._sessions.login(user, client_of(request))
+        return await self.sessions.login(user, client_of(request))
 
     async def refresh(self, request: web.Request) -> web.Response:
         """GET ?refresh_token=... or POST {refresh_token} -> a new pair (the old token retires)."""
@@ -151,13 +141,13 @@ class UserEndpoints:
             token = require_string(await read_json_object(request), "refresh_token")
         else:
             raise MethodNotAllowed("Use GET or POST to refresh", allowed=frozenset({"GET", "POST"}))
-        outcomes = self._metrics.refreshes
+        outcomes = self.metrics.refreshes
         try:
-            refreshed = await self._sessions.refresh(token, client_of(request))
+            refreshed = await self.sessions.refresh(token, client_of(request))
         except Unauthorized as exc:
             outcomes.labels(exc.reason).inc()
             if exc.reason == "reuse_detected":
-                self._audit.reuse_detected(request, self._tokens, token)
+                self.audit.reuse_detected(request, self.tokens, token)
             raise
         outcomes.labels(refreshed.outcome).inc()
         request[USER_ID] = str(refreshed.user_id)
@@ -173,7 +163,7 @@ class UserEndpoints:
         request[ROUTE_NAME] = "logout"
         if request.method != "POST":
             raise MethodNotAllowed("Use POST to log out", allowed=frozenset({"POST"}))
-        tokens = self._tokens
+        tokens = self.tokens
         session_id: str | None = None
         # Expired tokens still end their session: a user coming back after a while to log out
         # holds an expired access token, and the session must not outlive the click.
@@ -183,7 +173,7 @@ class UserEndpoints:
             if not isinstance(everywhere, bool):
                 raise BadRequest("'all' must be true (end every session) or false")
             if everywhere:
-                return await self._account.logout_everywhere(request)
+                return await self.account.logout_everywhere(request)
             token = require_string(body, "refresh_token")
             session_id = tokens.session_of(token, use=REFRESH)
         elif "Authorization" in request.headers:
@@ -203,12 +193,12 @@ class UserEndpoints:
 
     async def end_session(self, request: web.BaseRequest, session_id: str) -> None:
         """Log out one session, audited when it was live (the JSON and the cookie logout)."""
-        if await self._sessions.logout(session_id):
-            self._audit.record(LOGOUT, request, session_id=session_id)
+        if await self.sessions.logout(session_id):
+            self.audit.record(LOGOUT, request, session_id=session_id)
 
     async def jwks(self, request: web.Request) -> web.Response:
         request[ROUTE_NAME] = "jwks"
-        document = self._tokens.jwks
+        document = self.tokens.jwks
         if document is None:
             raise NotFound(
                 "Tokens are signed with a shared secret (HS256): there are no public keys"

@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from ..errors import BadRequest, UnsupportedMediaType
+from ..errors import BadRequest, UnsupportedMediaType, shown
 from .json_body import read_small_body
 
 __all__ = ["FORM_TYPE", "read_form"]
@@ -37,6 +37,6 @@ async def read_form(request: web.Request, *, limit: int = MAX_FORM_BYTES) -> dic
     fields: dict[str, str] = {}
     for name, value in pairs:
         if name in fields:
-            raise BadRequest(f"The form has the field {name!r} more than once")
+            raise BadRequest(f"The form has the field '{shown(name)}' more than once")
         fields[name] = value
     return fields

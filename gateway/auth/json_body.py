@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import BadRequest, UnsupportedMediaType
+from ..errors import BadRequest, UnsupportedMediaType, shown
 
 __all__ = ["read_json_object", "read_small_body", "require_string"]
 
@@ -33,7 +33,9 @@ async def read_json_object(request: web.Request, *, limit: int = MAX_JSON_BYTES)
     except RecursionError:
         raise BadRequest("Request body is nested too deeply") from None
     except _DuplicateKey as exc:
-        raise BadRequest(f"Request body has the key {exc.args[0]!r} more than once") from None
+        raise BadRequest(
+            f"Request body has the key '{shown(exc.args[0])}' more than once"
+        ) from None
     except ValueError:
         raise BadRequest("Request body is not valid JSON") from None
     if not isinstance(value, dict):

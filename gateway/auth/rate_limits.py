@@ -275,6 +275,10 @@ class LoginLimiter:
         keys = attempt.keys
         if any(self._limits):
             await self._counters.delete(keys.user, keys.pair)
+            # The address's counter is shared by every name it tries: a success resets none of
+            # its earlier failures, but its own reservation was no failure. Without this, an
+            # address behind which many users log in (a NAT, a balancer) locks itself out.
+            await self._counters.release(keys.source)
         if self._config.known_address_ttl:
             await self._counters.mark(keys.known, self._config.known_address_ttl)
 

@@ -19,7 +19,7 @@ from aiohttp import web
 from ..config import GatewayConfig, SessionConfig, TokenConfig
 from ..errors import Unauthorized
 from ..request_keys import CLIENT
-from ..storage import Session, SessionStore, Store, User
+from ..storage import Rotation, Session, SessionStore, Store, User
 from .revocation import RevocationView
 from .tokens import TokenPair, TokenService
 
@@ -154,7 +154,7 @@ class SessionService:
             if grant.token_id == session.current_jti:
                 new_jti = uuid.uuid4().hex
                 refresh_expires_at = int(min(now + self._refresh_ttl, session.expires_at))
-                if await self._store.rotate_session(
+                rotation = Rotation(
                     session.id,
                     user_id=user.id,
                     presented_jti=grant.token_id,
@@ -163,7 +163,8 @@ class SessionService:
                     refresh_expires_at=refresh_expires_at,
                     address=client.address,
                     user_agent=client.user_agent,
-                ):
+                )
+                if await self._store.rotate_session(rotation):
                     rotated = dataclasses.replace(
                         session,
                         current_jti=new_jti,

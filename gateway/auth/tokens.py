@@ -13,6 +13,7 @@ from typing import Any, Final
 import jwt
 
 from ..config import TokenConfig
+from ..config.names import is_valid_role
 from ..errors import Unauthorized
 
 __all__ = ["ACCESS", "REFRESH", "Identity", "TokenPair", "TokenService"]
@@ -149,6 +150,10 @@ class TokenService:
         roles = claims.get("roles", [])
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise Unauthorized("Invalid access token", token_presented=True)
+        # These become header values upstream: a value no header can carry (CR, LF, NUL...) or
+        # a role that would split X-User-Roles is an invalid token, never a 500 later.
+        if _CONTROL.search(username) or not all(is_valid_role(r) for r in roles):
+            raise Unauthorized("Invalid access token", token_presented=True)
         return Identity(
             user_id=claims["sub"],
             username=username,
@@ -222,6 +227,9 @@ class TokenService:
             )
         except jwt.PyJWTError:
             raise Unauthorized(f"Invalid {label} token", token_presented=True) from None
+        # PyJWT accepts a list of audiences that includes ours; ours is one string, exactly.
+        if claims.get("aud") != self._config.audience:
+            raise Unauthorized(f"Invalid {label} token", token_presented=True)
         if claims[TOKEN_USE] != expected_use:
             raise Unauthorized(
                 f"Token is not an {label} token"
@@ -248,7 +256,15 @@ class TokenService:
             raise Unauthorized(
                 f"{label.capitalize()} token issued in the future", token_presented=True
             )
+        # Only ours carry no nbf; one that does is honoured (a token minted with a leaked key
+        # for later use must not work now).
+        nbf = claims.get("nbf")
+        if nbf is not None and (not _is_timestamp(nbf) or nbf > now + leeway):
+            raise Unauthorized(f"{label.capitalize()} token not yet valid", token_presented=True)
         return claims
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _is_timestamp(value: object) -> bool:

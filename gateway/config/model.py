@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import ssl
 from collections.abc import Mapping
@@ -110,6 +111,11 @@ IDENTITY_LIKE_HEADERS = (
     "X-Ms-Client-Principal*",
     "X-Amzn-Oidc-*",
 )
+# Loopback and private (RFC 1918, RFC 4193) networks: where a metrics scraper normally is.
+_LOCAL_NETWORKS: tuple[IpNetwork, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+)
 _DAY = 86400.0
 _MINUTE = 60.0
 # Keys the fingerprints of signing keys for this process only: configs are compared within one
@@ -206,8 +212,9 @@ class MetricsConfig:
     # 0: /metrics on the gateway's own port; otherwise only on this port (with --workers N,
     # worker i listens on port + i).
     port: int = setting(0, Integer(0, 65535))
-    # Who may read /metrics; empty: anyone who can reach it.
-    allowed_networks: tuple[IpNetwork, ...] = setting((), Networks())
+    # Who may read /metrics (the client's address, behind trusted_proxies): loopback and private
+    # networks by default; [0.0.0.0/0, ::/0] for anyone who reaches it.
+    allowed_networks: tuple[IpNetwork, ...] = setting(_LOCAL_NETWORKS, Networks())
 
 
 @dataclass(frozen=True)

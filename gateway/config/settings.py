@@ -194,11 +194,14 @@ class Choice(Kind):
 
 @dataclass(frozen=True, slots=True)
 class Networks(Kind):
-    """A list of IP addresses and CIDR networks."""
+    """A list of IP addresses and CIDR networks; absent or empty: the default list."""
 
     def read(self, node: Node, key: str, default: Any) -> tuple[IpNetwork, ...]:
+        items = node.items(key)
+        if not items:
+            return tuple(default)
         networks: list[IpNetwork] = []
-        for where, item in node.items(key):
+        for where, item in items:
             try:
                 networks.append(ipaddress.ip_network(str(item).strip(), strict=False))
             except ValueError:

@@ -15,6 +15,9 @@ from ..storage import Store
 __all__ = ["Health"]
 
 _READY_CHECK_TIMEOUT = 2.0
+# What web.json_response({"status": "ok"}) sends, rendered once: it cost ~5 us per request in
+# json.dumps and aiohttp's text-to-bytes path, a tenth of the cheapest answer.
+_ALIVE = b'{"status": "ok"}'
 
 
 class Health:
@@ -28,7 +31,7 @@ class Health:
     async def healthz(self, request: web.Request) -> web.Response:
         """The process is alive and its event loop answers."""
         request[ROUTE_NAME] = "healthz"
-        return web.json_response({"status": "ok"})
+        return web.Response(body=_ALIVE, content_type="application/json", charset="utf-8")
 
     async def readyz(self, request: web.Request) -> web.Response:
         """The config is loaded and the database answers: safe to send traffic here."""

@@ -79,7 +79,8 @@ _REQUEST_DROPPED = frozenset(
     }
 )
 # Dropped from responses: the gateway sets its own (the request id is added per policy).
-_RESPONSE_DROPPED = frozenset(HOP_BY_HOP)
+# Server: the upstream's software and version are nobody's business (nginx hides its own).
+_RESPONSE_DROPPED = frozenset({*HOP_BY_HOP, "server"})
 # The WebSocket handshake is redone between gateway and upstream.
 _WEBSOCKET_HANDSHAKE = frozenset(
     {

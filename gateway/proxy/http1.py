@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from dataclasses import dataclass
 from typing import Final, cast
 
 import httptools
@@ -61,23 +62,15 @@ class UpstreamTimeout(Exception):
     """No response head, or no next body piece, within the upstream's timeout."""
 
 
+@dataclass(frozen=True, slots=True)
 class ResponseHead:
     """Status, reason and raw header pairs of a final response, and how its body is framed."""
 
-    __slots__ = ("content_length", "headers", "reason", "status")
-
-    def __init__(
-        self,
-        status: int,
-        reason: str,
-        headers: list[tuple[bytes, bytes]],
-        content_length: int | None,
-    ) -> None:
-        self.status = status
-        self.reason = reason
-        self.headers = headers
-        # None: chunked or close-delimited (unknown length).
-        self.content_length = content_length
+    status: int
+    reason: str
+    headers: list[tuple[bytes, bytes]]
+    # None: chunked or close-delimited (unknown length).
+    content_length: int | None
 
 
 class UpstreamConnection(asyncio.Protocol):

@@ -15,7 +15,7 @@ from ..auth.browser_sessions import BrowserSessions
 from ..auth.tokens import Identity
 from ..config import RouteConfig
 from ..config.endpoints import is_own_path
-from ..errors import NotFound
+from ..errors import NotFound, shown
 from ..request_keys import USER_ID
 from .paths import normalize_path
 from .routes import RouteTable
@@ -40,7 +40,7 @@ class RequestPolicy:
         if is_own_path(path):
             # Only a non-canonical spelling (//user/refresh, /user/./login) gets here; it
             # must not be passed to a broad route with the token or password it carries.
-            raise NotFound(f"The gateway answers {path} only when it is spelled exactly so")
+            raise NotFound(f"The gateway answers {shown(path)} only when it is spelled exactly so")
         return path, routes.resolve(path, method)
 
     def by_cookie(self, request: web.BaseRequest, route: RouteConfig) -> bool:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..config import RouteConfig
 from ..config.patterns import PathPattern
-from ..errors import MethodNotAllowed, NotFound
+from ..errors import MethodNotAllowed, NotFound, shown
 
 __all__ = ["RouteTable"]
 
@@ -49,7 +49,7 @@ class RouteTable:
             path = path.lower()
         group = self._exact.get(path) or self._first_match(path)
         if group is None:
-            raise NotFound(f"No route for {path}")
+            raise NotFound(f"No route for {shown(path)}")
         route = group.route_for(method)
         if route is None:
             # The most specific path decides: never fall back to a broader (maybe public) route.

@@ -30,7 +30,7 @@ from ..errors import (
     UpstreamFailure,
     UpstreamUnavailable,
 )
-from ..request_keys import MID_RESPONSE, PROGRESS, STARTED, UPSTREAM_WAIT
+from ..request_keys import MID_RESPONSE, PROGRESS, STARTED, UPSTREAM_WAIT, learned
 from ..telemetry.metrics import GatewayMetrics
 from .headers import HeaderPolicy
 from .http1 import (
@@ -86,6 +86,8 @@ class _RelayedHeaders:
     that has none, which changes what the client sees."""
 
     _upstream_typed = True
+    # The edge adds X-Content-Type-Options only to the gateway's own answers.
+    from_upstream = True
 
     async def _prepare_headers(self) -> None:
         await super()._prepare_headers()  # type: ignore[misc]
@@ -189,8 +191,9 @@ class Proxy:
 
         request[PROGRESS] = UPSTREAM_WAIT
         sent = time.perf_counter()
-        if STARTED in request:
-            self._metrics.own_work.observe(sent - request[STARTED])
+        started = learned(request).get(STARTED)
+        if started is not None:
+            self._metrics.own_work.observe(sent - started)
         try:
             with upstream_errors(upstream):
                 return await self._exchange(
@@ -360,7 +363,7 @@ class Proxy:
                 client_ws.close, code=aiohttp.WSCloseCode.GOING_AWAY, message=b"restarting"
             )
             with drain.until_drained(going_away):
-                await sockets.relay(client_ws, upstream_ws, identity)
+                await sockets.relay(client_ws, upstream_ws, identity, route.roles)
             return client_ws
 
     def _record(self, failure: UpstreamFailure) -> None:

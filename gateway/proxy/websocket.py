@@ -7,7 +7,8 @@ revoked (logout, reuse detection, the user disabled or given a new password) or 
 expires, and with **1008** when the socket reaches `websocket.max_lifetime`. A client keeps a
 socket past its token's expiry by re-authenticating in band: the text message
 ``{"type": "gateway.reauthenticate", "access_token": "<a fresh access token>"}``, which the
-gateway consumes (it never reaches the upstream); a token of another user, or an invalid one,
+gateway consumes (it never reaches the upstream); a token of another user, an invalid one, or
+one without any of the roles the route asks for (a role taken away applies at the next refresh),
 closes the socket with 4401.
 """
 
@@ -55,6 +56,8 @@ _MAX_REAUTH_MESSAGE = 16 * 1024
 class _Socket:
     identity: Identity | None
     opened_at: float
+    # The route's roles (one of them needed), which a fresh token must still hold.
+    roles: frozenset[str] = frozenset()
     ended: asyncio.Future[str] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -118,9 +121,10 @@ class SocketSessions:
         client: web.WebSocketResponse,
         upstream: aiohttp.ClientWebSocketResponse,
         identity: Identity | None,
+        roles: frozenset[str] = frozenset(),
     ) -> None:
         """`relay`, closing both sides when the socket's session ends."""
-        socket = _Socket(identity, self._clock())
+        socket = _Socket(identity, self._clock(), roles)
         self._open.add(socket)
         try:
             reason = await relay(client, upstream, socket=socket, reauthenticate=self._reauth)
@@ -148,8 +152,10 @@ class SocketSessions:
         except Unauthorized:
             socket.end("reauth_failed")
             return True
-        if fresh.user_id != socket.identity.user_id or self._revocations.is_revoked(
-            fresh.session_id
+        if (
+            fresh.user_id != socket.identity.user_id
+            or self._revocations.is_revoked(fresh.session_id)
+            or (socket.roles and socket.roles.isdisjoint(fresh.roles))
         ):
             socket.end("reauth_failed")
         else:

@@ -9,6 +9,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AuditEvent",
     "AuditStore",
+    "Rotation",
     "Session",
     "SessionStore",
     "Store",
@@ -99,6 +100,21 @@ class Session:
     last_user_agent: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """One refresh: swap `session_id`'s head from `presented_jti` to `new_jti` at `now`, and
+    record the client that refreshed."""
+
+    session_id: str
+    user_id: int
+    presented_jti: str
+    new_jti: str
+    now: float
+    refresh_expires_at: int
+    address: str = ""
+    user_agent: str = ""
+
+
 class SessionStore(Protocol):
     """Sessions (token families). `rotate_session` is the atomic compare-and-swap of the head."""
 
@@ -112,18 +128,7 @@ class SessionStore(Protocol):
         """A session and its user (None when the user was deleted), in one round trip."""
         ...
 
-    async def rotate_session(
-        self,
-        session_id: str,
-        *,
-        user_id: int,
-        presented_jti: str,
-        new_jti: str,
-        now: float,
-        refresh_expires_at: int,
-        address: str = "",
-        user_agent: str = "",
-    ) -> bool:
+    async def rotate_session(self, rotation: Rotation) -> bool:
         """Swap the head from `presented_jti` to `new_jti` if it is still the head of a live
         session (recording the client that refreshed); False when another refresh (or a
         revocation) got there first."""

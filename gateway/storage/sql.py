@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import StorageUnavailable
-from .base import SCHEMA_VERSION, AuditEvent, Session, User, UserExists
+from .base import SCHEMA_VERSION, AuditEvent, Rotation, Session, User, UserExists
 
 __all__ = ["SqlStore"]
 
@@ -209,18 +209,7 @@ class SqlStore(abc.ABC):
         user = None if user_row[0] is None else _user_from_row(user_row)
         return _session_from_row(row[:_SESSION_WIDTH]), user
 
-    async def rotate_session(
-        self,
-        session_id: str,
-        *,
-        user_id: int,
-        presented_jti: str,
-        new_jti: str,
-        now: float,
-        refresh_expires_at: int,
-        address: str = "",
-        user_agent: str = "",
-    ) -> bool:
+    async def rotate_session(self, rotation: Rotation) -> bool:
         # One conditional UPDATE is the compare-and-swap: of any number of concurrent refreshes
         # of one token, on any number of processes, exactly one matches `current_jti`.
         # (MySQL assigns left to right, so previous_jti takes the old head first.)
@@ -231,17 +220,17 @@ class SqlStore(abc.ABC):
             " WHERE id = ? AND user_id = ? AND current_jti = ? AND revoked_at IS NULL"
             " AND expires_at > ?",
             (
-                new_jti,
-                now,
-                now,
-                int(now),
-                refresh_expires_at,
-                address,
-                user_agent,
-                session_id,
-                user_id,
-                presented_jti,
-                now,
+                rotation.new_jti,
+                rotation.now,
+                rotation.now,
+                int(rotation.now),
+                rotation.refresh_expires_at,
+                rotation.address,
+                rotation.user_agent,
+                rotation.session_id,
+                rotation.user_id,
+                rotation.presented_jti,
+                rotation.now,
             ),
         )
         return rows == 1

@@ -17,7 +17,7 @@ from prometheus_client.metrics_core import Metric
 from ..config import MetricsConfig
 from ..errors import Forbidden
 from ..networks import address_in
-from ..request_keys import ROUTE_NAME
+from ..request_keys import CLIENT, ROUTE_NAME
 from .instruments import Counter, CounterSeries, Gauge, Histogram, HistogramSeries, LabelledGauge
 
 __all__ = ["GatewayMetrics"]
@@ -143,7 +143,9 @@ class GatewayMetrics:
         """GET /metrics in the Prometheus text format."""
         request[ROUTE_NAME] = "metrics"
         allowed = self.config.allowed_networks
-        if allowed and not address_in(request.remote, allowed):
+        # The client's address as the edge found it (behind trusted proxies), not the peer's: a
+        # load balancer on a private network must not make every client look local.
+        if allowed and not address_in(request.get(CLIENT, request.remote), allowed):
             raise Forbidden("Metrics are not available to this address")
         return web.Response(
             body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}

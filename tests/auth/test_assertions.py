@@ -13,11 +13,11 @@ import jwt
 import pytest
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.appkeys import CONFIG, TOKENS
 from gateway.auth.assertions import AssertionSigner
 from tests.support.gateways import Gateway, GatewayFactory
+from tests.support.keys import write_private_key
 from tests.support.processes import free_port
 from upstream_demo import AssertionVerifier, create_upstream_app
 
@@ -29,18 +29,6 @@ ROUTES = [
     {"path": "/echo/**", "upstream": "demo", "auth": "optional"},
 ]  # fmt: skip
 HEADER = "X-Gateway-Assertion"
-
-
-def write_key(path: Path) -> Path:
-    key = ec.generate_private_key(ec.SECP256R1())
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return path
 
 
 class Stack:
@@ -85,7 +73,7 @@ def bearer(pair: dict[str, Any]) -> dict[str, str]:
 
 
 async def test_the_upstream_verifies_the_assertion_with_the_jwks(stack: Stack) -> None:
-    gw = await stack.gateway(private_key_file=str(write_key(stack.tmp / "a.pem")))
+    gw = await stack.gateway(private_key_file=str(write_private_key(stack.tmp / "a.pem")))
     await stack.upstream(gw)
     user = await gw.add_user()
     pair = await gw.login()
@@ -102,7 +90,7 @@ async def test_the_upstream_verifies_the_assertion_with_the_jwks(stack: Stack) -
 
 
 async def test_the_assertion_is_cached_for_most_of_its_life(stack: Stack) -> None:
-    gw = await stack.gateway(private_key_file=str(write_key(stack.tmp / "a.pem")))
+    gw = await stack.gateway(private_key_file=str(write_private_key(stack.tmp / "a.pem")))
     await stack.upstream(gw)
     await gw.add_user()
     pair = await gw.login()
@@ -117,7 +105,7 @@ async def test_the_assertion_is_cached_for_most_of_its_life(stack: Stack) -> Non
 
 
 async def test_client_copies_are_dropped_and_routes_can_opt_out(stack: Stack) -> None:
-    gw = await stack.gateway(private_key_file=str(write_key(stack.tmp / "a.pem")))
+    gw = await stack.gateway(private_key_file=str(write_private_key(stack.tmp / "a.pem")))
     await stack.upstream(gw)
     await gw.add_user()
     pair = await gw.login()
@@ -132,7 +120,7 @@ async def test_client_copies_are_dropped_and_routes_can_opt_out(stack: Stack) ->
 async def test_the_upstream_refuses_another_upstreams_an_expired_and_an_unknown_key(
     stack: Stack, start_gateway: GatewayFactory
 ) -> None:
-    gw = await stack.gateway(private_key_file=str(write_key(stack.tmp / "a.pem")))
+    gw = await stack.gateway(private_key_file=str(write_private_key(stack.tmp / "a.pem")))
     verifier = await stack.upstream(gw)
     await gw.add_user()
     identity = gw.app[TOKENS].verify_access((await gw.login())["access_token"])
@@ -143,13 +131,16 @@ async def test_the_upstream_refuses_another_upstreams_an_expired_and_an_unknown_
     stale = AssertionSigner(gw.app[CONFIG], clock=lambda: time.time() - 120)
     with pytest.raises(jwt.ExpiredSignatureError):
         await verifier.verify(stale.assertion(identity, "demo"))
-    stranger = await stack.gateway(private_key_file=str(write_key(stack.tmp / "b.pem")))
+    stranger = await stack.gateway(private_key_file=str(write_private_key(stack.tmp / "b.pem")))
     with pytest.raises(jwt.InvalidKeyError):
         await verifier.verify(AssertionSigner(stranger.app[CONFIG]).assertion(identity, "demo"))
 
 
 async def test_rotation_keeps_old_tokens_verifying_until_the_key_leaves(stack: Stack) -> None:
-    old_key, new_key = write_key(stack.tmp / "old.pem"), write_key(stack.tmp / "new.pem")
+    old_key, new_key = (
+        write_private_key(stack.tmp / "old.pem"),
+        write_private_key(stack.tmp / "new.pem"),
+    )
     before = await stack.gateway(private_key_file=str(old_key))
     await before.add_user()
     pair = await before.login()

@@ -18,8 +18,8 @@ from jwt.algorithms import RSAAlgorithm
 
 from gateway.appkeys import TOKENS
 from gateway.errors import Unauthorized
-from tests.auth.test_tokens import write_key
 from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory, random_secret, route
+from tests.support.keys import write_private_key
 from tests.support.upstreams import RecordingUpstream
 
 
@@ -94,7 +94,7 @@ async def test_hs256_signed_with_the_public_key(
         if key_type == "rsa"
         else ed25519.Ed25519PrivateKey.generate()
     )
-    gw, probe = await guarded(private_key_file=str(write_key(tmp_path / "k.pem", private)))
+    gw, probe = await guarded(private_key_file=str(write_private_key(tmp_path / "k.pem", private)))
     public_pem = private.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -122,7 +122,7 @@ async def test_embedded_jwk_and_jku_are_ignored(
     guarded: Callable[..., Any], tmp_path: Path
 ) -> None:
     real = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    gw, probe = await guarded(private_key_file=str(write_key(tmp_path / "real.pem", real)))
+    gw, probe = await guarded(private_key_file=str(write_private_key(tmp_path / "real.pem", real)))
     attacker = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     attacker_jwk = json.loads(RSAAlgorithm.to_jwk(attacker.public_key()))
     for header in (

@@ -134,6 +134,22 @@ async def test_spraying_many_users_from_one_address(limited: Gateway) -> None:
     assert (await attempt(limited, name(), "123456", sprayer))[0] == 401
 
 
+async def test_successful_logins_never_count_against_their_address(limited: Gateway) -> None:
+    """Many users behind one address (a NAT, an ingress) log in all day: each attempt is counted
+    as it starts, and a success must take its address's count back."""
+    shared = address()
+    users = [name() for _ in range(3)]
+    for user in users:
+        await limited.add_user(user, "right-password")
+    for _ in range(4):  # 12 successes against per_address: 8
+        for user in users:
+            assert (await attempt(limited, user, "right-password", shared))[0] == 200
+    # The failures it did have still count: 8 wrong passwords reach the limit, as before.
+    for _ in range(8):
+        assert (await attempt(limited, name(), "wrong", shared))[0] == 401
+    assert (await attempt(limited, users[0], "right-password", shared))[0] == 429
+
+
 BURST = 300
 
 

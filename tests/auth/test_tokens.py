@@ -23,19 +23,7 @@ from tests.support.gateways import (
     access_claims,
     bearer_of,
 )
-
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-
-
-def write_key(path: Path, key: PrivateKey) -> Path:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return path
+from tests.support.keys import write_private_key
 
 
 def service(clock: FakeClock, **tokens: Any) -> TokenService:
@@ -160,7 +148,7 @@ def test_oversized_token_is_refused_before_decoding(clock: FakeClock) -> None:
 async def test_asymmetric_keys_sign_and_publish_a_jwks(
     start_gateway: GatewayFactory, tmp_path: Path, make_key: Any, algorithm: str, kty: str
 ) -> None:
-    key_file = write_key(tmp_path / "key.pem", make_key())
+    key_file = write_private_key(tmp_path / "key.pem", make_key())
     gw: Gateway = await start_gateway(tokens={"private_key_file": str(key_file)})
     await gw.add_user()
     pair = await gw.login()
@@ -185,7 +173,7 @@ async def test_hs256_signed_with_the_public_key_is_refused(
 ) -> None:
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     gw: Gateway = await start_gateway(
-        tokens={"private_key_file": str(write_key(tmp_path / "k.pem", private))}
+        tokens={"private_key_file": str(write_private_key(tmp_path / "k.pem", private))}
     )
     await gw.add_user()
     public_pem = private.public_key().public_bytes(
@@ -214,7 +202,7 @@ def test_key_file_problems_are_config_errors(tmp_path: Path) -> None:
     small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     cases = {
         "missing.pem": "cannot read",
-        write_key(tmp_path / "small.pem", small).name: "at least 2048 bits",
+        write_private_key(tmp_path / "small.pem", small).name: "at least 2048 bits",
     }
     (tmp_path / "junk.pem").write_text("not a key")
     cases["junk.pem"] = "is not an unencrypted PEM private key"
@@ -229,7 +217,7 @@ def test_key_file_problems_are_config_errors(tmp_path: Path) -> None:
 
 
 def test_algorithm_must_fit_the_key(tmp_path: Path) -> None:
-    key = write_key(tmp_path / "ed.pem", ed25519.Ed25519PrivateKey.generate())
+    key = write_private_key(tmp_path / "ed.pem", ed25519.Ed25519PrivateKey.generate())
     with pytest.raises(ConfigError) as info:
         parse_config(
             {

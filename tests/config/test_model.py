@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 import gateway.config
 from gateway.config import (
@@ -26,6 +24,7 @@ from gateway.config import (
 from gateway.config.settings import Duration, Integer, Kind, Size, declared
 from gateway.errors import ConfigError
 from tests.support.gateways import TEST_SECRET
+from tests.support.keys import write_private_key
 
 from .test_config import minimal, problems_of
 
@@ -194,21 +193,9 @@ def test_a_changed_signing_secret_needs_a_restart() -> None:
     assert changes_needing_restart(old, rotated) == ["tokens"]
 
 
-def _key_file(path: Path) -> Path:
-    private = ec.generate_private_key(ec.SECP256R1())
-    path.write_bytes(
-        private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return path
-
-
 def test_the_same_key_file_read_twice_compares_equal(tmp_path: Path) -> None:
-    first = minimal(tokens={"private_key_file": str(_key_file(tmp_path / "a.pem"))})
-    second = minimal(tokens={"private_key_file": str(_key_file(tmp_path / "b.pem"))})
+    first = minimal(tokens={"private_key_file": str(write_private_key(tmp_path / "a.pem"))})
+    second = minimal(tokens={"private_key_file": str(write_private_key(tmp_path / "b.pem"))})
     a, again, b = (parse_config(raw, environ={}) for raw in (first, first, second))
     assert a.tokens.key.signing_key is not again.tokens.key.signing_key
     assert a.tokens == again.tokens

@@ -347,3 +347,24 @@ async def test_workers_share_one_port(
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(proc.wait, 30) == 0
     assert not any(alive(pid) for pid in workers)
+
+
+async def test_metrics_default_to_loopback_and_private_networks(
+    start_gateway: GatewayFactory,
+) -> None:
+    # Behind a trusted proxy the client's own address counts: a public one is refused.
+    gw: Gateway = await start_gateway(server={"trusted_proxies": ["127.0.0.0/8"]})
+    assert (await gw.client.get("/metrics")).status == 200  # loopback
+    for outside in ("203.0.113.5", "2001:db8::1"):
+        refused = await gw.client.get("/metrics", headers={"X-Forwarded-For": outside})
+        assert refused.status == 403
+        assert (await refused.json())["message"] == "Metrics are not available to this address"
+    for inside in ("10.1.2.3", "192.168.0.9", "172.20.0.1", "fd00::1"):
+        allowed = await gw.client.get("/metrics", headers={"X-Forwarded-For": inside})
+        assert allowed.status == 200, inside
+    anyone: Gateway = await start_gateway(
+        server={"trusted_proxies": ["127.0.0.0/8"]},
+        metrics={"allowed_networks": ["0.0.0.0/0", "::/0"]},
+    )
+    public = await anyone.client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.5"})
+    assert public.status == 200

@@ -17,6 +17,7 @@ import shutil
 import signal
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from subprocess import Popen
 
@@ -84,10 +85,11 @@ async def test_sigterm_lets_an_upload_still_arriving_finish(
     assert await asyncio.to_thread(proc.wait, 15) == 0
 
 
-async def test_sigterm_keeps_relaying_an_open_websocket_or_closes_it_going_away(
-    gateway: tuple[Popen[bytes], str],
-) -> None:
-    proc, base = gateway
+@asynccontextmanager
+async def _websocket_at_sigterm(
+    proc: Popen[bytes], base: str
+) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+    """A logged-in WebSocket, relaying, at the moment the gateway gets SIGTERM."""
     async with aiohttp.ClientSession() as http:
         token = await _token(http, base)
         async with http.ws_connect(
@@ -95,11 +97,19 @@ async def test_sigterm_keeps_relaying_an_open_websocket_or_closes_it_going_away(
         ) as ws:
             await ws.receive_json(timeout=5)
             proc.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.3)
-            await ws.send_str("after SIGTERM")
-            started = time.monotonic()
-            message = await ws.receive(timeout=SHUTDOWN_TIMEOUT + 5)
-            waited = time.monotonic() - started
+            yield ws
+
+
+async def test_sigterm_keeps_relaying_an_open_websocket_or_closes_it_going_away(
+    gateway: tuple[Popen[bytes], str],
+) -> None:
+    proc, base = gateway
+    async with _websocket_at_sigterm(proc, base) as ws:
+        await asyncio.sleep(0.3)
+        await ws.send_str("after SIGTERM")
+        started = time.monotonic()
+        message = await ws.receive(timeout=SHUTDOWN_TIMEOUT + 5)
+        waited = time.monotonic() - started
     # Either the relay goes on until the client is done, or the client is told to reconnect.
     relayed = message.type is aiohttp.WSMsgType.TEXT and message.data == "after SIGTERM"
     told = message.type is aiohttp.WSMsgType.CLOSE and message.data == 1001
@@ -165,16 +175,10 @@ async def test_a_websocket_still_open_when_the_shutdown_timeout_is_up_is_told_go
     gateway: tuple[Popen[bytes], str],
 ) -> None:
     proc, base = gateway
-    async with aiohttp.ClientSession() as http:
-        token = await _token(http, base)
-        async with http.ws_connect(
-            f"{base}/ws", headers={"Authorization": f"Bearer {token}"}
-        ) as ws:
-            await ws.receive_json(timeout=5)
-            proc.send_signal(signal.SIGTERM)
-            started = time.monotonic()
-            message = await ws.receive(timeout=SHUTDOWN_TIMEOUT + 5)
-            waited = time.monotonic() - started
+    async with _websocket_at_sigterm(proc, base) as ws:
+        started = time.monotonic()
+        message = await ws.receive(timeout=SHUTDOWN_TIMEOUT + 5)
+        waited = time.monotonic() - started
     # Relayed through the drain, then closed properly rather than cut.
     assert (message.type, message.data) == (aiohttp.WSMsgType.CLOSE, 1001)
     assert SHUTDOWN_TIMEOUT - 0.5 < waited < SHUTDOWN_TIMEOUT + 2

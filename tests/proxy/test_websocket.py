@@ -260,6 +260,31 @@ async def test_reauthentication_with_a_bad_token_closes_the_socket(
     assert (await closed_by_gateway(ws))[:2] == (4401, "reauthentication failed")
 
 
+async def test_reauthentication_must_still_hold_the_routes_role(
+    start_gateway: GatewayFactory,
+) -> None:
+    # A role taken away applies at the next refresh: the fresh token must not keep a socket
+    # open on a route that asks for the role, as if the socket had been authorized with it.
+    gw: Gateway = await start_gateway(
+        routes=[route("/ws-admin", roles=["admin"], strip_prefix="/ws-admin", add_prefix="/ws")],
+        sessions={"revocation_poll": f"{POLL}s"},
+    )
+    user = await gw.add_user()
+    await gw.app[STORE].set_roles(user.id, ("admin",))
+    pair = await gw.login()
+    ws = await gw.client.ws_connect("/ws-admin", protocols=("bearer", pair["access_token"]))
+    try:
+        assert (await ws.receive_json(timeout=5))["user_id"] == "1"
+        await gw.app[STORE].set_roles(user.id, ())
+        fresh = await (await gw.refresh(pair)).json()
+        await ws.send_json(
+            {"type": "gateway.reauthenticate", "access_token": fresh["access_token"]}
+        )
+        assert (await closed_by_gateway(ws))[:2] == (4401, "reauthentication failed")
+    finally:
+        await ws.close()
+
+
 async def test_sockets_close_at_the_maximum_lifetime(start_gateway: GatewayFactory) -> None:
     gw: Gateway = await start_gateway(
         routes=[route("/ws-open", "public", strip_prefix="/ws-open", add_prefix="/ws")],

@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .keys import write_private_key
+
 _DAY = datetime.timedelta(days=1)
 
 
@@ -31,16 +33,6 @@ class Issued:
 
 def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
 
 
 class CertificateAuthority:
@@ -122,7 +114,7 @@ class CertificateAuthority:
         cert_file = self.directory / f"{file_name}.pem"
         key_file = self.directory / f"{file_name}-key.pem"
         cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-        _write_key(key, key_file)
+        write_private_key(key_file, key)
         return Issued(cert_file, key_file, certificate)
 
     def client_context(self, client: Issued | None = None) -> ssl.SSLContext:

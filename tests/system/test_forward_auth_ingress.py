@@ -9,7 +9,7 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,21 +53,27 @@ class Stack:
         return str(body["access_token"])
 
 
+@asynccontextmanager
+async def ingress_stack(
+    ingress: str, tmp_path: Path, aiohttp_server: Callable[..., Any], **gateway_config: Any
+) -> AsyncIterator[Stack]:
+    """`ingress` in front of the demo upstream, asking a gateway configured with
+    `gateway_config` (beyond ROUTES) for its decisions."""
+    behind = await ingresses.gateway_and_upstream(
+        aiohttp_server, f"sqlite:///{tmp_path / 'gateway.db'}", ROUTES, **gateway_config
+    )
+    start = INGRESSES[ingress]
+    with start(tmp_path / ingress, gateway=behind.gateway_address, app=behind.app_address) as url:
+        yield Stack(url, behind.gateway, behind.seen)
+
+
 @pytest.fixture(params=sorted(INGRESSES))
 async def stack(
     request: pytest.FixtureRequest, tmp_path: Path, aiohttp_server: Callable[..., Any]
 ) -> AsyncIterator[Stack]:
-    behind = await ingresses.gateway_and_upstream(
-        aiohttp_server,
-        f"sqlite:///{tmp_path / 'gateway.db'}",
-        ROUTES,
-        sessions={"revocation_poll": REVOCATION_POLL},
-    )
-    start = INGRESSES[request.param]
-    with start(
-        tmp_path / request.param, gateway=behind.gateway_address, app=behind.app_address
-    ) as url:
-        yield Stack(url, behind.gateway, behind.seen)
+    sessions = {"revocation_poll": REVOCATION_POLL}
+    async with ingress_stack(request.param, tmp_path, aiohttp_server, sessions=sessions) as stack:
+        yield stack
 
 
 @pytest.fixture
@@ -205,17 +211,9 @@ async def short_lived(
     request: pytest.FixtureRequest, tmp_path: Path, aiohttp_server: Callable[..., Any]
 ) -> AsyncIterator[Stack]:
     """The stack with one-second access tokens, for refreshes."""
-    behind = await ingresses.gateway_and_upstream(
-        aiohttp_server,
-        f"sqlite:///{tmp_path / 'gateway.db'}",
-        ROUTES,
-        tokens={"access_ttl": "1s", "leeway": "0s"},
-    )
-    start = INGRESSES[request.param]
-    with start(
-        tmp_path / request.param, gateway=behind.gateway_address, app=behind.app_address
-    ) as url:
-        yield Stack(url, behind.gateway, behind.seen)
+    tokens = {"access_ttl": "1s", "leeway": "0s"}
+    async with ingress_stack(request.param, tmp_path, aiohttp_server, tokens=tokens) as stack:
+        yield stack
 
 
 async def log_in_through(http: aiohttp.ClientSession, url: str, jar: Jar) -> None:

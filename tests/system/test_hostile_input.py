@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import jwt
 import pytest
+from aiohttp import web
 
 from gateway.appkeys import PASSWORDS, STORE
 from gateway.storage import Session
@@ -300,3 +302,144 @@ def test_parse_error_logs_lose_the_offending_line() -> None:
     text = logging.Formatter().format(record)
     assert "SECRET-TOKEN" not in text
     assert text == "refused a malformed request from 10.0.0.1 (ValueError)"
+
+
+def test_malformed_requests_log_a_warning_at_most_every_interval() -> None:
+    import logging
+
+    now = [0.0]
+    redactor = ParseErrorRedactor(interval=10.0, clock=lambda: now[0])
+
+    def record() -> logging.LogRecord:
+        return logging.LogRecord(
+            "aiohttp.server",
+            logging.ERROR,
+            __file__,
+            1,
+            "Error handling request from %s",
+            ("10.0.0.1",),
+            None,
+        )
+
+    first = record()
+    assert redactor.filter(first) and first.levelno == logging.WARNING
+    assert [redactor.filter(record()) for _ in range(500)] == [False] * 500
+    now[0] = 10.5
+    later = record()
+    assert redactor.filter(later)
+    assert later.getMessage() == (
+        "refused a malformed request from 10.0.0.1 (unknown error);"
+        " 500 more since the last such line"
+    )
+
+
+# --- #13 item 7: what a security review flags ----------------------------------------------
+
+
+async def test_the_server_header_names_no_versions_and_the_upstreams_is_dropped(
+    gateway_before: Any,
+) -> None:
+    async def versioned(request: web.Request) -> web.Response:
+        return web.Response(text="ok", headers={"Server": "nginx/1.2.3 (Ubuntu)"})
+
+    gw: Gateway = await gateway_before({"/echo/x": versioned})
+    proxied = await gw.client.get("/echo/x")
+    own = await gw.client.get("/healthz")
+    error = await gw.client.get("/nowhere")
+    for resp in (proxied, own, error):
+        assert resp.headers.getall("Server") == ["auth-gateway"], resp.headers
+    assert "nosniff" not in proxied.headers.get("X-Content-Type-Options", "")
+    for resp in (own, error):
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_an_http2_request_line_is_505_in_http1(gateway: Gateway) -> None:
+    server = gateway.client.server
+    reader, writer = await asyncio.open_connection(str(server.host), int(server.port or 0))
+    writer.write(b"GET /aaa HTTP/2.0\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), timeout=10)
+    writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 505"), answer[:200]
+    assert b'"statusCode": 505' in rest
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"nbf": 4_000_000_000}, "Access token not yet valid"),
+        ({"nbf": "soon"}, "Access token not yet valid"),
+        ({"aud": ["auth-gateway", "someone-else"]}, "Invalid access token"),
+        ({"username": "guang\r\nX-User-Id: 0"}, "Invalid access token"),
+        ({"username": "guang\x00"}, "Invalid access token"),
+        ({"roles": ["admin\r\nX-Evil: 1"]}, "Invalid access token"),
+        ({"roles": ["admin,root"]}, "Invalid access token"),
+    ],
+)
+async def test_claims_that_matter_after_a_key_leak_are_checked(
+    gateway: Gateway, overrides: dict[str, Any], message: str
+) -> None:
+    # Signed with the real key, as a leaked key would sign them: still refused, never a 500.
+    def bearer(**changes: Any) -> dict[str, str]:
+        claims = access_claims(gateway.clock(), sid="0" * 32, **changes)
+        return {"Authorization": f"Bearer {jwt.encode(claims, TEST_SECRET, algorithm='HS256')}"}
+
+    assert (await gateway.client.get("/bbb", headers=bearer())).status == 200  # the baseline
+    resp = await gateway.client.get("/bbb", headers=bearer(**overrides))
+    assert (resp.status, (await resp.json())["message"]) == (401, message)
+
+
+async def test_error_messages_quote_request_input_escaped(start_gateway: GatewayFactory) -> None:
+    gw: Gateway = await start_gateway(cors={"allowed_origins": ["https://app.example"]})
+    server = gw.client.server
+    for target in ("/%3Cscript%3Ealert(1)%3C/script%3E", "/<script>alert(1)</script>"):
+        status, body = await raw_http(str(server.host), int(server.port or 0), target)
+        assert status in (400, 404), body
+        message = json.loads(body)["message"]
+        assert "<" not in message and ">" not in message, message
+    refused = await gw.client.options(
+        "/aaa",
+        headers={
+            "Origin": 'https://evil.example"><img src=x onerror=alert(1)>',
+            "Access-Control-Request-Method": "GET",
+        },
+    )
+    assert refused.status == 403
+    text = (await refused.json())["message"]
+    assert "<" not in text and '"' not in text, text
+    assert text.startswith("Origin https://evil.example\\x22\\x3e\\x3cimg"), text
+    long = await gw.client.get("/" + "a" * 5000)
+    assert len((await long.json())["message"]) < 200
+
+
+async def test_expect_100_continue_on_a_protected_route_gets_401_before_any_body(
+    gateway: Gateway,
+) -> None:
+    server = gateway.client.server
+    host, port = str(server.host), int(server.port or 0)
+
+    async def expecting(headers: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(
+            f"POST /private/x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            f"Content-Length: 5\r\n{headers}\r\n".encode()
+        )
+        await writer.drain()
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+        return reader, writer, first
+
+    # No token: the 401 comes at once, with no 100 Continue before it and no body sent.
+    reader, writer, first = await expecting("")
+    assert first.startswith(b"HTTP/1.1 401"), first
+    assert b"Connection: close" in first
+    writer.close()
+    # A valid token: 100 Continue first, then the body goes through.
+    token = (await gateway.login())["access_token"]
+    reader, writer, first = await expecting(f"Authorization: Bearer {token}\r\n")
+    assert first == b"HTTP/1.1 100 Continue\r\n\r\n", first
+    writer.write(b"hello")
+    await writer.drain()
+    final = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+    assert not final.startswith(b"HTTP/1.1 401"), final
+    writer.close()

@@ -43,6 +43,8 @@ async def test_soak(tmp_path: Path, processes: Processes, mysql_database: MySqlD
         database_url=mysql_database.url,
         TRUSTED_PROXIES="127.0.0.1",
         LOG_LEVEL="warning",
+        # Every worker holds a session of the one soak user, and some log in again.
+        SESSIONS_MAX_PER_USER="0",
     )
     deployment.add_user("soak", soak.PASSWORD)
     deployment.start_upstream()
