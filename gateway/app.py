@@ -54,7 +54,7 @@ from .middleware import gateway_middleware
 from .ops.browser_module import client_module_handler
 from .ops.health import Health
 from .ops.openapi import openapi_handler
-from .proxy.handler import ProxyHandler
+from .proxy.handler import ProxyHandler, defer_continue
 from .proxy.policy import RequestPolicy
 from .proxy.route_limits import RouteLimiter
 from .proxy.runtime import Runtime, RuntimeHolder
@@ -192,7 +192,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     app[SOCKETS] = sockets
     proxy = ProxyHandler(runtime, policy, route_limiter, drain, sockets)
     # [\s\S]: a decoded newline must reach normalize_path (400), not fall out of routing.
-    app.router.add_route("*", r"/{tail:[\s\S]*}", proxy.forward)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", proxy.forward, expect_handler=defer_continue)
     return app
 
 

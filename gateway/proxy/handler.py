@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from ..auth.bearer import bearer_token, websocket_credentials
 from ..draining import Drain
+from ..errors import GatewayError, shown
 from ..request_keys import REQUEST_ID, ROUTE_NAME, UPSTREAM_NAME
 from .policy import RequestPolicy
 from .route_limits import RouteLimiter
 from .runtime import RuntimeHolder
 from .websocket import SocketSessions
 
-__all__ = ["ProxyHandler"]
+__all__ = ["ProxyHandler", "defer_continue"]
+
+# Set on a request whose `Expect: 100-continue` is not answered yet.
+_CONTINUE_DEFERRED = web.RequestKey("continue_deferred", bool)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +69,37 @@ class ProxyHandler:
                     self.drain,
                     self.sockets,
                 )
-            identity = await policy.identify(
-                request, route, path, lambda: bearer_token(request.headers)
-            )
-            await self.limiter.check(request, route, identity)
+            waiting = request.get(_CONTINUE_DEFERRED, False)
+            try:
+                identity = await policy.identify(
+                    request, route, path, lambda: bearer_token(request.headers)
+                )
+                await self.limiter.check(request, route, identity)
+            except GatewayError as refused:
+                if waiting:
+                    # The client holds its body back until 100 Continue, which it will not
+                    # get: close after the answer rather than wait for a body never sent.
+                    refused.closes_connection = True
+                raise
+            if waiting:
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                request.writer.output_size = 0
             return await runtime.proxy.forward(request, route, path, identity, request_id)
         finally:
             self.runtime.release(runtime)
+
+
+async def defer_continue(request: web.Request) -> None:
+    """The catch-all route's Expect handler: `100 Continue` is sent only once the request is
+    authenticated and allowed (in `forward`), so an unauthenticated client gets its 401 without
+    sending its body, and the gateway never reads one it would refuse."""
+    expect = request.headers.get("Expect", "")
+    if request.version != HttpVersion11:
+        return None
+    if expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {shown(expect)}")
+    request[_CONTINUE_DEFERRED] = True
+    return None
 
 
 def _is_websocket_upgrade(request: web.Request) -> bool:

@@ -411,3 +411,35 @@ async def test_error_messages_quote_request_input_escaped(start_gateway: Gateway
     assert text.startswith("Origin https://evil.example\\x22\\x3e\\x3cimg"), text
     long = await gw.client.get("/" + "a" * 5000)
     assert len((await long.json())["message"]) < 200
+
+
+async def test_expect_100_continue_on_a_protected_route_gets_401_before_any_body(
+    gateway: Gateway,
+) -> None:
+    server = gateway.client.server
+    host, port = str(server.host), int(server.port or 0)
+
+    async def expecting(headers: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(
+            f"POST /private/x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            f"Content-Length: 5\r\n{headers}\r\n".encode()
+        )
+        await writer.drain()
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+        return reader, writer, first
+
+    # No token: the 401 comes at once, with no 100 Continue before it and no body sent.
+    reader, writer, first = await expecting("")
+    assert first.startswith(b"HTTP/1.1 401"), first
+    assert b"Connection: close" in first
+    writer.close()
+    # A valid token: 100 Continue first, then the body goes through.
+    token = (await gateway.login())["access_token"]
+    reader, writer, first = await expecting(f"Authorization: Bearer {token}\r\n")
+    assert first == b"HTTP/1.1 100 Continue\r\n\r\n", first
+    writer.write(b"hello")
+    await writer.drain()
+    final = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+    assert not final.startswith(b"HTTP/1.1 401"), final
+    writer.close()
