@@ -25,13 +25,14 @@ from ..config import AuthPolicy, GatewayConfig, RouteConfig
 from ..errors import Unauthorized
 from ..request_keys import learned
 from ..telemetry.metrics import GatewayMetrics
+from .audit import AuditTrail
 from .bearer import authenticate
 from .cookies import CookieSet, PresentedCookies, SessionCookies
 from .navigation import wants_login_redirect
 from .origins import OriginPolicy
 from .redirects import login_location
 from .revocation import RevocationView
-from .sessions import Client, SessionService, client_of
+from .sessions import SessionService, client_of
 from .single_flight import SingleFlight
 from .tokens import Identity, TokenPair, TokenService
 
@@ -56,8 +57,10 @@ class BrowserSessions:
         revocations: RevocationView,
         sessions: SessionService,
         metrics: GatewayMetrics,
+        audit: AuditTrail,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._audit = audit
         self.cookies = cookies
         self.origins = origins
         self._tokens = tokens
@@ -160,8 +163,7 @@ class BrowserSessions:
         self, request: web.BaseRequest, cookies: CookieSet, token: str
     ) -> Identity | None:
         try:
-            client = client_of(request)
-            pair = await self.flights.run(token, lambda: self._rotate(token, client))
+            pair = await self.flights.run(token, lambda: self._rotate(token, request))
             # A shared or remembered pair is checked like any token: a logout since then wins.
             identity = authenticate(pair.access_token, self._tokens, self._revocations)
         except Unauthorized:
@@ -169,11 +171,13 @@ class BrowserSessions:
         self.start(request, cookies, pair)
         return identity
 
-    async def _rotate(self, token: str, client: Client) -> TokenPair:
+    async def _rotate(self, token: str, request: web.BaseRequest) -> TokenPair:
         try:
-            refreshed = await self._sessions.refresh(token, client)
+            refreshed = await self._sessions.refresh(token, client_of(request))
         except Unauthorized as exc:
             self._refreshes.labels(exc.reason).inc()
+            if exc.reason == "reuse_detected":
+                self._audit.reuse_detected(request, self._tokens, token)
             raise
         self._refreshes.labels(refreshed.outcome).inc()
         return refreshed.pair

@@ -25,7 +25,6 @@ from .tokens import TokenPair, TokenService
 
 __all__ = [
     "BAD_CREDENTIALS",
-    "Client",
     "SessionService",
     "client_of",
     "end_user_sessions",
@@ -92,34 +91,22 @@ async def end_user_sessions(store: SessionStore, user_id: int, reason: str, now:
     return ended
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
 class SessionService:
     """Starts, rotates and ends sessions; the only code that writes session rows."""
 
-    def __init__(
-        self,
-        store: Store,
-        tokens: TokenService,
-        revocations: RevocationView,
-        config: GatewayConfig,
-        *,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._store = store
-        self._tokens = tokens
-        self._revocations = revocations
-        self._refresh_ttl = config.tokens.refresh_ttl
-        self._max_lifetime = config.sessions.max_lifetime
-        self._grace = config.sessions.reuse_grace
-        self._max_per_user = config.sessions.max_per_user
-        self._config = config
-        self._clock = clock
+    store: Store
+    tokens: TokenService
+    revocations: RevocationView
+    config: GatewayConfig
+    clock: Callable[[], float] = time.time
 
     async def prune(self) -> int:
-        return await prune_sessions(self._store, self._config, self._clock())
+        return await prune_sessions(self.store, self.config, self.clock())
 
     async def login(self, user: User, client: Client = Client()) -> TokenPair:
-        now = self._clock()
-        expires_at = now + self._max_lifetime
+        now = self.clock()
+        expires_at = now + self.config.sessions.max_lifetime
         session = Session(
             id=uuid.uuid4().hex,
             user_id=user.id,
@@ -127,34 +114,36 @@ class SessionService:
             last_used_at=now,
             expires_at=expires_at,
             refresh_issued_at=int(now),
-            refresh_expires_at=int(min(now + self._refresh_ttl, expires_at)),
+            refresh_expires_at=int(min(now + self.config.tokens.refresh_ttl, expires_at)),
             current_jti=uuid.uuid4().hex,
             login_address=client.address,
             login_user_agent=client.user_agent,
             last_address=client.address,
             last_user_agent=client.user_agent,
         )
-        if not await self._store.create_session(session, password_hash=user.password_hash):
+        if not await self.store.create_session(session, password_hash=user.password_hash):
             raise Unauthorized(BAD_CREDENTIALS, token_presented=False, reason="credentials")
         log.info("login user_id=%d session_id=%s", user.id, session.id)
-        if self._max_per_user:
-            ended = await self._store.keep_newest_sessions(
-                user.id, self._max_per_user, reason="session limit", now=now
+        if self.config.sessions.max_per_user:
+            ended = await self.store.keep_newest_sessions(
+                user.id, self.config.sessions.max_per_user, reason="session limit", now=now
             )
             if ended:
                 log.info("session limit: ended %d oldest session(s) user_id=%d", ended, user.id)
-                await self._revocations.reload()
+                await self.revocations.reload()
         return self._pair(user, session)
 
     async def refresh(self, refresh_token: str, client: Client = Client()) -> Refreshed:
-        grant = self._tokens.verify_refresh(refresh_token)
+        grant = self.tokens.verify_refresh(refresh_token)
         # Two passes at most: a refresh that loses the race for the head re-reads once.
         for _ in range(2):
             session, user = await self._load(grant.session_id, grant.user_id)
-            now = self._clock()
+            now = self.clock()
             if grant.token_id == session.current_jti:
                 new_jti = uuid.uuid4().hex
-                refresh_expires_at = int(min(now + self._refresh_ttl, session.expires_at))
+                refresh_expires_at = int(
+                    min(now + self.config.tokens.refresh_ttl, session.expires_at)
+                )
                 rotation = Rotation(
                     session.id,
                     user_id=user.id,
@@ -165,7 +154,7 @@ class SessionService:
                     address=client.address,
                     user_agent=client.user_agent,
                 )
-                if await self._store.rotate_session(rotation):
+                if await self.store.rotate_session(rotation):
                     rotated = dataclasses.replace(
                         session,
                         current_jti=new_jti,
@@ -191,25 +180,25 @@ class SessionService:
 
     async def end_user_sessions(self, user_id: int, reason: str) -> int:
         """End every live session of a user, effective in this process at once."""
-        ended = await end_user_sessions(self._store, user_id, reason, self._clock())
+        ended = await end_user_sessions(self.store, user_id, reason, self.clock())
         if ended:
-            await self._revocations.reload()
+            await self.revocations.reload()
         return ended
 
     async def live_sessions(self, user_id: int) -> list[Session]:
         """A user's sessions that a token can still use, oldest first."""
-        now = self._clock()
+        now = self.clock()
         return [
             s
-            for s in await self._store.list_sessions(user_id)
+            for s in await self.store.list_sessions(user_id)
             if s.revoked_at is None and s.expires_at > now and s.refresh_expires_at > now
         ]
 
     async def end_session(self, user_id: int, session_id: str) -> bool:
         """End one live session of this user; False when there is none such (unknown, ended,
         or someone else's: the caller cannot tell which)."""
-        session = await self._store.get_session(session_id)
-        now = self._clock()
+        session = await self.store.get_session(session_id)
+        now = self.clock()
         if session is None or session.user_id != user_id or session.expires_at <= now:
             return False
         ended = await self._revoke(session_id, "ended by user")
@@ -217,13 +206,16 @@ class SessionService:
             log.info("session ended by its user user_id=%d session_id=%s", user_id, session_id)
         return ended
 
-    async def logout(self, session_id: str) -> None:
-        """End a session (idempotent: unknown and revoked sessions are fine)."""
+    async def logout(self, session_id: str) -> bool:
+        """End a session (idempotent: unknown and revoked sessions are fine); True when it was
+        live until now."""
         if await self._revoke(session_id, "logout"):
             log.info("logout session_id=%s", session_id)
+            return True
+        return False
 
     async def _load(self, session_id: str, user_id: int) -> tuple[Session, User]:
-        found = await self._store.get_session_with_user(session_id)
+        found = await self.store.get_session_with_user(session_id)
         if found is None or found[0].user_id != user_id:
             raise Unauthorized(
                 "Unknown session; log in again", token_presented=True, reason="unknown_session"
@@ -233,7 +225,7 @@ class SessionService:
             raise Unauthorized(
                 "Session has been revoked; log in again", token_presented=True, reason="revoked"
             )
-        if session.expires_at <= self._clock():
+        if session.expires_at <= self.clock():
             raise Unauthorized(
                 "Session has expired; log in again", token_presented=True, reason="session_expired"
             )
@@ -248,31 +240,31 @@ class SessionService:
 
     def _within_grace(self, session: Session, jti: str, now: float) -> bool:
         return (
-            self._grace > 0
+            self.config.sessions.reuse_grace > 0
             and jti == session.previous_jti
             and session.rotated_at is not None
-            and now - session.rotated_at <= self._grace
+            and now - session.rotated_at <= self.config.sessions.reuse_grace
         )
 
     async def _revoke(self, session_id: str, reason: str) -> bool:
-        revoked = await self._store.revoke_session(session_id, reason=reason, now=self._clock())
-        self._revocations.add(session_id)
+        revoked = await self.store.revoke_session(session_id, reason=reason, now=self.clock())
+        self.revocations.add(session_id)
         return revoked
 
     def _pair(self, user: User, session: Session) -> TokenPair:
-        access, expires_in = self._tokens.access_token(
+        access, expires_in = self.tokens.access_token(
             user_id=user.id,
             username=user.username,
             session_id=session.id,
             not_after=session.expires_at,
             roles=user.roles,
         )
-        refresh = self._tokens.refresh_token(
+        refresh = self.tokens.refresh_token(
             user_id=user.id,
             session_id=session.id,
             jti=session.current_jti,
             issued_at=session.refresh_issued_at,
             expires_at=session.refresh_expires_at,
         )
-        now = int(self._clock())
+        now = int(self.clock())
         return TokenPair(access, refresh, expires_in, max(0, session.refresh_expires_at - now))

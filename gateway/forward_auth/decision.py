@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import KW_ONLY, dataclass, field
 
 from aiohttp import web
 from yarl import URL
@@ -43,7 +44,7 @@ from ..errors import (
     TooManyRequests,
     Unauthorized,
 )
-from ..networks import IpNetwork, address_in
+from ..networks import address_in
 from ..proxy.policy import RequestPolicy
 from ..proxy.route_limits import RouteLimiter
 from ..proxy.runtime import RuntimeHolder
@@ -58,30 +59,22 @@ NGINX_COOKIE_HEADER = "X-Gateway-Set-Cookie-{}"
 _ROUTE_REFUSALS = (BadRequest, NotFound, MethodNotAllowed)
 
 
+@dataclass(slots=True)
 class Decisions:
     """Built once by create_app; `auth` answers /_gateway/auth, `ext_authz` Envoy's checks."""
 
-    def __init__(
-        self,
-        runtime: RuntimeHolder,
-        policy: RequestPolicy,
-        config: GatewayConfig,
-        *,
-        limiter: RouteLimiter,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._runtime = runtime
-        self._policy = policy
-        # The proxy's route rate limits, applied to the original request.
-        self._limiter = limiter
-        self._trusted: Sequence[IpNetwork] = config.server.trusted_proxies
-        self._names = config.identity_headers
-        self._max_age = config.forward_auth.cache_max_age
-        self._clock = clock
-        # Rendered once: every anonymous answer is the same.
-        self._anonymous = {
-            Ingress.ENVOY: {name: "" for name in config.identity_headers.names},
-        }
+    runtime: RuntimeHolder
+    policy: RequestPolicy
+    config: GatewayConfig
+    _: KW_ONLY
+    # The proxy's route rate limits, applied to the original request.
+    limiter: RouteLimiter
+    clock: Callable[[], float] = time.time
+    # Rendered once: every anonymous answer is the same.
+    _anonymous: dict[Ingress, dict[str, str]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._anonymous = {Ingress.ENVOY: {name: "" for name in self.config.identity_headers.names}}
 
     async def auth(self, request: web.Request) -> web.Response:
         """nginx auth_request, Traefik forwardAuth, Caddy forward_auth."""
@@ -96,15 +89,15 @@ class Decisions:
         return await self._decide(request, from_ext_authz(request))
 
     def _check_peer(self, request: web.Request) -> None:
-        if not address_in(request.remote, self._trusted):
+        if not address_in(request.remote, self.config.server.trusted_proxies):
             raise Forbidden(
                 "Forward-auth answers only the ingress: add its address to server.trusted_proxies"
             )
 
     async def _decide(self, request: web.Request, original: OriginalRequest) -> web.Response:
-        runtime = self._runtime.acquire()
+        runtime = self.runtime.acquire()
         try:
-            policy = self._policy
+            policy = self.policy
             try:
                 path, route = policy.route(runtime.routes, original.raw_path, original.method)
             except _ROUTE_REFUSALS as exc:
@@ -117,15 +110,15 @@ class Decisions:
                 return self._permit(original, identity, cacheable=route.rate_limit is None)
             return await self._by_cookie(request, original, route, path)
         finally:
-            self._runtime.release(runtime)
+            self.runtime.release(runtime)
 
     async def _by_cookie(
         self, request: web.Request, original: OriginalRequest, route: RouteConfig, path: str
     ) -> web.Response:
         """Cookie sessions look at the request as the browser sent it (method, URL, scheme and
         host: navigation, Origin and which cookies apply), so they get a copy that is it."""
-        assert self._policy.browser is not None  # noqa: S101 - by_cookie said so
-        browser = self._policy.browser
+        assert self.policy.browser is not None  # noqa: S101 - by_cookie said so
+        browser = self.policy.browser
         scheme, host = original.origin(request)
         seen = request.clone(
             method=original.method,
@@ -135,7 +128,7 @@ class Decisions:
         )
         cookies: list[str] = []
         try:
-            identity = await self._policy.identify(seen, route, path, _no_token)
+            identity = await self.policy.identify(seen, route, path, _no_token)
         except web.HTTPFound as found:
             if original.ingress is not Ingress.NGINX:
                 raise
@@ -167,7 +160,7 @@ class Decisions:
         cookies: Sequence[str] = (),
     ) -> None:
         try:
-            await self._limiter.check(request, route, identity)
+            await self.limiter.check(request, route, identity)
         except TooManyRequests as exc:
             # A refresh made in this decision must still reach the browser.
             exc.headers.update(self._cookie_headers(original, cookies))
@@ -185,20 +178,20 @@ class Decisions:
     ) -> web.Response:
         if identity is None:
             headers = dict(self._anonymous.get(original.ingress, {}))
-            lifetime = self._max_age
+            lifetime = self.config.forward_auth.cache_max_age
         else:
-            names = self._names
+            names = self.config.identity_headers
             headers = {
                 names.user_id: identity.user_id,
                 names.username: identity.username,
                 names.roles: ",".join(identity.roles),
             }
-            lifetime = math.floor(identity.expires_at - self._clock())
+            lifetime = math.floor(identity.expires_at - self.clock())
         if cookies:
             headers.update(self._cookie_headers(original, cookies))
-        elif self._max_age and cacheable:
+        elif self.config.forward_auth.cache_max_age and cacheable:
             # Never cached past the token's own expiry (nor, by config, past the revocation bound).
-            seconds = min(self._max_age, lifetime)
+            seconds = min(self.config.forward_auth.cache_max_age, lifetime)
             if seconds > 0:
                 headers["Cache-Control"] = f"private, max-age={seconds}"
                 if original.ingress is Ingress.NGINX:
