@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .appkeys import (
+    AUDIT,
     BACKGROUND,
     CONFIG,
     DRAIN,
@@ -29,6 +30,7 @@ from .appkeys import (
 )
 from .auth.account import AccountEndpoints
 from .auth.assertions import assertion_signer
+from .auth.audit import AuditTrail
 from .auth.authenticator import Authenticator
 from .auth.browser_endpoints import BrowserEndpoints
 from .auth.browser_sessions import BrowserSessions
@@ -116,6 +118,8 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     app[PASSWORDS] = passwords
     app[LIMITER] = limiter
     app[ROUTE_LIMITER] = route_limiter
+    audit = AuditTrail(store, metrics, clock=clock)
+    app[AUDIT] = audit
     app[BACKGROUND] = []
     app[DRAIN] = drain
     # The access log first: it is flushed last, after the final requests and cleanup logs.
@@ -133,9 +137,13 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
 
     browser: BrowserSessions | None = None
     if config.browser.cookie_sessions:
-        browser = _browser_sessions(app, config, tokens, revocations, sessions, metrics, clock)
+        browser = _browser_sessions(
+            app, config, tokens, revocations, sessions, metrics, audit, clock
+        )
         edge.also_prepare(browser.write_cookies)
-    account = AccountEndpoints(callers=Callers(tokens, revocations, browser), sessions=sessions)
+    account = AccountEndpoints(
+        callers=Callers(tokens, revocations, browser), sessions=sessions, audit=audit
+    )
     users = UserEndpoints(
         sessions=sessions,
         passwords=passwords,
@@ -144,6 +152,7 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         tokens=tokens,
         metrics=metrics,
         account=account,
+        audit=audit,
     )
     health = Health(runtime, store, drain)
     handlers: dict[str, Handler] = {
@@ -203,6 +212,7 @@ def _browser_sessions(
     revocations: RevocationView,
     sessions: SessionService,
     metrics: GatewayMetrics,
+    audit: AuditTrail,
     clock: Callable[[], float],
 ) -> BrowserSessions:
     """Cookie sessions: built here, their refreshes in flight cancelled on cleanup, and how their
@@ -216,6 +226,7 @@ def _browser_sessions(
         revocations=revocations,
         sessions=sessions,
         metrics=metrics,
+        audit=audit,
         clock=clock,
     )
 
@@ -305,6 +316,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     tasks = app[BACKGROUND]
     tasks.append(asyncio.create_task(app[REVOCATIONS].run(), name="revocation-view"))
     tasks.append(asyncio.create_task(_prune_forever(app), name="session-pruning"))
+    tasks.append(asyncio.create_task(app[AUDIT].run(), name="audit-writer"))
     tasks.append(asyncio.create_task(app[SOCKETS].run(), name="websocket-sessions"))
     yield
     for task in tasks:
@@ -313,6 +325,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     tasks.clear()
+    await app[AUDIT].flush()  # the store closes after this
 
 
 async def _prune_forever(app: web.Application) -> None:
@@ -326,3 +339,9 @@ async def _prune_forever(app: web.Application) -> None:
             continue
         if pruned:
             log.info("pruned %d expired or revoked sessions", pruned)
+        try:
+            pruned = await app[AUDIT].prune(config.audit.retention)
+        except StorageUnavailable:
+            continue
+        if pruned:
+            log.info("pruned %d audit events older than audit.retention", pruned)

@@ -6,6 +6,7 @@ import asyncio
 
 from aiohttp import web
 
+from .auth.audit import AuditTrail
 from .auth.passwords import PasswordHasher
 from .auth.rate_limits import LoginLimiter
 from .auth.revocation import RevocationView
@@ -20,6 +21,7 @@ from .storage import Store
 from .telemetry.metrics import GatewayMetrics
 
 __all__ = [
+    "AUDIT",
     "BACKGROUND",
     "CONFIG",
     "DRAIN",
@@ -44,6 +46,7 @@ LIMITER = web.AppKey("limiter", LoginLimiter)
 ROUTE_LIMITER = web.AppKey("route_limiter", RouteLimiter)
 REVOCATIONS = web.AppKey("revocations", RevocationView)
 SESSIONS = web.AppKey("sessions", SessionService)
+AUDIT = web.AppKey("audit", AuditTrail)
 SOCKETS = web.AppKey("sockets", SocketSessions)
 # Graceful shutdown: requests in flight, and whether the app is draining (server.py drains it).
 DRAIN = web.AppKey("drain", Drain)

@@ -18,6 +18,7 @@ from aiohttp import web
 from ..errors import MethodNotAllowed, NotFound
 from ..request_keys import ROUTE_NAME, USER_ID
 from ..storage import Session
+from .audit import LOGOUT, SESSION_ENDED, AuditTrail
 from .callers import Callers
 from .sessions import SessionService
 
@@ -30,9 +31,10 @@ _NO_STORE = {"Cache-Control": "no-store"}
 class AccountEndpoints:
     """The handlers of /user/sessions, /user/sessions/{id} and logout everywhere."""
 
-    def __init__(self, *, callers: Callers, sessions: SessionService) -> None:
+    def __init__(self, *, callers: Callers, sessions: SessionService, audit: AuditTrail) -> None:
         self._callers = callers
         self._sessions = sessions
+        self._audit = audit
 
     async def list_sessions(self, request: web.Request) -> web.Response:
         """GET: the caller's live sessions, oldest first, the caller's own marked `current`."""
@@ -60,6 +62,14 @@ class AccountEndpoints:
             and await self._sessions.end_session(int(identity.user_id), session_id)
         ):
             raise NotFound("You have no live session with that id")
+        self._audit.record(
+            SESSION_ENDED,
+            request,
+            user_id=identity.user_id,
+            username=identity.username,
+            session_id=session_id,
+            detail="by user",
+        )
         if session_id == identity.session_id:
             self._callers.ended(request)
         return web.json_response({"message": "Session ended"}, headers=_NO_STORE)
@@ -70,6 +80,14 @@ class AccountEndpoints:
         request[USER_ID] = identity.user_id
         ended = await self._sessions.end_user_sessions(int(identity.user_id), "logout everywhere")
         self._callers.ended(request)
+        self._audit.record(
+            LOGOUT,
+            request,
+            user_id=identity.user_id,
+            username=identity.username,
+            session_id=identity.session_id,
+            detail=f"everywhere: {ended} session(s)",
+        )
         return web.json_response(
             {"message": "Logged out everywhere", "ended": ended}, headers=_NO_STORE
         )

@@ -121,7 +121,7 @@ class BrowserEndpoints:
                 request, presented, return_to, username, BAD_CREDENTIALS, 401, exc.headers
             )
         # This browser's previous session, if any, is over: its cookies are replaced.
-        await self._end_sessions(presented)
+        await self._end_sessions(request, presented)
         self._browser.start(request, presented.cookies, pair)
         raise web.HTTPSeeOther(return_to, headers=_NO_STORE)
 
@@ -158,13 +158,13 @@ class BrowserEndpoints:
     ) -> web.StreamResponse:
         request[ROUTE_NAME] = "logout"
         self._browser.origins.check(request)
-        await self._end_sessions(presented)
+        await self._end_sessions(request, presented)
         self._browser.end(request, presented.cookies)
         if is_navigation(request) or accepts_html(request.headers.get("Accept", "")):
             raise web.HTTPSeeOther(f"{LOGIN_PATH}?logged_out=1", headers=_NO_STORE)
         return web.json_response({"message": "Logged out"}, headers=_NO_STORE)
 
-    async def _end_sessions(self, presented: PresentedCookies) -> None:
+    async def _end_sessions(self, request: web.Request, presented: PresentedCookies) -> None:
         """End the sessions the cookies name, expired tokens included (as /user/logout)."""
         named = {
             self._tokens.session_of(token, use=use)
@@ -172,7 +172,7 @@ class BrowserEndpoints:
             if token is not None
         }
         for session_id in sorted(s for s in named if s is not None):
-            await self._sessions.logout(session_id)
+            await self._users.end_session(request, session_id)
 
     def _return_url(self, request: web.Request, value: str | None) -> str:
         origins = self._browser.origins

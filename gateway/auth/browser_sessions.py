@@ -26,13 +26,14 @@ from ..config import AuthPolicy, GatewayConfig, RouteConfig
 from ..errors import Unauthorized
 from ..request_keys import learned
 from ..telemetry.metrics import GatewayMetrics
+from .audit import AuditTrail
 from .bearer import authenticate
 from .cookies import CookieSet, PresentedCookies, SessionCookies
 from .navigation import wants_login_redirect
 from .origins import OriginPolicy
 from .redirects import login_location
 from .revocation import RevocationView
-from .sessions import Client, SessionService, client_of
+from .sessions import SessionService, client_of
 from .single_flight import SingleFlight
 from .tokens import Identity, TokenPair, TokenService
 
@@ -56,6 +57,7 @@ class BrowserSessions:
     revocations: RevocationView
     sessions: SessionService
     metrics: GatewayMetrics
+    audit: AuditTrail
     clock: Callable[[], float] = time.time
     # Results are shared as long as the grace window would honour the old token anyway,
     # measured on the same clock.
@@ -152,8 +154,7 @@ class BrowserSessions:
         self, request: web.BaseRequest, cookies: CookieSet, token: str
     ) -> Identity | None:
         try:
-            client = client_of(request)
-            pair = await self.flights.run(token, lambda: self._rotate(token, client))
+            pair = await self.flights.run(token, lambda: self._rotate(token, request))
             # A shared or remembered pair is checked like any token: a logout since then wins.
             identity = authenticate(pair.access_token, self.tokens, self.revocations)
         except Unauthorized:
@@ -161,11 +162,13 @@ class BrowserSessions:
         self.start(request, cookies, pair)
         return identity
 
-    async def _rotate(self, token: str, client: Client) -> TokenPair:
+    async def _rotate(self, token: str, request: web.BaseRequest) -> TokenPair:
         try:
-            refreshed = await self.sessions.refresh(token, client)
+            refreshed = await self.sessions.refresh(token, client_of(request))
         except Unauthorized as exc:
             self.metrics.refreshes.labels(exc.reason).inc()
+            if exc.reason == "reuse_detected":
+                self.audit.reuse_detected(request, self.tokens, token)
             raise
         self.metrics.refreshes.labels(refreshed.outcome).inc()
         return refreshed.pair

@@ -21,6 +21,7 @@ from ..request_keys import CLIENT, ROUTE_NAME, USER_ID
 from ..storage import UserStore
 from ..telemetry.metrics import GatewayMetrics
 from .account import AccountEndpoints
+from .audit import LOGIN_FAILED, LOGIN_SUCCEEDED, LOGOUT, RATE_LIMITED, AuditTrail
 from .bearer import bearer_token
 from .json_body import read_json_object, require_string
 from .passwords import PasswordHasher
@@ -47,6 +48,7 @@ class UserEndpoints:
     tokens: TokenService
     metrics: GatewayMetrics
     account: AccountEndpoints
+    audit: AuditTrail
 
     async def login(self, request: web.Request) -> web.Response:
         """POST {username, password} -> a token pair. Unknown user and wrong password look alike."""
@@ -74,11 +76,23 @@ class UserEndpoints:
             attempt = await limiter.reserve(username, address)
         except TooManyRequests:
             outcomes.labels("rate_limited").inc()
+            self.audit.record(RATE_LIMITED, request, outcome="refused", detail="login")
             raise
         try:
             pair = await self._authenticate_and_start_session(request, username, password)
-        except Unauthorized:
+        except Unauthorized as exc:
             outcomes.labels("invalid_credentials").inc()
+            # Only an existing user's name: an unknown one may be a password typed in the
+            # wrong field.
+            known = exc.reason != "unknown_user"
+            self.audit.record(
+                LOGIN_FAILED,
+                request,
+                outcome="failure",
+                user_id=request.get(USER_ID) if known else None,
+                username=username if known else "",
+                detail=exc.reason,
+            )
             raise  # the reservation stands as the failure
         except GatewayError:
             # No verdict (the database or the hashing queue was unavailable): not a failure.
@@ -86,6 +100,13 @@ class UserEndpoints:
             raise
         outcomes.labels("success").inc()
         await limiter.succeeded(attempt)
+        self.audit.record(
+            LOGIN_SUCCEEDED,
+            request,
+            user_id=request.get(USER_ID),
+            username=username,
+            session_id=self.tokens.session_of(pair.access_token, use=ACCESS) or "",
+        )
         return pair
 
     async def _authenticate_and_start_session(
@@ -93,16 +114,19 @@ class UserEndpoints:
     ) -> TokenPair:
         passwords, store = self.passwords, self.store
         user = await store.get_user_by_name(username) if is_valid_username(username) else None
+        # The reason is for the audit trail only: the client gets one answer for all of them.
         if user is None:
             await passwords.verify_dummy(password)
-            raise Unauthorized(BAD_CREDENTIALS, token_presented=False, reason="credentials")
-        if not await passwords.verify(user.password_hash, password) or user.disabled:
-            raise Unauthorized(BAD_CREDENTIALS, token_presented=False, reason="credentials")
+            raise Unauthorized(BAD_CREDENTIALS, token_presented=False, reason="unknown_user")
+        request[USER_ID] = str(user.id)
+        if not await passwords.verify(user.password_hash, password):
+            raise Unauthorized(BAD_CREDENTIALS, token_presented=False, reason="wrong_password")
+        if user.disabled:
+            raise Unauthorized(BAD_CREDENTIALS, token_presented=False, reason="user_disabled")
         if passwords.needs_rehash(user.password_hash):
             rehashed = await passwords.hash(password)
             if await store.set_password_hash(user.id, rehashed, replacing=user.password_hash):
                 user = dataclasses.replace(user, password_hash=rehashed)
-        request[USER_ID] = str(user.id)
         return await self.sessions.login(user, client_of(request))
 
     async def refresh(self, request: web.Request) -> web.Response:
@@ -122,6 +146,8 @@ class UserEndpoints:
             refreshed = await self.sessions.refresh(token, client_of(request))
         except Unauthorized as exc:
             outcomes.labels(exc.reason).inc()
+            if exc.reason == "reuse_detected":
+                self.audit.reuse_detected(request, self.tokens, token)
             raise
         outcomes.labels(refreshed.outcome).inc()
         request[USER_ID] = str(refreshed.user_id)
@@ -162,8 +188,13 @@ class UserEndpoints:
                 "or the access token as 'Authorization: Bearer'"
             )
         if session_id is not None:
-            await self.sessions.logout(session_id)
+            await self.end_session(request, session_id)
         return web.json_response({"message": "Logged out"}, headers=_NO_STORE)
+
+    async def end_session(self, request: web.BaseRequest, session_id: str) -> None:
+        """Log out one session, audited when it was live (the JSON and the cookie logout)."""
+        if await self.sessions.logout(session_id):
+            self.audit.record(LOGOUT, request, session_id=session_id)
 
     async def jwks(self, request: web.Request) -> web.Response:
         request[ROUTE_NAME] = "jwks"

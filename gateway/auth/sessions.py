@@ -25,7 +25,6 @@ from .tokens import TokenPair, TokenService
 
 __all__ = [
     "BAD_CREDENTIALS",
-    "Client",
     "SessionService",
     "client_of",
     "end_user_sessions",
@@ -209,10 +208,13 @@ class SessionService:
             log.info("session ended by its user user_id=%d session_id=%s", user_id, session_id)
         return ended
 
-    async def logout(self, session_id: str) -> None:
-        """End a session (idempotent: unknown and revoked sessions are fine)."""
+    async def logout(self, session_id: str) -> bool:
+        """End a session (idempotent: unknown and revoked sessions are fine); True when it was
+        live until now."""
         if await self._revoke(session_id, "logout"):
             log.info("logout session_id=%s", session_id)
+            return True
+        return False
 
     async def _load(self, session_id: str, user_id: int) -> tuple[Session, User]:
         found = await self.store.get_session_with_user(session_id)

@@ -9,18 +9,31 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from ..auth.audit import (
+    KINDS,
+    PASSWORD_CHANGED,
+    ROLES_CHANGED,
+    SESSION_ENDED,
+    USER_DELETED,
+    USER_DISABLED,
+    USER_ENABLED,
+    event_json,
+    record_now,
+)
 from ..auth.passwords import PasswordHasher
 from ..auth.sessions import end_user_sessions, prune_sessions
-from ..config import GatewayConfig
+from ..config import GatewayConfig, parse_duration
 from ..config.names import ROLE_RULE, USERNAME_RULE, is_valid_role, is_valid_username
 from ..server import run
 from ..storage import (
     SCHEMA_VERSION,
+    AuditEvent,
     Store,
     User,
     UserExists,
@@ -31,6 +44,7 @@ from .errors import CommandError
 from .passwords import read_password
 
 __all__ = [
+    "audit_list",
     "db_init",
     "db_prune",
     "session_list",
@@ -117,6 +131,8 @@ async def db_prune(admin: Admin) -> None:
     """Delete sessions no token can use any more."""
     pruned = await prune_sessions(admin.store, admin.config, time.time())
     print(f"pruned {pruned} expired or revoked session(s)")
+    before = time.time() - admin.config.audit.retention
+    print(f"pruned {await admin.store.prune_audit_events(before=before)} audit event(s)")
 
 
 # --- users --------------------------------------------------------------------------------
@@ -168,6 +184,7 @@ async def user_set_disabled(admin: Admin) -> None:
     disabled: bool = admin.args.disabled
     await admin.store.set_disabled(user.username, disabled)
     print(f"user {user.username} {'disabled' if disabled else 'enabled'}")
+    await _audit(admin, USER_DISABLED if disabled else USER_ENABLED, user)
     if disabled:
         await _end_sessions(admin.store, user, "user disabled")
 
@@ -178,6 +195,7 @@ async def user_passwd(admin: Admin) -> None:
     user = await _existing_user(admin)
     await admin.store.set_password_hash(user.id, admin.password_hash)
     print(f"password changed for {user.username}")
+    await _audit(admin, PASSWORD_CHANGED, user)
     await _end_sessions(admin.store, user, "password changed")
 
 
@@ -189,6 +207,8 @@ async def user_role(admin: Admin) -> None:
     roles = set(user.roles) | {role} if admin.args.grant else set(user.roles) - {role}
     await admin.store.set_roles(user.id, tuple(roles))
     print(f"{user.username}: roles {','.join(sorted(roles)) or '(none)'}")
+    change = f"{'added' if admin.args.grant else 'removed'} {role}"
+    await _audit(admin, ROLES_CHANGED, user, f"{change}; now {','.join(sorted(roles)) or '-'}")
     print("(access tokens carry roles: the change applies at the next refresh)")
 
 
@@ -199,6 +219,7 @@ async def user_delete(admin: Admin) -> None:
     await _end_sessions(admin.store, user, "user deleted")
     await admin.store.delete_user(user.id)
     print(f"deleted user {user.username}")
+    await _audit(admin, USER_DELETED, user)
 
 
 # --- sessions -----------------------------------------------------------------------------
@@ -227,7 +248,43 @@ async def session_list(admin: Admin) -> None:
 @admin_command()
 async def session_revoke(admin: Admin) -> None:
     """End all of a user's sessions."""
-    await _end_sessions(admin.store, await _existing_user(admin), "revoked by admin")
+    user = await _existing_user(admin)
+    await _end_sessions(admin.store, user, "revoked by admin")
+    await _audit(admin, SESSION_ENDED, user, "by admin: all sessions")
+
+
+# --- audit --------------------------------------------------------------------------------
+
+
+def _valid_audit_query(args: argparse.Namespace) -> None:
+    unknown = sorted(set(args.kind or ()) - set(KINDS))
+    if unknown:
+        raise CommandError(f"unknown kind {unknown[0]!r}: use one of {', '.join(KINDS)}")
+    try:
+        args.since_seconds = parse_duration(args.since) if args.since else None
+    except ValueError as exc:
+        raise CommandError(f"--since {args.since!r}: {exc}") from None
+
+
+@admin_command(check=_valid_audit_query)
+async def audit_list(admin: Admin) -> None:
+    """Security events, oldest first: --user, --since (a duration), --kind, --json."""
+    args = admin.args
+    since = time.time() - args.since_seconds if args.since_seconds is not None else 0.0
+    events = await admin.store.list_audit_events(
+        since=since, username=args.user, kinds=tuple(args.kind or ()), limit=args.limit
+    )
+    if args.json:
+        for event in events:
+            print(json.dumps(event_json(event), ensure_ascii=True))
+        return
+    print(f"{'TIME':<20} {'KIND':<22} {'OUTCOME':<8} {'USER':<16} {'ADDRESS':<16} DETAIL")
+    for event in events:
+        user = event.username or ("-" if event.user_id is None else f"#{event.user_id}")
+        print(
+            f"{_when(event.at, seconds=True):<20} {event.kind:<22} {event.outcome:<8} "
+            f"{user:<16} {event.address or '-':<16} {event.detail or '-'}"
+        )
 
 
 # --- shared steps -------------------------------------------------------------------------
@@ -263,5 +320,20 @@ async def _end_sessions(store: Store, user: User, reason: str) -> None:
     print(f"ended {ended} session(s) of {user.username}")
 
 
-def _when(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+def _when(timestamp: float, *, seconds: bool = False) -> str:
+    shape = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M UTC"
+    return datetime.fromtimestamp(timestamp, UTC).strftime(shape)
+
+
+async def _audit(admin: Admin, kind: str, user: User, detail: str = "") -> None:
+    """An admin action in the audit trail (the log line and the table)."""
+    event = AuditEvent(
+        at=time.time(),
+        kind=kind,
+        user_id=user.id,
+        username=user.username,
+        address="cli",
+        user_agent="gateway-cli",
+        detail=detail or "by admin",
+    )
+    await record_now(admin.store, event)

@@ -11,13 +11,20 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from ..auth.audit import KEY_ROTATED, record_now
+from ..config import GatewayConfig
 from ..config.keys import KeyError_, load_private_key
+from ..errors import StorageUnavailable
+from ..server import run
+from ..storage import AuditEvent, open_store
+from .config_file import read_config
 from .errors import CommandError
 
 __all__ = ["ALGORITHMS", "keys_generate", "keys_rotate"]
@@ -53,7 +60,25 @@ def keys_rotate(args: argparse.Namespace) -> int:
     print(f"retired kid {current.kid}: its public key is {retired}")
     print(f"new {algorithm} key {path} (kid {kid})")
     print(f"add {retired} to tokens.previous_public_keys, then restart the gateways")
+    config_path: Path | None = getattr(args, "config", None)
+    if config_path is not None and config_path.exists():
+        event = AuditEvent(
+            at=time.time(),
+            kind=KEY_ROTATED,
+            address="cli",
+            user_agent="gateway-cli",
+            detail=f"kid {current.kid} -> {kid} ({path.name})",
+        )
+        run(_record(read_config(config_path, ephemeral_key_ok=True), event))
     return 0
+
+
+async def _record(config: GatewayConfig, event: AuditEvent) -> None:
+    try:
+        async with open_store(config.database) as store:
+            await record_now(store, event)
+    except StorageUnavailable as exc:
+        print(f"warning: the rotation is not in the audit table: {exc}")
 
 
 def _write_new_key(path: Path, algorithm: str) -> str:

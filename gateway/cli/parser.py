@@ -99,6 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
     session_revoke.add_argument("name")
     session_revoke.set_defaults(handler=admin.session_revoke)
 
+    audit = commands.add_parser("audit", help="the audit trail").add_subparsers(
+        dest="audit", required=True
+    )
+    audit_list = audit.add_parser("list", parents=[common], help="list security events")
+    audit_list.add_argument("--user", default=None, help="only this user's events")
+    audit_list.add_argument("--since", default=None, help="a duration: 1h, 7d, 30m")
+    audit_list.add_argument(
+        "--kind", action="append", default=None, help="only this kind (repeatable)"
+    )
+    audit_list.add_argument("--limit", type=int, default=1000, help="the newest this many")
+    audit_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    audit_list.set_defaults(handler=admin.audit_list)
+
     keys_parser = commands.add_parser("keys", help="signing-key files (asymmetric keys)")
     key_commands = keys_parser.add_subparsers(dest="keys", required=True)
     generate = key_commands.add_parser("generate", help="write a new private key file")
@@ -106,7 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--algorithm", choices=keys.ALGORITHMS, default="ES256")
     generate.set_defaults(handler=keys.keys_generate)
     rotate = key_commands.add_parser(
-        "rotate", help="keep the key's public half for verifying, write a new key in its place"
+        "rotate",
+        parents=[common],
+        help="keep the key's public half for verifying, write a new key in its place "
+        "(recorded in the audit trail of --config's database when that file exists)",
     )
     rotate.add_argument("path", type=Path)
     rotate.add_argument("--algorithm", choices=keys.ALGORITHMS, default=None)

@@ -49,6 +49,7 @@ __all__ = [
     "PARSER_MAX_HEADERS",
     "RESTART_SECTIONS",
     "AssertionConfig",
+    "AuditConfig",
     "AuthPolicy",
     "BrowserConfig",
     "CorsConfig",
@@ -349,6 +350,14 @@ class ForwardAuthConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    """The audit trail (README "Audit trail"): the `gateway.audit` log and `audit_events`."""
+
+    # How long events stay in the table (pruned with the sessions); the log keeps its own.
+    retention: float = setting(90 * _DAY, Duration(minimum=3600.0))
+
+
+@dataclass(frozen=True)
 class AssertionConfig:
     """The signed identity assertion for upstreams (README "Identity assertion")."""
 
@@ -520,6 +529,7 @@ class GatewayConfig:
     browser: BrowserConfig = field(default=BrowserConfig(), metadata=ON_RESTART)
     forward_auth: ForwardAuthConfig = field(default=ForwardAuthConfig(), metadata=ON_RESTART)
     assertion: AssertionConfig = field(default=AssertionConfig(), metadata=ON_RESTART)
+    audit: AuditConfig = field(default=AuditConfig(), metadata=ON_RESTART)
     # The query parameter a WebSocket client may carry its access token in (browsers cannot
     # set Authorization on a WebSocket). It is removed before forwarding and never logged.
     websocket_token_parameter: str = setting(

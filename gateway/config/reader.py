@@ -20,6 +20,7 @@ from ..errors import ConfigError
 from .browser import read_browser
 from .model import (
     AssertionConfig,
+    AuditConfig,
     CorsConfig,
     DatabaseConfig,
     ForwardAuthConfig,
@@ -133,6 +134,7 @@ def parse_config(
         lambda node, section: check_decision_cache(node, section, sessions),
     )
     assertion = read_section(root.child("assertion"), AssertionConfig, check_assertion_header)
+    audit = read_section(root.child("audit"), AuditConfig)
     top_level = read_settings(root, GatewayConfig)
     root.close()
     if problems or tokens is None:
@@ -153,6 +155,7 @@ def parse_config(
         browser=browser,
         forward_auth=forward_auth,
         assertion=assertion,
+        audit=audit,
         source=source,
         **top_level,
     )

@@ -7,6 +7,8 @@ from typing import Protocol
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AuditEvent",
+    "AuditStore",
     "Rotation",
     "Session",
     "SessionStore",
@@ -16,7 +18,7 @@ __all__ = [
     "UserStore",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class UserExists(Exception):
@@ -156,5 +158,41 @@ class SessionStore(Protocol):
         ...
 
 
-class Store(UserStore, SessionStore, Protocol):
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One security event. Never a token or a password: ids, names and reason classes only."""
+
+    at: float
+    kind: str
+    outcome: str = "success"
+    user_id: int | None = None
+    username: str = ""
+    session_id: str = ""
+    address: str = ""
+    user_agent: str = ""
+    request_id: str = ""
+    # A reason class or what changed ("wrong_password", "role admin added"), never a secret.
+    detail: str = ""
+
+
+class AuditStore(Protocol):
+    """The `audit_events` table."""
+
+    async def add_audit_events(self, events: list[AuditEvent]) -> None: ...
+
+    async def list_audit_events(
+        self,
+        *,
+        since: float = 0.0,
+        username: str | None = None,
+        kinds: tuple[str, ...] = (),
+        limit: int = 1000,
+    ) -> list[AuditEvent]:
+        """Events at or after `since`, oldest first (the newest `limit` of them)."""
+        ...
+
+    async def prune_audit_events(self, *, before: float) -> int: ...
+
+
+class Store(UserStore, SessionStore, AuditStore, Protocol):
     """One database holds both."""

@@ -73,6 +73,24 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             " ADD COLUMN last_user_agent VARCHAR(512) NOT NULL DEFAULT ''"
         ),
     ),
+    (
+        # Security events (gateway audit list); pruned after audit.retention.
+        """CREATE TABLE IF NOT EXISTS audit_events (
+            id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+            at DOUBLE NOT NULL,
+            kind VARCHAR(64) CHARACTER SET ascii NOT NULL,
+            outcome VARCHAR(32) CHARACTER SET ascii NOT NULL,
+            user_id BIGINT UNSIGNED NULL,
+            username VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL DEFAULT '',
+            session_id VARCHAR(32) CHARACTER SET ascii NOT NULL DEFAULT '',
+            address VARCHAR(64) NOT NULL DEFAULT '',
+            user_agent VARCHAR(512) NOT NULL DEFAULT '',
+            request_id VARCHAR(128) NOT NULL DEFAULT '',
+            detail VARCHAR(256) NOT NULL DEFAULT '',
+            KEY audit_events_at (at),
+            KEY audit_events_user (username, at)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    ),
 )
 
 
@@ -170,11 +188,14 @@ class MySqlStore(SqlStore):
 
     @asynccontextmanager
     async def _cursor(self) -> AsyncIterator[Any]:
-        if self._pool is None:
+        # The pool this connection came from: close() may swap self._pool meanwhile, and the
+        # old pool's wait_closed() waits for this connection to come back to it.
+        pool = self._pool
+        if pool is None:
             raise StorageUnavailable("The database connection is not open")
         try:
             async with asyncio.timeout(self._timeout):
-                conn = await self._pool.acquire()
+                conn = await pool.acquire()
         except (pymysql.err.MySQLError, OSError, TimeoutError) as exc:
             log.error("database unreachable: %s %s", type(exc).__name__, exc.args[:1])
             raise StorageUnavailable() from exc
@@ -197,7 +218,7 @@ class MySqlStore(SqlStore):
             log.error("database error: %s %s", type(exc).__name__, exc.args[:1])
             raise StorageUnavailable() from exc
         finally:
-            self._pool.release(conn)
+            pool.release(conn)
 
     async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         async with self._cursor() as cur:

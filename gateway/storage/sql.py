@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import StorageUnavailable
-from .base import SCHEMA_VERSION, Rotation, Session, User, UserExists
+from .base import SCHEMA_VERSION, AuditEvent, Rotation, Session, User, UserExists
 
 __all__ = ["SqlStore"]
 
@@ -17,6 +17,9 @@ _SESSION_COLUMNS = (
     "id, user_id, created_at, last_used_at, expires_at, refresh_issued_at, refresh_expires_at,"
     " current_jti, previous_jti, rotated_at, revoked_at, revoked_reason,"
     " login_address, login_user_agent, last_address, last_user_agent"
+)
+_AUDIT_COLUMNS = (
+    "at, kind, outcome, user_id, username, session_id, address, user_agent, request_id, detail"
 )
 _SESSION_WIDTH = len(_SESSION_COLUMNS.split(","))
 
@@ -283,6 +286,69 @@ class SqlStore(abc.ABC):
             (revoked_before, expired_before, expired_before),
         )
         return rows
+
+    # --- audit events ------------------------------------------------------------------------
+
+    async def add_audit_events(self, events: list[AuditEvent]) -> None:
+        for event in events:
+            await self.execute(
+                f"INSERT INTO audit_events ({_AUDIT_COLUMNS})"  # noqa: S608 - constant columns
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event.at,
+                    event.kind,
+                    event.outcome,
+                    event.user_id,
+                    event.username,
+                    event.session_id,
+                    event.address,
+                    event.user_agent,
+                    event.request_id,
+                    event.detail,
+                ),
+            )
+
+    async def list_audit_events(
+        self,
+        *,
+        since: float = 0.0,
+        username: str | None = None,
+        kinds: tuple[str, ...] = (),
+        limit: int = 1000,
+    ) -> list[AuditEvent]:
+        where: list[str] = ["at >= ?"]
+        params: list[object] = [since]
+        if username is not None:
+            where.append("username = ?")
+            params.append(username)
+        if kinds:
+            where.append(f"kind IN ({', '.join('?' for _ in kinds)})")
+            params.extend(kinds)
+        rows = await self.fetch_all(
+            f"SELECT {_AUDIT_COLUMNS} FROM audit_events"  # noqa: S608 - placeholders only
+            f" WHERE {' AND '.join(where)} ORDER BY at DESC, id DESC LIMIT {int(limit)}",
+            params,
+        )
+        return [_audit_from_row(row) for row in reversed(rows)]
+
+    async def prune_audit_events(self, *, before: float) -> int:
+        rows, _ = await self.execute("DELETE FROM audit_events WHERE at < ?", (before,))
+        return rows
+
+
+def _audit_from_row(row: Row) -> AuditEvent:
+    return AuditEvent(
+        at=float(row[0]),
+        kind=str(row[1]),
+        outcome=str(row[2]),
+        user_id=None if row[3] is None else int(row[3]),
+        username=str(row[4]),
+        session_id=str(row[5]),
+        address=str(row[6]),
+        user_agent=str(row[7]),
+        request_id=str(row[8]),
+        detail=str(row[9]),
+    )
 
 
 def _session_from_row(row: Row) -> Session:

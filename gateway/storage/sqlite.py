@@ -66,6 +66,24 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE gateway_sessions ADD COLUMN last_address TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE gateway_sessions ADD COLUMN last_user_agent TEXT NOT NULL DEFAULT ''",
     ),
+    (
+        # Security events (gateway audit list); pruned after audit.retention.
+        """CREATE TABLE IF NOT EXISTS audit_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at REAL NOT NULL,
+            kind TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            user_id INTEGER,
+            username TEXT NOT NULL DEFAULT '',
+            session_id TEXT NOT NULL DEFAULT '',
+            address TEXT NOT NULL DEFAULT '',
+            user_agent TEXT NOT NULL DEFAULT '',
+            request_id TEXT NOT NULL DEFAULT '',
+            detail TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX IF NOT EXISTS audit_events_at ON audit_events (at)",
+        "CREATE INDEX IF NOT EXISTS audit_events_user ON audit_events (username, at)",
+    ),
 )
 
 

@@ -53,6 +53,9 @@ class JsonFormatter(logging.Formatter):
         for field in ACCESS_FIELDS:
             if field in record.__dict__:
                 entry[field] = record.__dict__[field]
+        # The gateway.audit stream's records carry their event as one object.
+        if "audit" in record.__dict__:
+            entry["audit"] = record.__dict__["audit"]
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=True)

@@ -59,6 +59,10 @@ class GatewayMetrics:
         self.upstream_errors = Counter(
             "gateway_upstream_errors", "Upstream failures", ["upstream", "kind"]
         )
+        # Audit events the table did not get (database down, queue full); the log has them.
+        self.audit_failures = Counter(
+            "gateway_audit_write_failures", "Audit events not stored", ["reason"]
+        )
         # Per target of an upstream (label `target`: its URL), for pools of several.
         self.target_requests = Counter(
             "gateway_upstream_target_requests",
@@ -103,6 +107,7 @@ class GatewayMetrics:
             self.refreshes,
             self.token_rejections,
             self.upstream_errors,
+            self.audit_failures,
             self.target_requests,
             self.target_failures,
             self.target_ejections,

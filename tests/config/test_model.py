@@ -172,6 +172,7 @@ def test_restart_sections_are_derived_from_the_model() -> None:
         "browser",
         "forward_auth",
         "assertion",
+        "audit",
         "websocket_max_lifetime",
     )
 
