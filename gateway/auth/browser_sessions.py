@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 
 from aiohttp import web
 
@@ -44,36 +45,26 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _SET_COOKIES = web.RequestKey("gateway_set_cookies", list[str])
 
 
+@dataclass(slots=True)
 class BrowserSessions:
     """Built once by create_app; `identify` for the proxy, `write_cookies` for every response."""
 
-    def __init__(
-        self,
-        config: GatewayConfig,
-        *,
-        cookies: SessionCookies,
-        origins: OriginPolicy,
-        tokens: TokenService,
-        revocations: RevocationView,
-        sessions: SessionService,
-        metrics: GatewayMetrics,
-        audit: AuditTrail,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._audit = audit
-        self.cookies = cookies
-        self.origins = origins
-        self._tokens = tokens
-        self._revocations = revocations
-        self._sessions = sessions
-        self._refreshes = metrics.refreshes
-        self._rejections = metrics.token_rejections
-        self._clock = clock
-        # Results are shared as long as the grace window would honour the old token anyway,
-        # measured on the same clock.
-        self.flights: SingleFlight[str, TokenPair] = SingleFlight(
-            remember=config.sessions.reuse_grace, clock=clock
-        )
+    config: GatewayConfig
+    _: KW_ONLY
+    cookies: SessionCookies
+    origins: OriginPolicy
+    tokens: TokenService
+    revocations: RevocationView
+    sessions: SessionService
+    metrics: GatewayMetrics
+    audit: AuditTrail
+    clock: Callable[[], float] = time.time
+    # Results are shared as long as the grace window would honour the old token anyway,
+    # measured on the same clock.
+    flights: SingleFlight[str, TokenPair] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.flights = SingleFlight(remember=self.config.sessions.reuse_grace, clock=self.clock)
 
     @staticmethod
     def applies(request: web.BaseRequest, route: RouteConfig) -> bool:
@@ -141,7 +132,7 @@ class BrowserSessions:
         cookies cleared) when the session is over."""
         identity = self._verified(presented.access)
         if identity is not None and (
-            identity.expires_at > self._clock() or presented.refresh is None
+            identity.expires_at > self.clock() or presented.refresh is None
         ):
             return identity
         if presented.refresh is not None:
@@ -155,7 +146,7 @@ class BrowserSessions:
         if access is None:
             return None
         try:
-            return authenticate(access, self._tokens, self._revocations)
+            return authenticate(access, self.tokens, self.revocations)
         except Unauthorized:
             return None
 
@@ -165,7 +156,7 @@ class BrowserSessions:
         try:
             pair = await self.flights.run(token, lambda: self._rotate(token, request))
             # A shared or remembered pair is checked like any token: a logout since then wins.
-            identity = authenticate(pair.access_token, self._tokens, self._revocations)
+            identity = authenticate(pair.access_token, self.tokens, self.revocations)
         except Unauthorized:
             return None
         self.start(request, cookies, pair)
@@ -173,13 +164,13 @@ class BrowserSessions:
 
     async def _rotate(self, token: str, request: web.BaseRequest) -> TokenPair:
         try:
-            refreshed = await self._sessions.refresh(token, client_of(request))
+            refreshed = await self.sessions.refresh(token, client_of(request))
         except Unauthorized as exc:
-            self._refreshes.labels(exc.reason).inc()
+            self.metrics.refreshes.labels(exc.reason).inc()
             if exc.reason == "reuse_detected":
-                self._audit.reuse_detected(request, self._tokens, token)
+                self.audit.reuse_detected(request, self.tokens, token)
             raise
-        self._refreshes.labels(refreshed.outcome).inc()
+        self.metrics.refreshes.labels(refreshed.outcome).inc()
         return refreshed.pair
 
     def _anonymous(
@@ -188,7 +179,7 @@ class BrowserSessions:
         """Anonymous is fine on an optional route; otherwise the login redirect or the 401."""
         if route.auth is AuthPolicy.OPTIONAL:
             return
-        self._rejections.labels("session_expired" if presented else "missing").inc()
+        self.metrics.token_rejections.labels("session_expired" if presented else "missing").inc()
         if wants_login_redirect(request):
             raise web.HTTPFound(login_location(return_to), headers={"Cache-Control": "no-store"})
         if presented:

@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -67,39 +67,30 @@ class _Socket:
             self.ended.set_result(reason)
 
 
+@dataclass(slots=True)
 class SocketSessions:
     """The open WebSockets of this process, checked every `check_interval` against the
     revocations this process knows (reloaded every `sessions.revocation_poll`), their access
     token's expiry and the maximum lifetime."""
 
-    def __init__(
-        self,
-        tokens: TokenService,
-        revocations: RevocationView,
-        metrics: GatewayMetrics,
-        *,
-        max_lifetime: float,
-        leeway: float,
-        check_interval: float,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._tokens = tokens
-        self._revocations = revocations
-        self._closes = metrics.websocket_closes
-        self._max_lifetime = max_lifetime
-        self._leeway = leeway
-        self._interval = check_interval
-        self._clock = clock
-        self._open: set[_Socket] = set()
+    tokens: TokenService
+    revocations: RevocationView
+    metrics: GatewayMetrics
+    _: KW_ONLY
+    max_lifetime: float
+    leeway: float
+    check_interval: float
+    clock: Callable[[], float] = time.time
+    _open: set[_Socket] = field(init=False, default_factory=set)
 
     async def run(self) -> None:
         """Check the open sockets forever (an app background task)."""
         while True:
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(self.check_interval)
             self.check()
 
     def check(self) -> None:
-        now = self._clock()
+        now = self.clock()
         for socket in self._open:
             reason = self._verdict(socket, now)
             if reason is not None:
@@ -108,11 +99,11 @@ class SocketSessions:
     def _verdict(self, socket: _Socket, now: float) -> str | None:
         identity = socket.identity
         if identity is not None:
-            if self._revocations.is_revoked(identity.session_id):
+            if self.revocations.is_revoked(identity.session_id):
                 return "revoked"
-            if now >= identity.expires_at + self._leeway:
+            if now >= identity.expires_at + self.leeway:
                 return "expired"
-        if self._max_lifetime and now >= socket.opened_at + self._max_lifetime:
+        if self.max_lifetime and now >= socket.opened_at + self.max_lifetime:
             return "lifetime"
         return None
 
@@ -124,14 +115,14 @@ class SocketSessions:
         roles: frozenset[str] = frozenset(),
     ) -> None:
         """`relay`, closing both sides when the socket's session ends."""
-        socket = _Socket(identity, self._clock(), roles)
+        socket = _Socket(identity, self.clock(), roles)
         self._open.add(socket)
         try:
             reason = await relay(client, upstream, socket=socket, reauthenticate=self._reauth)
         finally:
             self._open.discard(socket)
         if reason is not None:
-            self._closes.labels(reason).inc()
+            self.metrics.websocket_closes.labels(reason).inc()
             log.info("websocket closed by the gateway: %s", reason)
 
     def _reauth(self, socket: _Socket, data: str) -> bool:
@@ -148,13 +139,13 @@ class SocketSessions:
         try:
             if not isinstance(token, str):
                 raise Unauthorized("no access token", token_presented=True)
-            fresh = self._tokens.verify_access(token)
+            fresh = self.tokens.verify_access(token)
         except Unauthorized:
             socket.end("reauth_failed")
             return True
         if (
             fresh.user_id != socket.identity.user_id
-            or self._revocations.is_revoked(fresh.session_id)
+            or self.revocations.is_revoked(fresh.session_id)
             or (socket.roles and socket.roles.isdisjoint(fresh.roles))
         ):
             socket.end("reauth_failed")
