@@ -34,6 +34,7 @@ from ..server import run
 from ..storage import (
     SCHEMA_VERSION,
     AuditEvent,
+    AuditQuery,
     Store,
     User,
     UserExists,
@@ -271,9 +272,8 @@ async def audit_list(admin: Admin) -> None:
     """Security events, oldest first: --user, --since (a duration), --kind, --json."""
     args = admin.args
     since = time.time() - args.since_seconds if args.since_seconds is not None else 0.0
-    events = await admin.store.list_audit_events(
-        since=since, username=args.user, kinds=tuple(args.kind or ()), limit=args.limit
-    )
+    query = AuditQuery(since, username=args.user, kinds=tuple(args.kind or ()), limit=args.limit)
+    events = await admin.store.list_audit_events(query)
     if args.json:
         for event in events:
             print(json.dumps(event_json(event), ensure_ascii=True))

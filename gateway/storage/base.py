@@ -8,6 +8,7 @@ from typing import Protocol
 __all__ = [
     "SCHEMA_VERSION",
     "AuditEvent",
+    "AuditQuery",
     "AuditStore",
     "Rotation",
     "Session",
@@ -175,20 +176,24 @@ class AuditEvent:
     detail: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Which audit events to list: at or after `since`, of `username` when given, of `kinds`
+    when any; at most `limit`."""
+
+    since: float = 0.0
+    username: str | None = None
+    kinds: tuple[str, ...] = ()
+    limit: int = 1000
+
+
 class AuditStore(Protocol):
     """The `audit_events` table."""
 
     async def add_audit_events(self, events: list[AuditEvent]) -> None: ...
 
-    async def list_audit_events(
-        self,
-        *,
-        since: float = 0.0,
-        username: str | None = None,
-        kinds: tuple[str, ...] = (),
-        limit: int = 1000,
-    ) -> list[AuditEvent]:
-        """Events at or after `since`, oldest first (the newest `limit` of them)."""
+    async def list_audit_events(self, query: AuditQuery | None = None) -> list[AuditEvent]:
+        """The events `query` (all: None) selects, oldest first (the newest `query.limit`)."""
         ...
 
     async def prune_audit_events(self, *, before: float) -> int: ...

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import StorageUnavailable
-from .base import SCHEMA_VERSION, AuditEvent, Rotation, Session, User, UserExists
+from .base import SCHEMA_VERSION, AuditEvent, AuditQuery, Rotation, Session, User, UserExists
 
 __all__ = ["SqlStore"]
 
@@ -308,25 +308,19 @@ class SqlStore(abc.ABC):
                 ),
             )
 
-    async def list_audit_events(
-        self,
-        *,
-        since: float = 0.0,
-        username: str | None = None,
-        kinds: tuple[str, ...] = (),
-        limit: int = 1000,
-    ) -> list[AuditEvent]:
+    async def list_audit_events(self, query: AuditQuery | None = None) -> list[AuditEvent]:
+        query = query or AuditQuery()
         where: list[str] = ["at >= ?"]
-        params: list[object] = [since]
-        if username is not None:
+        params: list[object] = [query.since]
+        if query.username is not None:
             where.append("username = ?")
-            params.append(username)
-        if kinds:
-            where.append(f"kind IN ({', '.join('?' for _ in kinds)})")
-            params.extend(kinds)
+            params.append(query.username)
+        if query.kinds:
+            where.append(f"kind IN ({', '.join('?' for _ in query.kinds)})")
+            params.extend(query.kinds)
         rows = await self.fetch_all(
             f"SELECT {_AUDIT_COLUMNS} FROM audit_events"  # noqa: S608 - placeholders only
-            f" WHERE {' AND '.join(where)} ORDER BY at DESC, id DESC LIMIT {int(limit)}",
+            f" WHERE {' AND '.join(where)} ORDER BY at DESC, id DESC LIMIT {int(query.limit)}",
             params,
         )
         return [_audit_from_row(row) for row in reversed(rows)]

@@ -58,6 +58,9 @@ def test_the_exposition_is_prometheus_clients() -> None:
     errors = prom.Counter(
         "gateway_upstream_errors", "Upstream failures", ["upstream", "kind"], registry=registry
     )
+    audit_failures = prom.Counter(
+        "gateway_audit_write_failures", "Audit events not stored", ["reason"], registry=registry
+    )
     pools = {
         "target_requests": prom.Counter(
             "gateway_upstream_target_requests",
@@ -127,6 +130,8 @@ def test_the_exposition_is_prometheus_clients() -> None:
     rejections.labels("missing").inc()
     ours.upstream_errors.labels("demo", "connect").inc()
     errors.labels("demo", "connect").inc()
+    ours.audit_failures.labels("unavailable").inc()
+    audit_failures.labels("unavailable").inc()
     for name, theirs in pools.items():
         labels = ("demo", "http://a:1", "reset")[: len(theirs._labelnames)]
         getattr(ours, name).labels(*labels).inc(3)
