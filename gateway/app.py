@@ -173,7 +173,6 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
         pages = BrowserEndpoints(
             users=users,
             browser=browser,
-            sessions=sessions,
             tokens=tokens,
             metrics=metrics,
             style=PageStyle.build(config.browser, browser.origins.trusted),

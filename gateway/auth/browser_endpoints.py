@@ -17,6 +17,7 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -32,7 +33,7 @@ from .json_body import require_string
 from .navigation import accepts_html, is_navigation
 from .pages import PageStyle, login_page, logout_page
 from .redirects import LOGIN_PATH, safe_return_url
-from .sessions import BAD_CREDENTIALS, SessionService
+from .sessions import BAD_CREDENTIALS
 from .tokens import ACCESS, REFRESH, TokenService
 
 __all__ = ["BrowserEndpoints"]
@@ -43,25 +44,15 @@ _CSRF = re.compile(r"[A-Za-z0-9_-]{43}")
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
 class BrowserEndpoints:
     """The handlers of /_gateway/login and the cookie side of /user/logout."""
 
-    def __init__(
-        self,
-        *,
-        users: UserEndpoints,
-        browser: BrowserSessions,
-        sessions: SessionService,
-        tokens: TokenService,
-        metrics: GatewayMetrics,
-        style: PageStyle,
-    ) -> None:
-        self._users = users
-        self._browser = browser
-        self._sessions = sessions
-        self._tokens = tokens
-        self._logins = metrics.logins
-        self._style = style
+    users: UserEndpoints
+    browser: BrowserSessions
+    tokens: TokenService
+    metrics: GatewayMetrics
+    style: PageStyle
 
     async def login(self, request: web.Request) -> web.StreamResponse:
         request[ROUTE_NAME] = "login_page"
@@ -79,39 +70,39 @@ class BrowserEndpoints:
         if "Authorization" not in request.headers:
             if request.method in ("GET", "HEAD") and is_navigation(request):
                 request[ROUTE_NAME] = "logout"
-                return self._style.response(logout_page(self._style, action=LOGOUT_PATH))
+                return self.style.response(logout_page(self.style, action=LOGOUT_PATH))
             if request.method == "POST" and (
                 not request.body_exists or request.content_type == FORM_TYPE
             ):
-                presented = self._browser.cookies.read(request)
+                presented = self.browser.cookies.read(request)
                 if presented.has_session or is_navigation(request):
                     return await self._cookie_logout(request, presented)
-        return await self._users.logout(request)
+        return await self.users.logout(request)
 
     async def _show(self, request: web.Request) -> web.Response:
         return_to = self._return_url(request, request.query.get("rd"))
-        if await self._browser.current(request) is not None:
+        if await self.browser.current(request) is not None:
             raise web.HTTPSeeOther(return_to, headers=_NO_STORE)
-        presented = self._browser.cookies.read(request)
+        presented = self.browser.cookies.read(request)
         notice = "You have been logged out." if "logged_out" in request.query else ""
         return self._page(request, presented, return_to, notice=notice)
 
     async def _submit(self, request: web.Request) -> web.StreamResponse:
-        self._browser.origins.check(request)
+        self.browser.origins.check(request)
         try:
             form = await read_form(request)
             username = require_string(form, "username", max_length=256)
             password = require_string(form, "password", max_length=1024)
         except GatewayError:
-            self._logins.labels("bad_request").inc()
+            self.metrics.logins.labels("bad_request").inc()
             raise
         return_to = self._return_url(request, form.get("rd"))
-        presented = self._browser.cookies.read(request)
+        presented = self.browser.cookies.read(request)
         if not _same_token(presented.csrf, form.get("csrf", "")):
-            self._logins.labels("bad_request").inc()
+            self.metrics.logins.labels("bad_request").inc()
             return self._page(request, presented, return_to, error=EXPIRED_FORM, status=403)
         try:
-            pair = await self._users.log_in(request, username, password)
+            pair = await self.users.log_in(request, username, password)
         except TooManyRequests as exc:
             return self._page(
                 request, presented, return_to, username, exc.message, 429, exc.headers
@@ -122,7 +113,7 @@ class BrowserEndpoints:
             )
         # This browser's previous session, if any, is over: its cookies are replaced.
         await self._end_sessions(request, presented)
-        self._browser.start(request, presented.cookies, pair)
+        self.browser.start(request, presented.cookies, pair)
         raise web.HTTPSeeOther(return_to, headers=_NO_STORE)
 
     def _page(
@@ -141,9 +132,9 @@ class BrowserEndpoints:
         csrf = presented.csrf
         if csrf is None or not _CSRF.fullmatch(csrf):
             csrf = secrets.token_urlsafe(32)
-        self._browser.also_set(request, presented.cookies.csrf_token(csrf))
+        self.browser.also_set(request, presented.cookies.csrf_token(csrf))
         body = login_page(
-            self._style,
+            self.style,
             action=LOGIN_PATH,
             csrf=csrf,
             return_to=return_to,
@@ -151,15 +142,15 @@ class BrowserEndpoints:
             error=error,
             notice=notice,
         )
-        return self._style.response(body, status=status, headers=headers)
+        return self.style.response(body, status=status, headers=headers)
 
     async def _cookie_logout(
         self, request: web.Request, presented: PresentedCookies
     ) -> web.StreamResponse:
         request[ROUTE_NAME] = "logout"
-        self._browser.origins.check(request)
+        self.browser.origins.check(request)
         await self._end_sessions(request, presented)
-        self._browser.end(request, presented.cookies)
+        self.browser.end(request, presented.cookies)
         if is_navigation(request) or accepts_html(request.headers.get("Accept", "")):
             raise web.HTTPSeeOther(f"{LOGIN_PATH}?logged_out=1", headers=_NO_STORE)
         return web.json_response({"message": "Logged out"}, headers=_NO_STORE)
@@ -167,15 +158,15 @@ class BrowserEndpoints:
     async def _end_sessions(self, request: web.Request, presented: PresentedCookies) -> None:
         """End the sessions the cookies name, expired tokens included (as /user/logout)."""
         named = {
-            self._tokens.session_of(token, use=use)
+            self.tokens.session_of(token, use=use)
             for token, use in ((presented.refresh, REFRESH), (presented.access, ACCESS))
             if token is not None
         }
         for session_id in sorted(s for s in named if s is not None):
-            await self._users.end_session(request, session_id)
+            await self.users.end_session(request, session_id)
 
     def _return_url(self, request: web.Request, value: str | None) -> str:
-        origins = self._browser.origins
+        origins = self.browser.origins
         return safe_return_url(value, allowed_origins=origins.trusted | origins.own(request))
 
 
