@@ -24,11 +24,11 @@ from redis.exceptions import RedisError
 
 from ..config import RateLimitConfig
 from ..errors import TooManyRequests
+from ..limits.redis_pool import bounded_redis
 
 __all__ = ["LoginLimiter", "create_counters"]
 
 log = logging.getLogger(__name__)
-_REDIS_CONNECTIONS = 32
 # Longest wait for a free Redis connection under a burst (each script takes well under 1 ms).
 _REDIS_POOL_WAIT = 5.0
 
@@ -171,16 +171,7 @@ class RedisCounters:
         self._release: AsyncScript | None = None
 
     async def open(self) -> None:
-        # A bounded pool that makes callers wait for a connection: a pool that refused them
-        # (MaxConnectionsError) would fail open, so a burst would turn the limiter off.
-        pool = redis_asyncio.BlockingConnectionPool.from_url(
-            self._url,
-            max_connections=_REDIS_CONNECTIONS,
-            timeout=_REDIS_POOL_WAIT,
-            socket_timeout=1.0,
-            socket_connect_timeout=1.0,
-        )
-        self._redis = redis_asyncio.Redis(connection_pool=pool)
+        self._redis = bounded_redis(self._url, wait=_REDIS_POOL_WAIT, timeout=1.0)
         self._reserve = self._redis.register_script(_RESERVE)
         self._release = self._redis.register_script(_RELEASE)
 

@@ -29,15 +29,16 @@ import redis.asyncio as redis_asyncio
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
+from .redis_pool import bounded_redis
+
 __all__ = ["GcraStore", "MemoryGcra", "RedisGcra", "create_gcra"]
 
 log = logging.getLogger(__name__)
 
 # Keys kept in memory before expired ones are dropped.
 _PRUNE_AT: Final = 100_000
-# Redis connections per process, and the longest wait for a free one under a burst (each
-# script takes well under a millisecond); past it the request is limited in this process.
-_REDIS_CONNECTIONS: Final = 32
+# The longest wait for a free Redis connection under a burst; past it the request is limited
+# in this process.
 _REDIS_POOL_WAIT: Final = 2.0
 
 
@@ -135,17 +136,7 @@ class RedisGcra:
         self._failing = False
 
     async def open(self) -> None:
-        # A bounded pool that makes callers wait for a connection: redis-py's default pool
-        # refuses callers beyond its size (MaxConnectionsError), which would send a burst of
-        # a few hundred requests to this process's own buckets and let the limit through again.
-        pool = redis_asyncio.BlockingConnectionPool.from_url(
-            self._url,
-            max_connections=_REDIS_CONNECTIONS,
-            timeout=_REDIS_POOL_WAIT,
-            socket_timeout=0.5,
-            socket_connect_timeout=0.5,
-        )
-        self._redis = redis_asyncio.Redis(connection_pool=pool)
+        self._redis = bounded_redis(self._url, wait=_REDIS_POOL_WAIT, timeout=0.5)
         self._script = self._redis.register_script(_SCRIPT)
 
     async def close(self) -> None:
