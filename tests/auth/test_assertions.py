@@ -16,17 +16,16 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.appkeys import CONFIG, TOKENS
 from gateway.auth.assertions import AssertionSigner
-from tests.support.gateways import Gateway, GatewayFactory
+from tests.support.gateways import Gateway, GatewayFactory, route
 from tests.support.keys import write_private_key
 from tests.support.processes import free_port
 from upstream_demo import AssertionVerifier, create_upstream_app
 
 ROUTES = [
-    {"path": "/whoami", "upstream": "demo", "auth": "required"},
-    {"path": "/bbb", "upstream": "demo", "auth": "required", "methods": ["GET"]},
-    {"path": "/plain/**", "upstream": "demo", "auth": "required", "assertion": False,
-     "strip_prefix": "/plain", "add_prefix": "/echo"},
-    {"path": "/echo/**", "upstream": "demo", "auth": "optional"},
+    route('/whoami'),
+    route('/bbb', methods=['GET']),
+    route('/plain/**', assertion=False, strip_prefix='/plain', add_prefix='/echo'),
+    route('/echo/**', 'optional'),
 ]  # fmt: skip
 HEADER = "X-Gateway-Assertion"
 

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.support.certificates import CertificateAuthority
-from tests.support.gateways import Gateway, GatewayFactory
+from tests.support.gateways import Gateway, GatewayFactory, route
 from upstream_demo import create_upstream_app
 
 Serve = Callable[..., Any]
@@ -56,7 +56,7 @@ async def gateway_to(start_gateway: GatewayFactory, upstream: TlsUpstream, **tls
     gateway: Gateway = await start_gateway(
         upstream_url=str(server.make_url("/")),
         upstream={"tls": tls},
-        routes=[{"path": "/aaa", "upstream": "demo", "auth": "public"}],
+        routes=[route("/aaa", "public")],
     )
     return gateway
 
@@ -156,7 +156,7 @@ async def test_websockets_to_a_tls_upstream_are_verified_the_same_way(
     expired = await aiohttp_server(
         create_upstream_app(), ssl=ca.server_context(ca.issue("expired", expired=True))
     )
-    routes = [{"path": "/ws", "upstream": "demo", "auth": "required"}]
+    routes = [route("/ws")]
     for index, (server, status) in enumerate(((good, 101), (expired, 502))):
         gateway: Gateway = await start_gateway(
             upstream_url=str(server.make_url("/")),
@@ -203,7 +203,7 @@ async def test_active_health_checks_verify_the_certificate_by_server_name(
             "tls": {"ca_file": str(ca.cert_file), "server_name": "api.internal"},
             "health": {"path": "/healthz", "interval": "30s", "timeout": "2s"},
         },
-        routes=[{"path": "/aaa", "upstream": "demo", "auth": "public"}],
+        routes=[route("/aaa", "public")],
     )
     for _ in range(100):  # the first round runs at start
         if checks:

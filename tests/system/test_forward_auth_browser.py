@@ -15,15 +15,16 @@ import pytest
 from gateway.appkeys import METRICS
 from tests.support import ingresses
 from tests.support.browsers import chromium, require_chromium
+from tests.support.gateways import route
 
 require_chromium()
 
 from playwright.async_api import Browser  # noqa: E402
 
 ROUTES: list[dict[str, Any]] = [
-    {"path": "/bbb", "upstream": "demo", "auth": "required", "methods": ["GET"]},
-    {"path": "/whoami", "upstream": "demo", "auth": "required"},
-    {"path": "/echo/**", "upstream": "demo", "auth": "required"},
+    route("/bbb", methods=["GET"]),
+    route("/whoami"),
+    route("/echo/**"),
 ]
 ACCESS_TTL = 2.0
 

@@ -21,12 +21,13 @@ from yarl import URL
 from gateway.appkeys import METRICS, STORE
 from tests.support import ingresses
 from tests.support.cookies import FETCH, NAVIGATE, Jar
+from tests.support.gateways import route
 
 ROUTES: list[dict[str, Any]] = [
-    {"path": "/aaa", "upstream": "demo", "auth": "public", "methods": ["GET"]},
-    {"path": "/bbb", "upstream": "demo", "auth": "required", "methods": ["GET"]},
-    {"path": "/whoami", "upstream": "demo", "auth": "required"},
-    {"path": "/echo/**", "upstream": "demo", "auth": "required"},
+    route("/aaa", "public", methods=["GET"]),
+    route("/bbb", methods=["GET"]),
+    route("/whoami"),
+    route("/echo/**"),
 ]
 REVOCATION_POLL = 0.5
 INGRESSES: dict[str, Callable[..., AbstractContextManager[str]]] = {

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory
+from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory, route
 from tests.support.processes import Processes, free_port, start_gateway_process
 from tests.support.upstreams import DemoTargets
 
@@ -33,15 +33,13 @@ def serve(
         "rate_limits": {"redis_url": redis_url},
         "upstreams": {"demo": {"url": upstream}},
         "routes": [
-            {
-                "path": "/aaa",
-                "upstream": "demo",
-                "auth": "public",
-                # Unique per test: the buckets in a shared Redis are apart.
-                "name": f"aaa-{uuid.uuid4().hex}",
-                "rate_limit": {"requests": 10, "per": "1m", "by": "address"},
-            },
-            {"path": "/bbb", "upstream": "demo", "auth": "public"},
+            route(
+                "/aaa",
+                "public",
+                name=f"aaa-{uuid.uuid4().hex}",
+                rate_limit={"requests": 10, "per": "1m", "by": "address"},
+            ),
+            route("/bbb", "public"),
         ],
     }
     path = tmp_path / f"{name}.yaml"
@@ -112,14 +110,7 @@ async def test_two_processes_sharing_redis_let_exactly_10_through_together(
 
 async def test_by_user_each_user_has_a_bucket_of_their_own(start_gateway: GatewayFactory) -> None:
     gw: Gateway = await start_gateway(
-        routes=[
-            {
-                "path": "/whoami",
-                "upstream": "demo",
-                "auth": "optional",
-                "rate_limit": {"requests": 3, "per": "1h", "by": "user"},
-            }
-        ]
+        routes=[route("/whoami", "optional", rate_limit={"requests": 3, "per": "1h", "by": "user"})]
     )
     await gw.add_user("ann", "password-a")
     await gw.add_user("bob", "password-b")
