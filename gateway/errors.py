@@ -24,7 +24,7 @@
     ConfigError                       not HTTP: every problem in a configuration file
 
 Errors from libraries are translated where they are caught (the database drivers raise
-StorageUnavailable, `proxy.upstream.upstream_errors` translates the upstream client's), so no
+StorageUnavailable, `proxy.failures.upstream_errors` translates the upstream client's), so no
 other exception type carries a status.
 """
 

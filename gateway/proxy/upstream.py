@@ -7,11 +7,10 @@ What is sent and returned is decided by `HeaderPolicy` (see gateway.forward_head
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -24,7 +23,6 @@ from ..draining import Drain
 from ..errors import (
     BadGateway,
     GatewayError,
-    GatewayTimeout,
     PayloadTooLarge,
     RequestTimeout,
     UpstreamFailure,
@@ -32,6 +30,7 @@ from ..errors import (
 )
 from ..request_keys import MID_RESPONSE, PROGRESS, STARTED, UPSTREAM_WAIT, learned
 from ..telemetry.metrics import GatewayMetrics
+from .failures import upstream_errors, upstream_failure
 from .headers import HeaderPolicy
 from .http1 import (
     ConnectionLost,
@@ -463,51 +462,6 @@ def _retry_target(
     if target is None or not targets.budget.spend():
         return None
     return target
-
-
-@contextlib.contextmanager
-def upstream_errors(upstream: UpstreamConfig) -> Iterator[None]:
-    """`upstream_failure` around a block: what the WebSocket relay is wrapped in."""
-    try:
-        yield
-    except Exception as exc:
-        translated = upstream_failure(upstream, exc)
-        if translated is None:
-            raise
-        raise translated from exc
-
-
-def upstream_failure(upstream: UpstreamConfig, exc: Exception) -> UpstreamFailure | None:
-    """The gateway's error for a failure of the upstream client: the one ladder for HTTP and
-    WebSocket forwarding. None for errors of the gateway's own (a client body too large or
-    stalled) and for the gateway's errors already made: they pass through untouched."""
-    if isinstance(exc, UpstreamFailure):
-        return None
-    if isinstance(exc, TlsFailed):
-        return BadGateway(upstream.name, "tls", "failed the TLS handshake")
-    if isinstance(exc, ConnectFailed):
-        return BadGateway(upstream.name, "connect", "is unreachable")
-    if isinstance(exc, UpstreamTimeout):
-        return GatewayTimeout(
-            upstream.name, "timeout", f"did not answer within {upstream.read_timeout:g}s"
-        )
-    if isinstance(exc, (UpstreamProtocolError, ConnectionLost)):
-        return BadGateway(upstream.name, "protocol", "failed to answer")
-    if isinstance(exc, aiohttp.WSServerHandshakeError):
-        return BadGateway(
-            upstream.name, "handshake", f"refused the WebSocket handshake ({exc.status})"
-        )
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return BadGateway(upstream.name, "tls", "failed the TLS handshake")
-    if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
-        return BadGateway(upstream.name, "connect", "is unreachable")
-    if isinstance(exc, TimeoutError):
-        return GatewayTimeout(
-            upstream.name, "timeout", f"did not answer within {upstream.read_timeout:g}s"
-        )
-    if isinstance(exc, aiohttp.ClientError):
-        return BadGateway(upstream.name, "protocol", "failed to answer")
-    return None
 
 
 def _upstream_url(base: URL, path: str, raw_query: str) -> URL:
