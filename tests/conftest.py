@@ -103,13 +103,16 @@ def start_gateway(
 def gateway_before(
     aiohttp_server: Callable[..., Any], start_gateway: GatewayFactory
 ) -> GatewayFactory:
-    """Start a gateway in front of an upstream made of `handlers` (path -> handler, any method)
-    instead of the demo: for tests about what an upstream answers."""
+    """Start a gateway in front of an upstream made of `handlers` (path -> handler, any method,
+    or a whole app) instead of the demo: for tests about what an upstream answers."""
 
-    async def start(handlers: dict[str, Handler], **config_overrides: Any) -> Gateway:
-        app = web.Application()
-        for path, handler in handlers.items():
-            app.router.add_route("*", path, handler)
+    async def start(
+        handlers: dict[str, Handler] | web.Application, **config_overrides: Any
+    ) -> Gateway:
+        app = handlers if isinstance(handlers, web.Application) else web.Application()
+        if not isinstance(handlers, web.Application):
+            for path, handler in handlers.items():
+                app.router.add_route("*", path, handler)
         server: TestServer = await aiohttp_server(app)
         gw: Gateway = await start_gateway(
             upstream_url=str(server.make_url("/")), **config_overrides

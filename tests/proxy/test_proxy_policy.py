@@ -137,13 +137,11 @@ async def test_strip_and_add_prefix(start_gateway: GatewayFactory) -> None:
 
 
 async def test_request_body_over_the_route_limit_is_413(
-    start_gateway: GatewayFactory,
-    aiohttp_server: Callable[..., Any],
+    gateway_before: GatewayFactory,
 ) -> None:
     upstream = RecordingUpstream()
-    server = await aiohttp_server(upstream.app)
-    gw: Gateway = await start_gateway(
-        upstream_url=str(server.make_url("/")),
+    gw: Gateway = await gateway_before(
+        upstream.app,
         routes=[route("/up/**", "public", max_body_size="1KiB")],
     )
     fits = await gw.client.post("/up/a", data=b"x" * 1024)
@@ -232,13 +230,10 @@ async def test_client_disconnect_cancels_the_upstream_request(
     assert events == ["cancelled"]
 
 
-async def test_case_insensitive_paths_when_configured(
-    start_gateway: GatewayFactory, aiohttp_server: Callable[..., Any]
-) -> None:
+async def test_case_insensitive_paths_when_configured(gateway_before: GatewayFactory) -> None:
     upstream = RecordingUpstream()
-    server = await aiohttp_server(upstream.app)
-    gw: Gateway = await start_gateway(
-        upstream_url=str(server.make_url("/")),
+    gw: Gateway = await gateway_before(
+        upstream.app,
         server={"case_sensitive_paths": False},
         routes=[route("/**", "public"), route("/Admin/**")],
     )
@@ -248,13 +243,10 @@ async def test_case_insensitive_paths_when_configured(
     assert upstream.paths() == ["/Other"]  # forwarded with the client's case
 
 
-async def test_case_sensitive_paths_by_default(
-    start_gateway: GatewayFactory, aiohttp_server: Callable[..., Any]
-) -> None:
+async def test_case_sensitive_paths_by_default(gateway_before: GatewayFactory) -> None:
     upstream = RecordingUpstream()
-    server = await aiohttp_server(upstream.app)
-    gw: Gateway = await start_gateway(
-        upstream_url=str(server.make_url("/")),
+    gw: Gateway = await gateway_before(
+        upstream.app,
         routes=[route("/admin/**")],
     )
     assert (await gw.client.get("/ADMIN/x")).status == 404

@@ -6,7 +6,7 @@ import asyncio
 import gzip
 import json
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import jwt
@@ -29,13 +29,10 @@ from tests.support.wire import raw_http
 
 
 @pytest.fixture
-async def recorded(
-    start_gateway: GatewayFactory, aiohttp_server: Callable[..., Any]
-) -> tuple[Gateway, RecordingUpstream]:
+async def recorded(gateway_before: GatewayFactory) -> tuple[Gateway, RecordingUpstream]:
     upstream = RecordingUpstream()
-    server = await aiohttp_server(upstream.app)
-    gw: Gateway = await start_gateway(
-        upstream_url=str(server.make_url("/")),
+    gw: Gateway = await gateway_before(
+        upstream.app,
         routes=[route("/**", "public"), route("/bbb")],
     )
     await gw.add_user()
