@@ -77,7 +77,9 @@ async def test_a_burst_of_100_against_10_lets_exactly_10_through(
             "error": "Too Many Requests",
         }
         assert body["message"].startswith("Too many requests to this route; try again in ")
-        assert 1 <= int(headers["Retry-After"]) <= 6
+        # 10 a minute: the next request is allowed 6 s after the burst filled the bucket,
+        # less the time the burst itself took (well under a second), rounded up.
+        assert int(headers["Retry-After"]) in (5, 6)
         assert headers["RateLimit-Limit"] == "10" and headers["RateLimit-Remaining"] == "0"
         assert 50 <= int(headers["RateLimit-Reset"]) <= 60
         assert headers["RateLimit-Policy"] == "10;w=60"
