@@ -109,8 +109,10 @@ def gateway_before(
     async def start(
         handlers: dict[str, Handler] | web.Application, **config_overrides: Any
     ) -> Gateway:
-        app = handlers if isinstance(handlers, web.Application) else web.Application()
-        if not isinstance(handlers, web.Application):
+        if isinstance(handlers, web.Application):
+            app = handlers
+        else:
+            app = web.Application()
             for path, handler in handlers.items():
                 app.router.add_route("*", path, handler)
         server: TestServer = await aiohttp_server(app)
