@@ -5,26 +5,66 @@ from __future__ import annotations
 import abc
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..errors import StorageUnavailable
 from .base import SCHEMA_VERSION, AuditEvent, AuditQuery, Rotation, Session, User, UserExists
 
-__all__ = ["SqlStore"]
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
-_SESSION_COLUMNS = (
-    "id, user_id, created_at, last_used_at, expires_at, refresh_issued_at, refresh_expires_at,"
-    " current_jti, previous_jti, rotated_at, revoked_at, revoked_reason,"
-    " login_address, login_user_agent, last_address, last_user_agent"
-)
-_AUDIT_COLUMNS = (
-    "at, kind, outcome, user_id, username, session_id, address, user_agent, request_id, detail"
-)
-_SESSION_WIDTH = len(_SESSION_COLUMNS.split(","))
+__all__ = ["SqlStore"]
 
 log = logging.getLogger(__name__)
 Row = Sequence[Any]
+R = TypeVar("R", bound="DataclassInstance")
+
+
+def _or_none(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else convert(value)
+
+
+# What turns a driver's value into a record's field, by the field's declared type (a `str`
+# field reads NULL as "", as a column with DEFAULT '' would hold).
+_FROM_COLUMN: dict[str, Callable[[Any], Any]] = {
+    "str": lambda value: "" if value is None else str(value),
+    "int": int,
+    "float": float,
+    "str | None": _or_none(str),
+    "int | None": _or_none(int),
+    "float | None": _or_none(float),
+}
+
+
+class _Columns(Generic[R]):
+    """A table whose columns are a record's fields, named and ordered as in the dataclass."""
+
+    def __init__(self, record: type[R]) -> None:
+        self._record = record
+        self.names = tuple(f.name for f in fields(record))
+        self._converters = tuple(_FROM_COLUMN[str(f.type)] for f in fields(record))
+        self.listed = ", ".join(self.names)
+        self.placeholders = ", ".join("?" for _ in self.names)
+
+    def prefixed(self, alias: str) -> str:
+        """The columns as `alias.column, ...`, for a join."""
+        return ", ".join(f"{alias}.{name}" for name in self.names)
+
+    def values(self, record: R) -> tuple[Any, ...]:
+        return tuple(getattr(record, name) for name in self.names)
+
+    def read(self, row: Row) -> R:
+        return self._record(
+            *(convert(value) for convert, value in zip(self._converters, row, strict=True))
+        )
+
+
+_SESSIONS = _Columns(Session)
+_AUDIT_EVENTS = _Columns(AuditEvent)
+# Users are read by position: `roles` is stored as one comma-separated column.
+_USER_COLUMNS = "id, username, password_hash, disabled, created_at, roles"
 
 
 class SqlStore(abc.ABC):
@@ -83,20 +123,10 @@ class SqlStore(abc.ABC):
         return int(row[0]) if row and row[0] is not None else 0
 
     async def get_user(self, user_id: int) -> User | None:
-        row = await self.fetch_one(
-            "SELECT id, username, password_hash, disabled, created_at, roles FROM gateway_users"
-            " WHERE id = ?",
-            (user_id,),
-        )
-        return None if row is None else _user_from_row(row)
+        return await self._user_where("id = ?", user_id)
 
     async def get_user_by_name(self, username: str) -> User | None:
-        row = await self.fetch_one(
-            "SELECT id, username, password_hash, disabled, created_at, roles FROM gateway_users"
-            " WHERE username = ?",
-            (username,),
-        )
-        user = None if row is None else _user_from_row(row)
+        user = await self._user_where("username = ?", username)
         # Guard against collations that pad or fold: the name must match to the byte.
         return user if user is not None and user.username == username else None
 
@@ -114,10 +144,16 @@ class SqlStore(abc.ABC):
 
     async def list_users(self) -> list[User]:
         rows = await self.fetch_all(
-            "SELECT id, username, password_hash, disabled, created_at, roles FROM gateway_users"
-            " ORDER BY id"
+            f"SELECT {_USER_COLUMNS} FROM gateway_users ORDER BY id"  # noqa: S608 - constant
         )
         return [_user_from_row(row) for row in rows]
+
+    async def _user_where(self, condition: str, value: object) -> User | None:
+        row = await self.fetch_one(
+            f"SELECT {_USER_COLUMNS} FROM gateway_users WHERE {condition}",  # noqa: S608 - constant
+            (value,),
+        )
+        return None if row is None else _user_from_row(row)
 
     async def set_disabled(self, username: str, disabled: bool) -> bool:
         user = await self.get_user_by_name(username)
@@ -162,52 +198,34 @@ class SqlStore(abc.ABC):
         # that was just verified and is still enabled, so a password change or a disable that
         # lands while the login was hashing cannot be outrun.
         rows, _ = await self.execute(
-            f"INSERT INTO gateway_sessions ({_SESSION_COLUMNS})"  # noqa: S608 - constant columns
-            " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM gateway_users"
+            f"INSERT INTO gateway_sessions ({_SESSIONS.listed})"  # noqa: S608 - constant columns
+            f" SELECT {_SESSIONS.placeholders} FROM gateway_users"
             " WHERE id = ? AND password_hash = ? AND disabled = 0",
-            (
-                session.id,
-                session.user_id,
-                session.created_at,
-                session.last_used_at,
-                session.expires_at,
-                session.refresh_issued_at,
-                session.refresh_expires_at,
-                session.current_jti,
-                session.previous_jti,
-                session.rotated_at,
-                session.revoked_at,
-                session.revoked_reason,
-                session.login_address,
-                session.login_user_agent,
-                session.last_address,
-                session.last_user_agent,
-                session.user_id,
-                password_hash,
-            ),
+            (*_SESSIONS.values(session), session.user_id, password_hash),
         )
         return rows == 1
 
     async def get_session(self, session_id: str) -> Session | None:
         row = await self.fetch_one(
-            f"SELECT {_SESSION_COLUMNS} FROM gateway_sessions WHERE id = ?",  # noqa: S608
+            f"SELECT {_SESSIONS.listed} FROM gateway_sessions WHERE id = ?",  # noqa: S608
             (session_id,),
         )
-        return None if row is None else _session_from_row(row)
+        return None if row is None else _SESSIONS.read(row)
 
     async def get_session_with_user(self, session_id: str) -> tuple[Session, User | None] | None:
-        session_columns = ", ".join(f"s.{c.strip()}" for c in _SESSION_COLUMNS.split(","))
+        user_columns = ", ".join(f"u.{c}" for c in _USER_COLUMNS.split(", "))
         row = await self.fetch_one(
-            f"SELECT {session_columns}, u.id, u.username, u.password_hash, u.disabled,"  # noqa: S608
-            " u.created_at, u.roles FROM gateway_sessions s"
+            f"SELECT {_SESSIONS.prefixed('s')}, {user_columns}"  # noqa: S608 - constant columns
+            " FROM gateway_sessions s"
             " LEFT JOIN gateway_users u ON u.id = s.user_id WHERE s.id = ?",
             (session_id,),
         )
         if row is None:
             return None
-        user_row = row[_SESSION_WIDTH:]
+        width = len(_SESSIONS.names)
+        user_row = row[width:]
         user = None if user_row[0] is None else _user_from_row(user_row)
-        return _session_from_row(row[:_SESSION_WIDTH]), user
+        return _SESSIONS.read(row[:width]), user
 
     async def rotate_session(self, rotation: Rotation) -> bool:
         # One conditional UPDATE is the compare-and-swap: of any number of concurrent refreshes
@@ -236,18 +254,16 @@ class SqlStore(abc.ABC):
         return rows == 1
 
     async def revoke_session(self, session_id: str, *, reason: str, now: float) -> bool:
-        rows, _ = await self.execute(
-            "UPDATE gateway_sessions SET revoked_at = ?, revoked_reason = ?"
-            " WHERE id = ? AND revoked_at IS NULL",
-            (now, reason, session_id),
-        )
-        return rows == 1
+        return await self._revoke_live("id = ?", session_id, reason=reason, now=now) == 1
 
     async def revoke_user_sessions(self, user_id: int, *, reason: str, now: float) -> int:
+        return await self._revoke_live("user_id = ?", user_id, reason=reason, now=now)
+
+    async def _revoke_live(self, condition: str, value: object, *, reason: str, now: float) -> int:
         rows, _ = await self.execute(
-            "UPDATE gateway_sessions SET revoked_at = ?, revoked_reason = ?"
-            " WHERE user_id = ? AND revoked_at IS NULL",
-            (now, reason, user_id),
+            "UPDATE gateway_sessions SET revoked_at = ?, revoked_reason = ?"  # noqa: S608 - constant
+            f" WHERE {condition} AND revoked_at IS NULL",
+            (now, reason, value),
         )
         return rows
 
@@ -267,11 +283,11 @@ class SqlStore(abc.ABC):
 
     async def list_sessions(self, user_id: int) -> list[Session]:
         rows = await self.fetch_all(
-            f"SELECT {_SESSION_COLUMNS} FROM gateway_sessions"  # noqa: S608
+            f"SELECT {_SESSIONS.listed} FROM gateway_sessions"  # noqa: S608
             " WHERE user_id = ? ORDER BY created_at",
             (user_id,),
         )
-        return [_session_from_row(row) for row in rows]
+        return [_SESSIONS.read(row) for row in rows]
 
     async def revoked_since(self, since: float) -> list[str]:
         rows = await self.fetch_all(
@@ -292,20 +308,9 @@ class SqlStore(abc.ABC):
     async def add_audit_events(self, events: list[AuditEvent]) -> None:
         for event in events:
             await self.execute(
-                f"INSERT INTO audit_events ({_AUDIT_COLUMNS})"  # noqa: S608 - constant columns
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    event.at,
-                    event.kind,
-                    event.outcome,
-                    event.user_id,
-                    event.username,
-                    event.session_id,
-                    event.address,
-                    event.user_agent,
-                    event.request_id,
-                    event.detail,
-                ),
+                f"INSERT INTO audit_events ({_AUDIT_EVENTS.listed})"  # noqa: S608 - constant columns
+                f" VALUES ({_AUDIT_EVENTS.placeholders})",
+                _AUDIT_EVENTS.values(event),
             )
 
     async def list_audit_events(self, query: AuditQuery | None = None) -> list[AuditEvent]:
@@ -319,54 +324,15 @@ class SqlStore(abc.ABC):
             where.append(f"kind IN ({', '.join('?' for _ in query.kinds)})")
             params.extend(query.kinds)
         rows = await self.fetch_all(
-            f"SELECT {_AUDIT_COLUMNS} FROM audit_events"  # noqa: S608 - placeholders only
+            f"SELECT {_AUDIT_EVENTS.listed} FROM audit_events"  # noqa: S608 - placeholders only
             f" WHERE {' AND '.join(where)} ORDER BY at DESC, id DESC LIMIT {int(query.limit)}",
             params,
         )
-        return [_audit_from_row(row) for row in reversed(rows)]
+        return [_AUDIT_EVENTS.read(row) for row in reversed(rows)]
 
     async def prune_audit_events(self, *, before: float) -> int:
         rows, _ = await self.execute("DELETE FROM audit_events WHERE at < ?", (before,))
         return rows
-
-
-def _audit_from_row(row: Row) -> AuditEvent:
-    return AuditEvent(
-        at=float(row[0]),
-        kind=str(row[1]),
-        outcome=str(row[2]),
-        user_id=None if row[3] is None else int(row[3]),
-        username=str(row[4]),
-        session_id=str(row[5]),
-        address=str(row[6]),
-        user_agent=str(row[7]),
-        request_id=str(row[8]),
-        detail=str(row[9]),
-    )
-
-
-def _session_from_row(row: Row) -> Session:
-    def optional_float(value: Any) -> float | None:
-        return None if value is None else float(value)
-
-    return Session(
-        id=str(row[0]),
-        user_id=int(row[1]),
-        created_at=float(row[2]),
-        last_used_at=float(row[3]),
-        expires_at=float(row[4]),
-        refresh_issued_at=int(row[5]),
-        refresh_expires_at=int(row[6]),
-        current_jti=str(row[7]),
-        previous_jti=None if row[8] is None else str(row[8]),
-        rotated_at=optional_float(row[9]),
-        revoked_at=optional_float(row[10]),
-        revoked_reason=None if row[11] is None else str(row[11]),
-        login_address=str(row[12] or ""),
-        login_user_agent=str(row[13] or ""),
-        last_address=str(row[14] or ""),
-        last_user_agent=str(row[15] or ""),
-    )
 
 
 def _user_from_row(row: Row) -> User:
