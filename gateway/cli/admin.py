@@ -11,7 +11,7 @@ import argparse
 import functools
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -169,13 +169,20 @@ async def user_add(admin: Admin) -> None:
 @admin_command()
 async def user_list(admin: Admin) -> None:
     """List users with their state and roles."""
-    print(f"{'ID':>6}  {'USERNAME':<32} {'STATE':<9} {'CREATED':<20} ROLES")
-    for user in await admin.store.list_users():
-        state = "disabled" if user.disabled else "active"
-        print(
-            f"{user.id:>6}  {user.username:<32} {state:<9} {_when(user.created_at):<20} "
-            f"{','.join(user.roles)}"
-        )
+    _print_table(
+        "{:>6}  {:<32} {:<9} {:<20} {}",
+        ("ID", "USERNAME", "STATE", "CREATED", "ROLES"),
+        [
+            (
+                user.id,
+                user.username,
+                "disabled" if user.disabled else "active",
+                _when(user.created_at),
+                ",".join(user.roles),
+            )
+            for user in await admin.store.list_users()
+        ],
+    )
 
 
 @admin_command()
@@ -231,7 +238,7 @@ async def session_list(admin: Admin) -> None:
     """A user's sessions: created, last used, end, state."""
     user = await _existing_user(admin)
     now = time.time()
-    print(f"{'SESSION':<32}  {'CREATED':<20} {'LAST USED':<20} {'ENDS':<20} STATE")
+    rows = []
     for session in await admin.store.list_sessions(user.id):
         ends = min(session.expires_at, session.refresh_expires_at)
         if session.revoked_at is not None:
@@ -240,10 +247,14 @@ async def session_list(admin: Admin) -> None:
             state = "expired"
         else:
             state = "active"
-        print(
-            f"{session.id:<32}  {_when(session.created_at):<20} "
-            f"{_when(session.last_used_at):<20} {_when(ends):<20} {state}"
+        rows.append(
+            (session.id, _when(session.created_at), _when(session.last_used_at), _when(ends), state)
         )
+    _print_table(
+        "{:<32}  {:<20} {:<20} {:<20} {}",
+        ("SESSION", "CREATED", "LAST USED", "ENDS", "STATE"),
+        rows,
+    )
 
 
 @admin_command()
@@ -278,13 +289,21 @@ async def audit_list(admin: Admin) -> None:
         for event in events:
             print(json.dumps(event_json(event), ensure_ascii=True))
         return
-    print(f"{'TIME':<20} {'KIND':<22} {'OUTCOME':<8} {'USER':<16} {'ADDRESS':<16} DETAIL")
-    for event in events:
-        user = event.username or ("-" if event.user_id is None else f"#{event.user_id}")
-        print(
-            f"{_when(event.at, seconds=True):<20} {event.kind:<22} {event.outcome:<8} "
-            f"{user:<16} {event.address or '-':<16} {event.detail or '-'}"
-        )
+    _print_table(
+        "{:<20} {:<22} {:<8} {:<16} {:<16} {}",
+        ("TIME", "KIND", "OUTCOME", "USER", "ADDRESS", "DETAIL"),
+        [
+            (
+                _when(event.at, seconds=True),
+                event.kind,
+                event.outcome,
+                event.username or ("-" if event.user_id is None else f"#{event.user_id}"),
+                event.address or "-",
+                event.detail or "-",
+            )
+            for event in events
+        ],
+    )
 
 
 # --- shared steps -------------------------------------------------------------------------
@@ -318,6 +337,13 @@ async def _same_name(store: Store, name: str) -> User | None:
 async def _end_sessions(store: Store, user: User, reason: str) -> None:
     ended = await end_user_sessions(store, user.id, reason, time.time())
     print(f"ended {ended} session(s) of {user.username}")
+
+
+def _print_table(row_format: str, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """A listing: the header and every row through one format, so the columns line up."""
+    print(row_format.format(*header))
+    for row in rows:
+        print(row_format.format(*row))
 
 
 def _when(timestamp: float, *, seconds: bool = False) -> str:
