@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tests.support.cookies import FETCH, Jar, log_in_by_form, origin_of
+from tests.support.errors import error_body
 from tests.support.gateways import Gateway
 
 PHONE, LAPTOP = "Phone/1.0", "Laptop/2.0"
@@ -83,11 +84,9 @@ async def test_another_users_session_is_not_found(gateway: Gateway) -> None:
     assert [s["current"] for s in await listed(gateway, bearer(mallory))] == [True]
     resp = await gateway.client.delete(f"/user/sessions/{victim_id}", headers=bearer(mallory))
     assert resp.status == 404
-    assert await resp.json() == {
-        "statusCode": 404,
-        "message": "You have no live session with that id",
-        "error": "Not Found",
-    }
+    assert await resp.json() == error_body(
+        404, "Not Found", "You have no live session with that id"
+    )
     assert (await gateway.client.get("/bbb", headers=bearer(victim))).status == 200
 
 

@@ -20,6 +20,7 @@ from tests.support.cookies import (
     origin_of,
     set_cookies,
 )
+from tests.support.errors import error_body
 from tests.support.gateways import Gateway, GatewayFactory, bearer_of, route
 
 ACCESS, REFRESH, CSRF = "__Host-gateway-access", "__Host-gateway-refresh", "__Host-gateway-csrf"
@@ -91,11 +92,7 @@ async def test_everything_else_gets_the_json_401_of_today(
     response = await gw.client.get("/bbb", headers=headers, allow_redirects=False)
     assert response.status == 401
     assert response.headers["WWW-Authenticate"] == 'Bearer realm="gateway"'
-    assert await response.json() == {
-        "statusCode": 401,
-        "message": "Missing bearer token",
-        "error": "Unauthorized",
-    }
+    assert await response.json() == error_body(401, "Unauthorized", "Missing bearer token")
 
 
 async def test_a_form_post_without_a_session_is_401_not_a_redirect(gw: Gateway) -> None:

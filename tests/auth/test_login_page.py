@@ -11,6 +11,7 @@ import pytest
 
 from gateway.appkeys import METRICS, STORE
 from tests.support.cookies import NAVIGATE, Jar, log_in_by_form, origin_of, set_cookies
+from tests.support.errors import error_body
 from tests.support.gateways import Gateway, GatewayFactory
 
 from ..config.test_browser_section import PIXEL
@@ -208,11 +209,9 @@ async def test_bad_forms_get_clear_json_errors(
         headers["Content-Type"] = "application/x-www-form-urlencoded"
     response = await gw.client.post("/_gateway/login", headers=headers, **kwargs)  # type: ignore[arg-type]
     assert response.status == status
-    assert await response.json() == {
-        "statusCode": status,
-        "message": message,
-        "error": {400: "Bad Request", 415: "Unsupported Media Type"}[status],
-    }
+    assert await response.json() == error_body(
+        status, {400: "Bad Request", 415: "Unsupported Media Type"}[status], message
+    )
 
 
 async def test_other_methods_get_405(gw: Gateway) -> None:

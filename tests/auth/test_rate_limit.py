@@ -13,6 +13,7 @@ import pytest
 
 from gateway.appkeys import PASSWORDS, STORE
 from gateway.errors import StorageUnavailable
+from tests.support.errors import error_body
 from tests.support.gateways import Gateway, GatewayFactory
 from tests.support.processes import free_port
 
@@ -66,11 +67,9 @@ async def test_failures_per_user_and_address_are_limited(limited: Gateway) -> No
         assert (await attempt(limited, user, "wrong", attacker))[0] == 401
     status, (retry_after, body) = await attempt(limited, user, "right-password", attacker)
     assert status == 429
-    assert body == {
-        "statusCode": 429,
-        "error": "Too Many Requests",
-        "message": f"Too many failed logins; try again in {retry_after} seconds",
-    }
+    assert body == error_body(
+        429, "Too Many Requests", f"Too many failed logins; try again in {retry_after} seconds"
+    )
     assert 800 < int(retry_after) <= 900
     # The user's own address is not locked out by someone else's failures.
     assert (await attempt(limited, user, "right-password", owner))[0] == 200

@@ -11,6 +11,7 @@ import jwt
 import pytest
 
 from gateway.appkeys import STORE
+from tests.support.errors import error_body
 from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory, bearer_of
 
 
@@ -23,11 +24,7 @@ async def test_whole_flow_login_public_protected_refresh(gateway: Gateway) -> No
     assert anonymous.status == 401
     assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")
     assert "invalid_token" not in anonymous.headers["WWW-Authenticate"]
-    assert await anonymous.json() == {
-        "statusCode": 401,
-        "message": "Missing bearer token",
-        "error": "Unauthorized",
-    }
+    assert await anonymous.json() == error_body(401, "Unauthorized", "Missing bearer token")
 
     pair = await gateway.login()
     assert set(pair) == {
@@ -102,7 +99,7 @@ async def test_bad_login_bodies_get_400_saying_what_is_wrong(
         "/user/login", data=body, headers={"Content-Type": "application/json"}
     )
     assert resp.status == 400
-    assert await resp.json() == {"statusCode": 400, "message": message, "error": "Bad Request"}
+    assert await resp.json() == error_body(400, "Bad Request", message)
 
 
 @pytest.mark.parametrize(
@@ -127,11 +124,11 @@ async def test_json_endpoints_require_application_json(
         path, data=json.dumps(body).encode(), headers=headers, skip_auto_headers=["Content-Type"]
     )
     assert resp.status == 415
-    assert await resp.json() == {
-        "statusCode": 415,
-        "message": "Send the body as application/json (Content-Type: application/json)",
-        "error": "Unsupported Media Type",
-    }
+    assert await resp.json() == error_body(
+        415,
+        "Unsupported Media Type",
+        "Send the body as application/json (Content-Type: application/json)",
+    )
     assert "access_token" not in resp.headers.get("Set-Cookie", "")
     # The refresh token was not spent or revoked by the refused requests.
     refreshed = await gateway.refresh(pair)
@@ -168,7 +165,7 @@ async def test_unknown_user_and_wrong_password_look_the_same(gateway: Gateway) -
     assert answers[0] == answers[1] == answers[2]
     assert answers[0] == (
         401,
-        {"statusCode": 401, "message": "Invalid username or password", "error": "Unauthorized"},
+        error_body(401, "Unauthorized", "Invalid username or password"),
     )
 
 

@@ -16,6 +16,7 @@ from gateway.forward_auth.decision import NGINX_COOKIE_HEADER
 from gateway.forward_auth.shapes import EXT_AUTHZ_PREFIX
 from tests.config.test_config import minimal
 from tests.support.cookies import FETCH, NAVIGATE, Jar, log_in_by_form, set_cookies
+from tests.support.errors import error_body
 from tests.support.gateways import Gateway, GatewayFactory, route
 from tests.support.wire import raw_http
 
@@ -95,7 +96,7 @@ async def test_no_token_or_a_bad_one_is_401_with_a_challenge(gw: Gateway, shape:
     assert missing.status == 401
     assert missing.headers["WWW-Authenticate"] == 'Bearer realm="gateway"'
     body = await missing.json()
-    assert body == {"statusCode": 401, "message": "Missing bearer token", "error": "Unauthorized"}
+    assert body == error_body(401, "Unauthorized", "Missing bearer token")
     bad = await decide(gw, shape("/bbb", **bearer("not.a.token")))
     assert bad.status == 401
     assert 'error="invalid_token"' in bad.headers["WWW-Authenticate"]

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from tests.support.errors import error_body
 from tests.support.gateways import (
     TEST_SECRET,
     Gateway,
@@ -395,11 +396,7 @@ async def test_nothing_unauthenticated_reaches_a_protected_upstream(
 async def test_unmatched_route_is_404_json(gateway: Gateway) -> None:
     resp = await gateway.client.get("/nope")
     assert resp.status == 404
-    assert await resp.json() == {
-        "statusCode": 404,
-        "message": "No route for /nope",
-        "error": "Not Found",
-    }
+    assert await resp.json() == error_body(404, "Not Found", "No route for /nope")
 
 
 async def test_wrong_method_is_405_with_allow(gateway: Gateway) -> None:
@@ -497,11 +494,7 @@ async def test_upstream_down_is_502(start_gateway: GatewayFactory) -> None:
     gw: Gateway = await start_gateway(upstream_url=f"http://127.0.0.1:{closed_port()}")
     resp = await gw.client.get("/aaa")
     assert resp.status == 502
-    assert await resp.json() == {
-        "statusCode": 502,
-        "message": "Upstream 'demo' is unreachable",
-        "error": "Bad Gateway",
-    }
+    assert await resp.json() == error_body(502, "Bad Gateway", "Upstream 'demo' is unreachable")
 
 
 async def test_slow_upstream_is_504(gateway_before: GatewayFactory) -> None:
@@ -513,11 +506,7 @@ async def test_slow_upstream_is_504(gateway_before: GatewayFactory) -> None:
     resp = await gw.client.get("/aaa")
     assert resp.status == 504
     body = await resp.json()
-    assert body == {
-        "statusCode": 504,
-        "message": "Upstream 'demo' did not answer within 0.2s",
-        "error": "Gateway Timeout",
-    }
+    assert body == error_body(504, "Gateway Timeout", "Upstream 'demo' did not answer within 0.2s")
 
 
 async def test_one_upstream_down_leaves_others_working(

@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.appkeys import STORE
+from tests.support.errors import error_body
 from tests.support.gateways import Gateway, GatewayFactory, route
 from tests.support.upstreams import RecordingUpstream
 from tests.support.wire import connect, raw_http
@@ -102,11 +103,9 @@ async def test_roles_are_required_and_forwarded(start_gateway: GatewayFactory) -
     plain = await bearer(gw)
     denied = await gw.client.get("/echo/admin/x", headers=plain)
     assert denied.status == 403
-    assert await denied.json() == {
-        "statusCode": 403,
-        "message": "Requires one of the roles: admin, ops",
-        "error": "Forbidden",
-    }
+    assert await denied.json() == error_body(
+        403, "Forbidden", "Requires one of the roles: admin, ops"
+    )
     assert "WWW-Authenticate" not in denied.headers  # 403 must not make clients refresh
     await gw.app[STORE].set_roles(user.id, ("ops", "viewer"))
     allowed = await gw.client.get("/echo/admin/x", headers=await bearer(gw))
@@ -148,11 +147,9 @@ async def test_request_body_over_the_route_limit_is_413(
     assert fits.status == 200
     declared = await gw.client.post("/up/b", data=b"x" * 1025)
     assert declared.status == 413
-    assert await declared.json() == {
-        "statusCode": 413,
-        "message": "Request body is larger than 1024 bytes",
-        "error": "Request Entity Too Large",
-    }
+    assert await declared.json() == error_body(
+        413, "Request Entity Too Large", "Request body is larger than 1024 bytes"
+    )
 
     async def chunks() -> AsyncIterator[bytes]:
         for _ in range(10):

@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.support.certificates import CertificateAuthority
+from tests.support.errors import error_body
 from tests.support.gateways import Gateway, GatewayFactory, route
 from upstream_demo import create_upstream_app
 
@@ -94,11 +95,9 @@ async def test_an_upstream_certificate_that_does_not_verify_is_a_502(
     with caplog.at_level(logging.WARNING, logger="gateway.proxy.upstream"):
         resp = await gateway.client.get("/aaa")
         assert resp.status == 502
-        assert await resp.json() == {
-            "statusCode": 502,
-            "message": "Upstream 'demo' failed the TLS handshake",
-            "error": "Bad Gateway",
-        }
+        assert await resp.json() == error_body(
+            502, "Bad Gateway", "Upstream 'demo' failed the TLS handshake"
+        )
     assert upstream.requests == 0  # nothing was sent to it
     assert reason in caplog.text, caplog.text
     metrics = await (await gateway.client.get("/metrics")).text()

@@ -14,6 +14,7 @@ from typing import Any
 import pymysql
 import pytest
 
+from tests.support.errors import error_body
 from tests.support.processes import (
     Deployment,
     Processes,
@@ -163,11 +164,9 @@ def test_database_outage_and_recovery(
     ):
         elapsed, (status, body) = timed(call, *args)
         assert status == 503, body
-        assert body == {
-            "statusCode": 503,
-            "message": "Database unavailable, try again shortly",
-            "error": "Service Unavailable",
-        }
+        assert body == error_body(
+            503, "Service Unavailable", "Database unavailable, try again shortly"
+        )
         assert elapsed < DB_TIMEOUT + 2
     status, headers, body = raw_get(f"{base}/readyz")
     assert status == 503 and headers["Retry-After"] == "5"

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 import yaml
 
+from tests.support.errors import error_body
 from tests.support.gateways import TEST_SECRET, Gateway, GatewayFactory, route
 from tests.support.processes import Processes, free_port, start_gateway_process
 from tests.support.upstreams import DemoTargets
@@ -71,11 +72,7 @@ async def test_a_burst_of_100_against_10_lets_exactly_10_through(
     for status, headers, body in answers:
         if status != 429:
             continue
-        assert body == {
-            "statusCode": 429,
-            "message": body["message"],
-            "error": "Too Many Requests",
-        }
+        assert body == error_body(429, "Too Many Requests", body["message"])
         assert body["message"].startswith("Too many requests to this route; try again in ")
         # 10 a minute: the next request is allowed 6 s after the burst filled the bucket,
         # less the time the burst itself took (well under a second), rounded up.
