@@ -26,11 +26,28 @@ def ca(tmp_path: Path) -> CertificateAuthority:
     return CertificateAuthority(tmp_path, "gateway")
 
 
+@dataclass(frozen=True)
+class TlsDeployment:
+    """The shipped config with TLS on and the demo upstream running; the gateway's certificate."""
+
+    deployment: Deployment
+    certificate: Issued
+
+    @property
+    def port(self) -> int:
+        return int(self.deployment.env["GATEWAY_PORT"])
+
+    @property
+    def base(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def start_gateway(self) -> Popen[bytes]:
+        proc, _ = self.deployment.start_gateway()
+        return proc
+
+
 @pytest.fixture
-def deployment(
-    tmp_path: Path, processes: Processes, ca: CertificateAuthority
-) -> tuple[Deployment, Issued]:
-    """The shipped config with TLS on, the demo upstream running; and the gateway's certificate."""
+def tls(tmp_path: Path, processes: Processes, ca: CertificateAuthority) -> TlsDeployment:
     server = ca.issue("gateway")
     deployment = Deployment.create(
         processes,
@@ -41,11 +58,7 @@ def deployment(
         HSTS_MAX_AGE="1d",
     )
     deployment.start_upstream()
-    return deployment, server
-
-
-def https_base(deployment: Deployment) -> str:
-    return f"https://127.0.0.1:{deployment.env['GATEWAY_PORT']}"
+    return TlsDeployment(deployment, server)
 
 
 @dataclass(frozen=True)
@@ -75,11 +88,10 @@ def wait_for_log(processes: Processes, proc: Popen[bytes], text: str, timeout: f
 
 
 async def test_https_works_with_hsts_and_secure_cookies(
-    deployment: tuple[Deployment, Issued], ca: CertificateAuthority, processes: Processes
+    tls: TlsDeployment, ca: CertificateAuthority, processes: Processes
 ) -> None:
-    gateway, _ = deployment
-    proc, _ = gateway.start_gateway()
-    base = https_base(gateway)
+    proc = tls.start_gateway()
+    base = tls.base
     wait_for_log(processes, proc, f"gateway listening on {base}")
     connector = aiohttp.TCPConnector(ssl=ca.client_context())
     async with aiohttp.ClientSession(connector=connector) as http:
@@ -95,10 +107,9 @@ async def test_https_works_with_hsts_and_secure_cookies(
     assert "WITHOUT Secure" not in processes.output(proc)
     context = ca.client_context()
     context.set_alpn_protocols(["h2", "http/1.1"])
-    port = int(gateway.env["GATEWAY_PORT"])
-    settled = await asyncio.to_thread(handshake, port, context)
+    settled = await asyncio.to_thread(handshake, tls.port, context)
     assert (settled.version, settled.alpn) == ("TLSv1.3", "http/1.1")
-    healthcheck = gateway.run("healthcheck")
+    healthcheck = tls.deployment.run("healthcheck")
     assert (healthcheck.returncode, healthcheck.stdout.strip()) == (0, "healthy")
 
 
@@ -114,13 +125,12 @@ async def test_https_works_with_hsts_and_secure_cookies(
     ids=["tls1.0", "tls1.1", "tls1.2-rsa-kx", "tls1.2-cbc"],
 )
 async def test_old_protocols_and_weak_ciphers_are_refused_by_the_gateway(
-    deployment: tuple[Deployment, Issued],
+    tls: TlsDeployment,
     ca: CertificateAuthority,
     version: ssl.TLSVersion,
     ciphers: str,
 ) -> None:
-    gateway, _ = deployment
-    gateway.start_gateway()
+    tls.start_gateway()
     context = ca.client_context()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # what this test asks for
@@ -128,26 +138,23 @@ async def test_old_protocols_and_weak_ciphers_are_refused_by_the_gateway(
     # The client offers them (level 0 allows what the system's OpenSSL would not), so what
     # refuses is the gateway: an alert or a reset from the other side, not a local error.
     context.set_ciphers(f"{ciphers}:@SECLEVEL=0")
-    port = int(gateway.env["GATEWAY_PORT"])
     with pytest.raises((ssl.SSLError, ConnectionResetError)) as refused:
-        await asyncio.to_thread(handshake, port, context)
+        await asyncio.to_thread(handshake, tls.port, context)
     from_the_gateway = (ConnectionResetError, ssl.SSLEOFError)  # it closed, or it alerted:
     assert isinstance(refused.value, from_the_gateway) or "ALERT" in str(refused.value)
     # The same client with TLS 1.2 and a modern cipher is served.
     good = ca.client_context()
     good.maximum_version = ssl.TLSVersion.TLSv1_2
     good.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
-    assert (await asyncio.to_thread(handshake, port, good)).version == "TLSv1.2"
+    assert (await asyncio.to_thread(handshake, tls.port, good)).version == "TLSv1.2"
 
 
 async def test_plain_http_to_the_tls_port_is_refused_cleanly(
-    deployment: tuple[Deployment, Issued], ca: CertificateAuthority, processes: Processes
+    tls: TlsDeployment, ca: CertificateAuthority, processes: Processes
 ) -> None:
-    gateway, _ = deployment
-    proc, _ = gateway.start_gateway()
-    port = int(gateway.env["GATEWAY_PORT"])
+    proc = tls.start_gateway()
     for _ in range(3):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", tls.port)
         writer.write(b"GET /aaa HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         answer = await asyncio.wait_for(reader.read(65536), 5)  # closed, not left hanging
         assert not answer.startswith(b"HTTP/"), answer  # no page over plain HTTP
@@ -156,21 +163,20 @@ async def test_plain_http_to_the_tls_port_is_refused_cleanly(
         await writer.wait_closed()
     connector = aiohttp.TCPConnector(ssl=ca.client_context())
     async with aiohttp.ClientSession(connector=connector) as http:
-        async with http.get(f"{https_base(gateway)}/aaa") as resp:
+        async with http.get(f"{tls.base}/aaa") as resp:
             assert resp.status == 200  # and still serving
     logged = processes.output(proc)
     assert "Traceback" not in logged and '"level": "error"' not in logged, logged
 
 
 async def test_client_certificates_are_required_with_client_ca_file(
-    tmp_path: Path, deployment: tuple[Deployment, Issued], ca: CertificateAuthority
+    tmp_path: Path, tls: TlsDeployment, ca: CertificateAuthority
 ) -> None:
-    gateway, _ = deployment
     clients = CertificateAuthority(tmp_path, "clients")
     strangers = CertificateAuthority(tmp_path, "strangers")
-    gateway.env["TLS_CLIENT_CA_FILE"] = str(clients.cert_file)
-    gateway.start_gateway()
-    url = f"{https_base(gateway)}/aaa"
+    tls.deployment.env["TLS_CLIENT_CA_FILE"] = str(clients.cert_file)
+    tls.start_gateway()
+    url = f"{tls.base}/aaa"
 
     async def get(context: ssl.SSLContext) -> int | str:
         connector = aiohttp.TCPConnector(ssl=context)
@@ -190,11 +196,10 @@ async def test_client_certificates_are_required_with_client_ca_file(
 
 
 async def test_sighup_serves_a_new_certificate_and_open_connections_survive(
-    deployment: tuple[Deployment, Issued], ca: CertificateAuthority, processes: Processes
+    tls: TlsDeployment, ca: CertificateAuthority, processes: Processes
 ) -> None:
-    gateway, first = deployment
-    proc, _ = gateway.start_gateway()
-    port = int(gateway.env["GATEWAY_PORT"])
+    first = tls.certificate
+    proc = tls.start_gateway()
     context = ca.client_context()
 
     async def request(
@@ -210,7 +215,7 @@ async def test_sighup_serves_a_new_certificate_and_open_connections_survive(
         await reader.readexactly(length)
         return head.split(b" ", 2)[1], peer_serial(writer.get_extra_info("ssl_object"))
 
-    opened = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    opened = await asyncio.open_connection("127.0.0.1", tls.port, ssl=context)
     assert await request(*opened) == (b"200", first.serial)
 
     # Renewed in place, as cert-manager or certbot do: the same paths, new contents.
@@ -219,7 +224,7 @@ async def test_sighup_serves_a_new_certificate_and_open_connections_survive(
     proc.send_signal(signal.SIGHUP)
     wait_for_log(processes, proc, "TLS: new connections get the certificate")
 
-    fresh = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    fresh = await asyncio.open_connection("127.0.0.1", tls.port, ssl=context)
     assert await request(*fresh) == (b"200", second.serial)
     # The connection opened before the reload is still served, on its first certificate.
     assert await request(*opened) == (b"200", first.serial)
@@ -229,15 +234,14 @@ async def test_sighup_serves_a_new_certificate_and_open_connections_survive(
 
 
 async def test_a_reload_with_broken_certificate_files_keeps_the_running_ones(
-    deployment: tuple[Deployment, Issued], ca: CertificateAuthority, processes: Processes
+    tls: TlsDeployment, ca: CertificateAuthority, processes: Processes
 ) -> None:
-    gateway, first = deployment
-    proc, _ = gateway.start_gateway()
-    port = int(gateway.env["GATEWAY_PORT"])
+    first = tls.certificate
+    proc = tls.start_gateway()
     other = ca.issue("other")
     first.key_file.write_bytes(other.key_file.read_bytes())  # a key that is not the cert's
     proc.send_signal(signal.SIGHUP)
     logged = wait_for_log(processes, proc, "config reload refused")
     assert "server.tls.key_file" in logged
-    served = await asyncio.to_thread(handshake, port, ca.client_context())
+    served = await asyncio.to_thread(handshake, tls.port, ca.client_context())
     assert served.serial == first.serial
