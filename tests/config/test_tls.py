@@ -12,7 +12,7 @@ import pytest
 from gateway.config import GatewayConfig, changes_needing_restart, parse_config
 from gateway.config.tls import TLS12_CIPHERS
 from gateway.errors import ConfigError
-from tests.support.certificates import CertificateAuthority
+from tests.support.certificates import CertificateAuthority, Issued
 from tests.support.gateways import TEST_SECRET
 
 
@@ -26,6 +26,11 @@ def config_with(
         "routes": [{"path": "/aaa", "upstream": "demo", "auth": "public"}],
     }
     return parse_config(raw, environ={}, source="c.yaml", base_dir=tmp_path)
+
+
+def serving(certificate: Issued, **more: str) -> dict[str, Any]:
+    """A `server.tls` section serving `certificate`, with `more` keys."""
+    return {"cert_file": str(certificate.cert_file), "key_file": str(certificate.key_file), **more}
 
 
 def problems(tmp_path: Path, **kwargs: Any) -> list[str]:
@@ -68,14 +73,7 @@ def test_client_ca_file_requires_client_certificates(
     tmp_path: Path, ca: CertificateAuthority
 ) -> None:
     server = ca.issue("server")
-    tls = config_with(
-        tmp_path,
-        tls={
-            "cert_file": str(server.cert_file),
-            "key_file": str(server.key_file),
-            "client_ca_file": str(ca.cert_file),
-        },
-    ).server.tls
+    tls = config_with(tmp_path, tls=serving(server, client_ca_file=str(ca.cert_file))).server.tls
     assert tls.context is not None and tls.context.verify_mode is ssl.CERT_REQUIRED
 
 
@@ -160,20 +158,9 @@ def test_a_reload_applies_new_certificate_files_but_not_turning_tls_on(
 ) -> None:
     first, second = ca.issue("first"), ca.issue("second")
     plain = config_with(tmp_path)
-    one = config_with(
-        tmp_path, tls={"cert_file": str(first.cert_file), "key_file": str(first.key_file)}
-    )
-    two = config_with(
-        tmp_path, tls={"cert_file": str(second.cert_file), "key_file": str(second.key_file)}
-    )
-    with_clients = config_with(
-        tmp_path,
-        tls={
-            "cert_file": str(second.cert_file),
-            "key_file": str(second.key_file),
-            "client_ca_file": str(ca.cert_file),
-        },
-    )
+    one = config_with(tmp_path, tls=serving(first))
+    two = config_with(tmp_path, tls=serving(second))
+    with_clients = config_with(tmp_path, tls=serving(second, client_ca_file=str(ca.cert_file)))
     assert changes_needing_restart(one, two) == []
     assert changes_needing_restart(plain, one) == ["server.tls"]
     assert changes_needing_restart(two, with_clients) == ["server.tls"]
