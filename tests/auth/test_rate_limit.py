@@ -52,6 +52,13 @@ def name() -> str:
     return f"u{uuid.uuid4().hex[:12]}"  # fresh counters in a shared Redis
 
 
+async def new_user(gw: Gateway) -> str:
+    """A user with a fresh name and the password `right-password`."""
+    user = name()
+    await gw.add_user(user, "right-password")
+    return user
+
+
 def address() -> str:
     """A fresh client address (sent as X-Forwarded-For by a trusted proxy): counters in Redis
     outlive a test, so no two tests may share one."""
@@ -61,8 +68,7 @@ def address() -> str:
 async def test_failures_per_user_and_address_are_limited(limited: Gateway) -> None:
     attacker = address()
     owner = address()
-    user = name()
-    await limited.add_user(user, "right-password")
+    user = await new_user(limited)
     for _ in range(3):
         assert (await attempt(limited, user, "wrong", attacker))[0] == 401
     status, (retry_after, body) = await attempt(limited, user, "right-password", attacker)
@@ -77,8 +83,7 @@ async def test_failures_per_user_and_address_are_limited(limited: Gateway) -> No
 
 async def test_limited_attempts_are_refused_before_hashing(limited: Gateway) -> None:
     attacker = address()
-    user = name()
-    await limited.add_user(user, "right-password")
+    user = await new_user(limited)
     for _ in range(3):
         await attempt(limited, user, "wrong", attacker)
     passwords = limited.app[PASSWORDS]
@@ -102,8 +107,7 @@ async def test_limited_attempts_are_refused_before_hashing(limited: Gateway) -> 
 
 async def test_success_resets_the_user_counter(limited: Gateway) -> None:
     client = address()
-    user = name()
-    await limited.add_user(user, "right-password")
+    user = await new_user(limited)
     for _ in range(2):
         await attempt(limited, user, "wrong", client)
     assert (await attempt(limited, user, "right-password", client))[0] == 200
@@ -114,8 +118,7 @@ async def test_success_resets_the_user_counter(limited: Gateway) -> None:
 async def test_guessing_one_user_from_many_addresses(limited: Gateway) -> None:
     known = address()
     stranger = address()
-    user = name()
-    await limited.add_user(user, "right-password")
+    user = await new_user(limited)
     assert (await attempt(limited, user, "right-password", known))[0] == 200  # known
     for _ in range(6):
         assert (await attempt(limited, user, "wrong", address()))[0] == 401
@@ -137,9 +140,7 @@ async def test_successful_logins_never_count_against_their_address(limited: Gate
     """Many users behind one address (a NAT, an ingress) log in all day: each attempt is counted
     as it starts, and a success must take its address's count back."""
     shared = address()
-    users = [name() for _ in range(3)]
-    for user in users:
-        await limited.add_user(user, "right-password")
+    users = [await new_user(limited) for _ in range(3)]
     for _ in range(4):  # 12 successes against per_address: 8
         for user in users:
             assert (await attempt(limited, user, "right-password", shared))[0] == 200
@@ -171,8 +172,7 @@ async def test_a_concurrent_burst_gets_no_more_verdicts_than_the_limit(
 ) -> None:
     # Before, the limit was checked before hashing and the failure recorded after it, so every
     # attempt of a burst passed the check and the right password inside it logged in.
-    user = name()
-    await limited.add_user(user, "right-password")
+    user = await new_user(limited)
     addresses = [address()] if spread == "one address" else [address() for _ in range(BURST)]
     limit = 3 if spread == "one address" else 6  # per user and address; per user
     statuses = await burst(limited, user, addresses)
@@ -187,8 +187,7 @@ async def test_a_concurrent_burst_gets_no_more_verdicts_than_the_limit(
 
 async def test_an_attempt_without_a_verdict_is_not_counted(limited: Gateway) -> None:
     # The database was unavailable: the attempt learned nothing, so it does not use up the limit.
-    user, client = name(), address()
-    await limited.add_user(user, "right-password")
+    user, client = await new_user(limited), address()
     store = limited.app[STORE]
     real = store.get_user_by_name
 
@@ -206,8 +205,7 @@ async def test_an_attempt_without_a_verdict_is_not_counted(limited: Gateway) -> 
 
 async def test_counters_expire_after_the_window(start_gateway: GatewayFactory) -> None:
     gw: Gateway = await start_gateway(rate_limits=limits(window="1s"))
-    user = name()
-    await gw.add_user(user, "right-password")
+    user = await new_user(gw)
     for _ in range(3):
         await attempt(gw, user, "wrong")
     assert (await attempt(gw, user, "right-password"))[0] == 429
@@ -220,8 +218,7 @@ async def test_replicas_share_counters_through_redis(start_gateway: GatewayFacto
     trusted = {"trusted_proxies": ["127.0.0.0/8"]}
     first: Gateway = await start_gateway(rate_limits=limits(redis_url=REDIS_URL), server=trusted)
     second: Gateway = await start_gateway(rate_limits=limits(redis_url=REDIS_URL), server=trusted)
-    user, client = name(), address()
-    await first.add_user(user, "right-password")
+    user, client = await new_user(first), address()
     assert (await attempt(first, user, "wrong", client))[0] == 401
     assert (await attempt(second, user, "wrong", client))[0] == 401
     assert (await attempt(first, user, "wrong", client))[0] == 401
@@ -232,8 +229,7 @@ async def test_redis_outage_fails_open(start_gateway: GatewayFactory) -> None:
     gw: Gateway = await start_gateway(
         rate_limits=limits(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     )
-    user = name()
-    await gw.add_user(user, "right-password")
+    user = await new_user(gw)
     for _ in range(5):
         assert (await attempt(gw, user, "wrong"))[0] == 401
     assert (await attempt(gw, user, "right-password"))[0] == 200
@@ -243,7 +239,6 @@ async def test_limits_can_be_switched_off(start_gateway: GatewayFactory) -> None
     gw: Gateway = await start_gateway(
         rate_limits=limits(per_user_and_address=0, per_user=0, per_address=0)
     )
-    user = name()
-    await gw.add_user(user, "right-password")
+    user = await new_user(gw)
     for _ in range(12):
         assert (await attempt(gw, user, "wrong"))[0] == 401
