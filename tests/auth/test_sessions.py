@@ -39,6 +39,18 @@ async def refresh(gw: Gateway, token: str) -> tuple[int, dict[str, Any]]:
     return resp.status, await resp.json()
 
 
+async def replay_after(
+    gw: Gateway, seconds: float
+) -> tuple[dict[str, Any], dict[str, Any], int, dict[str, Any]]:
+    """Log in, refresh, and `seconds` later present the login's refresh token again: the login's
+    tokens, the refresh's, and the replay's status and body."""
+    first = await gw.login()
+    _, second = await refresh(gw, first["refresh_token"])
+    gw.clock.advance(seconds)
+    status, replayed = await refresh(gw, first["refresh_token"])
+    return first, second, status, replayed
+
+
 async def protected_status(gw: Gateway, access_token: str) -> int:
     resp = await gw.client.get("/bbb", headers={"Authorization": f"Bearer {access_token}"})
     return resp.status
@@ -69,10 +81,7 @@ async def test_rotation_retires_the_presented_token(gateway: Gateway) -> None:
 
 
 async def test_grace_window_returns_the_current_head(gateway: Gateway) -> None:
-    first = await gateway.login()
-    _, second = await refresh(gateway, first["refresh_token"])
-    gateway.clock.advance(5)
-    status, again = await refresh(gateway, first["refresh_token"])
+    first, second, status, again = await replay_after(gateway, 5)
     assert status == 200
     # The same head, not a fork: both answers name one refresh token id.
     assert claims(again["refresh_token"])["jti"] == claims(second["refresh_token"])["jti"]
@@ -86,10 +95,7 @@ async def test_grace_window_returns_the_current_head(gateway: Gateway) -> None:
 
 
 async def test_previous_token_after_the_window_revokes_the_session(gateway: Gateway) -> None:
-    first = await gateway.login()
-    _, second = await refresh(gateway, first["refresh_token"])
-    gateway.clock.advance(10.5)
-    status, _ = await refresh(gateway, first["refresh_token"])
+    _, second, status, _ = await replay_after(gateway, 10.5)
     assert status == 401
     # The newest token dies with the session, and so does its access token.
     status, body = await refresh(gateway, second["refresh_token"])
