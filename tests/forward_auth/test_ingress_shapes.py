@@ -26,7 +26,7 @@ from tests.support.cookies import NAVIGATE
 from tests.support.gateways import Gateway, GatewayFactory
 from tests.support.processes import REPO
 
-from .test_decision import IDENTITY, ROUTES, TRUSTED
+from .test_decision import IDENTITY, ROUTES, TRUSTED, traefik
 
 DEPLOY = REPO / "deploy" / "forward-auth"
 
@@ -39,13 +39,9 @@ async def gw(start_gateway: GatewayFactory) -> Gateway:
 
 
 def traefik_sends(uri: str, method: str = "GET", **client: str) -> dict[str, str]:
+    """The forwardAuth headers, and what Traefik's forwarded-headers code adds to them."""
     return {
-        **client,
-        "X-Forwarded-Method": method,
-        "X-Forwarded-Proto": "https",
-        "X-Forwarded-Host": "app.example",
-        "X-Forwarded-Uri": uri,
-        "X-Forwarded-For": "203.0.113.7",
+        **traefik(uri, method, **client),
         "X-Forwarded-Port": "443",
         "X-Forwarded-Server": "traefik-7d9f",
         "X-Real-Ip": "203.0.113.7",
