@@ -8,6 +8,7 @@ import asyncio
 import json
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,24 @@ def start(
     return proc, base, int(base.rsplit(":", 1)[1])
 
 
+@dataclass(frozen=True)
+class Served:
+    """`gateway serve` (one public route, `all`) in front of a SlowUpstream."""
+
+    upstream: SlowUpstream
+    proc: Any
+    base: str
+    port: int
+
+
+@pytest.fixture
+def served(
+    tmp_path: Path, processes: Processes, slow_upstream: tuple[SlowUpstream, TestServer]
+) -> Served:
+    upstream, server = slow_upstream
+    return Served(upstream, *start(tmp_path, processes, server))
+
+
 async def stop(proc: Any, processes: Processes) -> list[dict[str, Any]]:
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(proc.wait, 20) == 0
@@ -84,12 +103,12 @@ async def stop(proc: Any, processes: Processes) -> list[dict[str, Any]]:
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
 
-async def go_away_when(upstream: SlowUpstream, port: int, path: str, request_id: str) -> None:
+async def go_away_when(served: Served, path: str, request_id: str) -> None:
     """Send a GET, wait until the upstream has it (and, for /drip, the head is sent), close."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
     writer.write(f"GET {path} HTTP/1.1\r\nHost: gw\r\nX-Request-ID: {request_id}\r\n\r\n".encode())
     await writer.drain()
-    assert await asyncio.wait_for(upstream.arrived.get(), 10) == path
+    assert await asyncio.wait_for(served.upstream.arrived.get(), 10) == path
     if path in ("/drip", "/firehose"):
         assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).startswith(
             b"HTTP/1.1 200"
@@ -114,21 +133,21 @@ async def wait_for_sample(base: str, name: str, value: float, **labels: str) -> 
 
 
 async def test_a_client_gone_is_a_499_with_its_access_line_never_a_500(
-    tmp_path: Path, processes: Processes, slow_upstream: tuple[SlowUpstream, TestServer]
+    served: Served, processes: Processes
 ) -> None:
-    upstream, server = slow_upstream
-    proc, base, port = start(tmp_path, processes, server)
-    await go_away_when(upstream, port, "/wait", "gone-waiting")
-    await go_away_when(upstream, port, "/drip", "gone-mid-body")
+    await go_away_when(served, "/wait", "gone-waiting")
+    await go_away_when(served, "/drip", "gone-mid-body")
 
-    text = await wait_for_sample(base, "gateway_requests_total", 2, route="all", status="499")
+    text = await wait_for_sample(
+        served.base, "gateway_requests_total", 2, route="all", status="499"
+    )
     assert sample(text, "gateway_requests_total", route="all", method="GET", status="499") == 2
     assert sample(text, "gateway_requests_total", status="500") == 0
     assert "gateway_upstream_errors_total{" not in text
     assert sample(text, "gateway_requests_in_flight") == 1  # this scrape
     assert sample(text, "gateway_request_duration_seconds_count", route="all") == 2
 
-    lines = await stop(proc, processes)
+    lines = await stop(served.proc, processes)
     waiting = [e for e in lines if e.get("request_id") == "gone-waiting"]
     mid_body = [e for e in lines if e.get("request_id") == "gone-mid-body"]
     assert len(waiting) == 1 and len(mid_body) == 1  # one line each: not none, not two
@@ -142,35 +161,34 @@ async def test_a_client_gone_is_a_499_with_its_access_line_never_a_500(
 
 
 async def test_a_client_gone_while_the_upstream_thinks_is_logged_as_upstream_wait(
-    tmp_path: Path, processes: Processes, slow_upstream: tuple[SlowUpstream, TestServer]
+    served: Served, processes: Processes
 ) -> None:
-    upstream, server = slow_upstream
-    proc, base, port = start(tmp_path, processes, server)
-    await go_away_when(upstream, port, "/wait", "gone-waiting")
-    await wait_for_sample(base, "gateway_requests_total", 1, route="all", status="499")
-    [entry] = [e for e in await stop(proc, processes) if e.get("request_id") == "gone-waiting"]
+    await go_away_when(served, "/wait", "gone-waiting")
+    await wait_for_sample(served.base, "gateway_requests_total", 1, route="all", status="499")
+    [entry] = [
+        e for e in await stop(served.proc, processes) if e.get("request_id") == "gone-waiting"
+    ]
     assert entry["aborted"] == UPSTREAM_WAIT
 
 
 async def test_every_answered_request_is_logged_before_the_process_exits(
-    tmp_path: Path, processes: Processes, slow_upstream: tuple[SlowUpstream, TestServer]
+    served: Served, processes: Processes
 ) -> None:
-    _, server = slow_upstream
-    proc, base, _ = start(tmp_path, processes, server)
     count = 400
     connector = aiohttp.TCPConnector(limit=16)
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def one(i: int) -> int:
             async with session.get(
-                f"{base}/burst/{i}?token=not-for-logs", headers={"X-Request-ID": f"burst-{i}"}
+                f"{served.base}/burst/{i}?token=not-for-logs",
+                headers={"X-Request-ID": f"burst-{i}"},
             ) as resp:
                 await resp.read()
                 return resp.status
 
         statuses = await asyncio.gather(*(one(i) for i in range(count)))
     assert statuses == [200] * count
-    lines = await stop(proc, processes)  # SIGTERM at once: lines still buffered must get out
+    lines = await stop(served.proc, processes)  # SIGTERM at once: lines still buffered must get out
     logged = sorted(e["request_id"] for e in lines if e.get("request_id", "").startswith("burst-"))
     assert logged == sorted(f"burst-{i}" for i in range(count))
     assert not any("not-for-logs" in json.dumps(e) for e in lines)
@@ -188,14 +206,14 @@ async def test_the_access_log_can_be_switched_off(
 
 
 async def test_a_client_gone_while_the_body_streams_is_never_an_upstream_error(
-    tmp_path: Path, processes: Processes, slow_upstream: tuple[SlowUpstream, TestServer]
+    served: Served, processes: Processes
 ) -> None:
-    upstream, server = slow_upstream
-    proc, base, port = start(tmp_path, processes, server)
     for i in range(3):  # the gateway is writing when it finds the client gone
-        await go_away_when(upstream, port, "/firehose", f"gone-{i}")
-    text = await wait_for_sample(base, "gateway_requests_total", 3, route="all", status="499")
-    lines = await stop(proc, processes)
+        await go_away_when(served, "/firehose", f"gone-{i}")
+    text = await wait_for_sample(
+        served.base, "gateway_requests_total", 3, route="all", status="499"
+    )
+    lines = await stop(served.proc, processes)
     assert sample(text, "gateway_requests_total", route="all", status="499") == 3
     assert "gateway_upstream_errors_total{" not in text
     gone = [e for e in lines if e.get("request_id", "").startswith("gone-")]
