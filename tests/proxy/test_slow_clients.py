@@ -9,12 +9,22 @@ from tests.support.gateways import Gateway, GatewayFactory
 from tests.support.wire import connect
 
 
-async def test_request_head_never_finished_is_closed(start_gateway: GatewayFactory) -> None:
-    gw: Gateway = await start_gateway(server={"idle_timeout": "1s"})
+async def stalled_after(
+    start_gateway: GatewayFactory, sent: bytes, **server: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, float]:
+    """A connection to a gateway with `server` settings that sends `sent` and then nothing more;
+    and when it stopped."""
+    gw: Gateway = await start_gateway(server=server)
     reader, writer = await connect(gw.client.server)
-    writer.write(b"GET /aaa HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    writer.write(sent)
     await writer.drain()
-    started = time.monotonic()
+    return reader, writer, time.monotonic()
+
+
+async def test_request_head_never_finished_is_closed(start_gateway: GatewayFactory) -> None:
+    reader, writer, started = await stalled_after(
+        start_gateway, b"GET /aaa HTTP/1.1\r\nHost: x\r\nX-Slow: ", idle_timeout="1s"
+    )
     closed = await asyncio.wait_for(reader.read(), 10)
     assert closed == b""
     assert time.monotonic() - started < 3
@@ -22,11 +32,11 @@ async def test_request_head_never_finished_is_closed(start_gateway: GatewayFacto
 
 
 async def test_trickled_body_gets_408(start_gateway: GatewayFactory) -> None:
-    gw: Gateway = await start_gateway(server={"client_body_timeout": "1s"})
-    reader, writer = await connect(gw.client.server)
-    writer.write(b"POST /echo/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
-    await writer.drain()
-    started = time.monotonic()
+    reader, writer, started = await stalled_after(
+        start_gateway,
+        b"POST /echo/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789",
+        client_body_timeout="1s",
+    )
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
     body = await reader.readexactly(length)
