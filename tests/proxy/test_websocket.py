@@ -15,15 +15,16 @@ from gateway.appkeys import STORE
 from gateway.auth.sessions import end_user_sessions
 from tests.support.gateways import Gateway, GatewayFactory, route
 
+# /ws needs a token; /ws-open reaches the same socket without one.
+WS_ROUTES = [
+    route("/ws"),
+    route("/ws-open", "public", strip_prefix="/ws-open", add_prefix="/ws"),
+]
+
 
 @pytest.fixture
 async def ws_gateway(start_gateway: GatewayFactory) -> Gateway:
-    gw: Gateway = await start_gateway(
-        routes=[
-            route("/ws"),
-            route("/ws-open", "public", strip_prefix="/ws-open", add_prefix="/ws"),
-        ]
-    )
+    gw: Gateway = await start_gateway(routes=WS_ROUTES)
     await gw.add_user()
     return gw
 
@@ -142,11 +143,7 @@ POLL = 0.5  # sessions.revocation_poll in these tests
 @pytest.fixture
 async def watched(start_gateway: GatewayFactory) -> Gateway:
     gw: Gateway = await start_gateway(
-        routes=[
-            route("/ws"),
-            route("/ws-open", "public", strip_prefix="/ws-open", add_prefix="/ws"),
-        ],
-        sessions={"revocation_poll": f"{POLL}s", "reuse_grace": 0},
+        routes=WS_ROUTES, sessions={"revocation_poll": f"{POLL}s", "reuse_grace": 0}
     )
     await gw.add_user()
     return gw
