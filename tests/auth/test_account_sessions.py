@@ -9,14 +9,10 @@ import pytest
 
 from tests.support.cookies import FETCH, Jar, log_in_by_form, origin_of
 from tests.support.errors import error_body
-from tests.support.gateways import Gateway
+from tests.support.gateways import Gateway, bearer_of
 
 PHONE, LAPTOP = "Phone/1.0", "Laptop/2.0"
 NO_CALLER = "Send the access token as 'Authorization: Bearer', or the session cookies"
-
-
-def bearer(pair: dict[str, Any]) -> dict[str, str]:
-    return {"Authorization": f"Bearer {pair['access_token']}"}
 
 
 async def login_as(gw: Gateway, agent: str, username: str = "guang") -> dict[str, Any]:
@@ -47,7 +43,7 @@ async def test_the_list_shows_each_live_session_with_its_clients(gateway: Gatewa
         headers={"User-Agent": "Phone/1.1"},
     )  # fmt: skip
     assert refreshed.status == 200
-    sessions = await listed(gateway, bearer(laptop))
+    sessions = await listed(gateway, bearer_of(laptop))
     assert [s["login"]["user_agent"] for s in sessions] == [PHONE, LAPTOP]
     assert [s["last_refresh"]["user_agent"] for s in sessions] == ["Phone/1.1", LAPTOP]
     assert [s["current"] for s in sessions] == [False, True]
@@ -61,18 +57,18 @@ async def test_the_list_shows_each_live_session_with_its_clients(gateway: Gatewa
 async def test_an_ended_session_leaves_the_list_and_its_tokens_stop(gateway: Gateway) -> None:
     phone = await login_as(gateway, PHONE)
     laptop = await login_as(gateway, LAPTOP)
-    phone_id = next(s["id"] for s in await listed(gateway, bearer(laptop)) if not s["current"])
-    resp = await gateway.client.delete(f"/user/sessions/{phone_id}", headers=bearer(laptop))
+    phone_id = next(s["id"] for s in await listed(gateway, bearer_of(laptop)) if not s["current"])
+    resp = await gateway.client.delete(f"/user/sessions/{phone_id}", headers=bearer_of(laptop))
     assert (resp.status, await resp.json()) == (200, {"message": "Session ended"})
-    assert len(await listed(gateway, bearer(laptop))) == 1
+    assert len(await listed(gateway, bearer_of(laptop))) == 1
     # This process knows at once; other processes within sessions.revocation_poll.
-    assert (await gateway.client.get("/bbb", headers=bearer(phone))).status == 401
+    assert (await gateway.client.get("/bbb", headers=bearer_of(phone))).status == 401
     again = await gateway.client.post(
         "/user/refresh", json={"refresh_token": phone["refresh_token"]}
     )
     assert again.status == 401
-    assert (await gateway.client.get("/bbb", headers=bearer(laptop))).status == 200
-    gone = await gateway.client.delete(f"/user/sessions/{phone_id}", headers=bearer(laptop))
+    assert (await gateway.client.get("/bbb", headers=bearer_of(laptop))).status == 200
+    gone = await gateway.client.delete(f"/user/sessions/{phone_id}", headers=bearer_of(laptop))
     assert gone.status == 404
 
 
@@ -80,20 +76,20 @@ async def test_another_users_session_is_not_found(gateway: Gateway) -> None:
     await gateway.add_user("mallory", "123456")
     victim = await login_as(gateway, PHONE)
     mallory = await login_as(gateway, LAPTOP, username="mallory")
-    victim_id = (await listed(gateway, bearer(victim)))[0]["id"]
-    assert [s["current"] for s in await listed(gateway, bearer(mallory))] == [True]
-    resp = await gateway.client.delete(f"/user/sessions/{victim_id}", headers=bearer(mallory))
+    victim_id = (await listed(gateway, bearer_of(victim)))[0]["id"]
+    assert [s["current"] for s in await listed(gateway, bearer_of(mallory))] == [True]
+    resp = await gateway.client.delete(f"/user/sessions/{victim_id}", headers=bearer_of(mallory))
     assert resp.status == 404
     assert await resp.json() == error_body(
         404, "Not Found", "You have no live session with that id"
     )
-    assert (await gateway.client.get("/bbb", headers=bearer(victim))).status == 200
+    assert (await gateway.client.get("/bbb", headers=bearer_of(victim))).status == 200
 
 
 @pytest.mark.parametrize("session_id", ["0" * 32, "not-a-session", "A" * 32])
 async def test_unknown_or_malformed_ids_are_not_found(gateway: Gateway, session_id: str) -> None:
     pair = await gateway.login()
-    resp = await gateway.client.delete(f"/user/sessions/{session_id}", headers=bearer(pair))
+    resp = await gateway.client.delete(f"/user/sessions/{session_id}", headers=bearer_of(pair))
     assert resp.status == 404
 
 
@@ -105,15 +101,15 @@ async def test_the_endpoints_need_a_live_session(gateway: Gateway) -> None:
         assert (await missing.json())["error"] == "Unauthorized"
         bad = await gateway.client.request(method, path, headers={"Authorization": "Bearer x"})
         assert bad.status == 401
-    await gateway.client.post("/user/logout", headers=bearer(pair))
-    assert (await gateway.client.get("/user/sessions", headers=bearer(pair))).status == 401
+    await gateway.client.post("/user/logout", headers=bearer_of(pair))
+    assert (await gateway.client.get("/user/sessions", headers=bearer_of(pair))).status == 401
 
 
 async def test_wrong_methods_get_405_with_allow(gateway: Gateway) -> None:
     pair = await gateway.login()
-    listing = await gateway.client.post("/user/sessions", headers=bearer(pair))
+    listing = await gateway.client.post("/user/sessions", headers=bearer_of(pair))
     assert (listing.status, listing.headers["Allow"]) == (405, "GET, HEAD")
-    one = await gateway.client.get(f"/user/sessions/{'0' * 32}", headers=bearer(pair))
+    one = await gateway.client.get(f"/user/sessions/{'0' * 32}", headers=bearer_of(pair))
     assert (one.status, one.headers["Allow"]) == (405, "DELETE")
 
 
@@ -121,18 +117,18 @@ async def test_logout_all_ends_every_session_of_the_caller_only(gateway: Gateway
     await gateway.add_user("alice", "123456")
     mine = [await login_as(gateway, agent) for agent in (PHONE, LAPTOP, "Tablet/3")]
     alices = await login_as(gateway, PHONE, username="alice")
-    resp = await gateway.client.post("/user/logout", json={"all": True}, headers=bearer(mine[0]))
+    resp = await gateway.client.post("/user/logout", json={"all": True}, headers=bearer_of(mine[0]))
     assert (resp.status, await resp.json()) == (
         200,
         {"message": "Logged out everywhere", "ended": 3},
     )
     for pair in mine:
-        assert (await gateway.client.get("/bbb", headers=bearer(pair))).status == 401
+        assert (await gateway.client.get("/bbb", headers=bearer_of(pair))).status == 401
         refreshed = await gateway.client.post(
             "/user/refresh", json={"refresh_token": pair["refresh_token"]}
         )
         assert refreshed.status == 401
-    assert (await gateway.client.get("/bbb", headers=bearer(alices))).status == 200
+    assert (await gateway.client.get("/bbb", headers=bearer_of(alices))).status == 200
 
 
 @pytest.mark.parametrize(
@@ -171,7 +167,7 @@ async def test_a_browser_lists_and_ends_its_sessions_by_cookie(gateway: Gateway)
         path, headers=jar.headers(FETCH, {"Origin": origin_of(gateway.client)})
     )
     assert ended.status == 200
-    assert (await gateway.client.get("/bbb", headers=bearer(other))).status == 401
+    assert (await gateway.client.get("/bbb", headers=bearer_of(other))).status == 401
     assert len(await listed(gateway, jar.headers(FETCH))) == 1
 
 
@@ -187,4 +183,4 @@ async def test_logout_all_by_cookie_clears_the_cookies(gateway: Gateway) -> None
     assert (resp.status, (await resp.json())["ended"]) == (200, 2)
     jar.update(resp)
     assert not any(name.endswith(("-access", "-refresh")) for name in jar.values)
-    assert (await gateway.client.get("/bbb", headers=bearer(bearer_pair))).status == 401
+    assert (await gateway.client.get("/bbb", headers=bearer_of(bearer_pair))).status == 401

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.appkeys import CONFIG, TOKENS
 from gateway.auth.assertions import AssertionSigner
-from tests.support.gateways import Gateway, GatewayFactory, route
+from tests.support.gateways import Gateway, GatewayFactory, bearer_of, route
 from tests.support.keys import write_private_key
 from tests.support.processes import free_port
 from upstream_demo import AssertionVerifier, create_upstream_app
@@ -67,16 +67,12 @@ def stack(
     return Stack(start_gateway, aiohttp_server, tmp_path)
 
 
-def bearer(pair: dict[str, Any]) -> dict[str, str]:
-    return {"Authorization": f"Bearer {pair['access_token']}"}
-
-
 async def test_the_upstream_verifies_the_assertion_with_the_jwks(stack: Stack) -> None:
     gw = await stack.gateway(private_key_file=str(write_private_key(stack.tmp / "a.pem")))
     await stack.upstream(gw)
     user = await gw.add_user()
     pair = await gw.login()
-    resp = await gw.client.get("/whoami", headers={**bearer(pair), HEADER: "forged"})
+    resp = await gw.client.get("/whoami", headers={**bearer_of(pair), HEADER: "forged"})
     assert resp.status == 200
     checked = (await resp.json())["assertion"]
     assert checked["verified"] is True, checked
@@ -109,7 +105,7 @@ async def test_client_copies_are_dropped_and_routes_can_opt_out(stack: Stack) ->
     await gw.add_user()
     pair = await gw.login()
     spellings = {HEADER: "forged", "x_gateway_assertion": "forged", "X-GATEWAY-ASSERTION": "f"}
-    for path, headers in (("/plain/x", bearer(pair)), ("/echo/x", {})):
+    for path, headers in (("/plain/x", bearer_of(pair)), ("/echo/x", {})):
         resp = await gw.client.get(path, headers={**headers, **spellings})
         assert resp.status == 200
         sent = [name for name, _ in (await resp.json())["headers"]]
@@ -157,7 +153,7 @@ async def test_rotation_keeps_old_tokens_verifying_until_the_key_leaves(stack: S
     verifier = await stack.upstream(rotated)
     jwks = await (await rotated.client.get("/.well-known/jwks.json")).json()
     assert len(jwks["keys"]) == 2
-    assert (await rotated.client.get("/bbb", headers=bearer(pair))).status == 200
+    assert (await rotated.client.get("/bbb", headers=bearer_of(pair))).status == 200
     refreshed = await rotated.client.post(
         "/user/refresh", json={"refresh_token": pair["refresh_token"]}
     )
@@ -165,12 +161,12 @@ async def test_rotation_keeps_old_tokens_verifying_until_the_key_leaves(stack: S
     new_pair = await refreshed.json()
     assert jwt.get_unverified_header(new_pair["access_token"])["kid"] == jwks["keys"][0]["kid"]
     assert (await verifier.verify(old_assertion))["aud"] == "demo"
-    whoami = await (await rotated.client.get("/whoami", headers=bearer(new_pair))).json()
+    whoami = await (await rotated.client.get("/whoami", headers=bearer_of(new_pair))).json()
     assert whoami["assertion"]["verified"] is True
     # The old key retired for good: its tokens and assertions stop.
     retired = await stack.gateway(private_key_file=str(new_key))
-    assert (await retired.client.get("/bbb", headers=bearer(pair))).status == 401
-    assert (await retired.client.get("/bbb", headers=bearer(new_pair))).status == 200
+    assert (await retired.client.get("/bbb", headers=bearer_of(pair))).status == 401
+    assert (await retired.client.get("/bbb", headers=bearer_of(new_pair))).status == 200
     with pytest.raises(jwt.InvalidKeyError):
         await stack.verifier(retired).verify(old_assertion)
 
@@ -184,5 +180,5 @@ async def test_with_a_shared_secret_there_is_no_assertion_and_start_up_says_so(
     await stack.upstream(gw)
     await gw.add_user()
     pair = await gw.login()
-    whoami = await (await gw.client.get("/whoami", headers=bearer(pair))).json()
+    whoami = await (await gw.client.get("/whoami", headers=bearer_of(pair))).json()
     assert whoami["assertion"] == {"verified": False, "reason": "no X-Gateway-Assertion header"}

@@ -12,7 +12,7 @@ import pytest
 from gateway.appkeys import AUDIT, METRICS, STORE
 from gateway.storage import AuditEvent
 from tests.support.cookies import FETCH, Jar, log_in_by_form, origin_of
-from tests.support.gateways import Gateway, GatewayFactory
+from tests.support.gateways import Gateway, GatewayFactory, bearer_of
 
 PASSWORD = "123456"
 
@@ -33,10 +33,6 @@ async def stored(gw: Gateway) -> list[AuditEvent]:
     return await gw.app[STORE].list_audit_events()
 
 
-def bearer(pair: dict[str, Any]) -> dict[str, str]:
-    return {"Authorization": f"Bearer {pair['access_token']}"}
-
-
 async def login(gw: Gateway, username: str, password: str) -> int:
     resp = await gw.client.post(
         "/user/login",
@@ -53,9 +49,11 @@ async def test_each_kind_reaches_the_log_and_the_table(
     caplog.set_level(logging.INFO, logger="gateway.audit")
     first = await gw.login()
     second = await gw.login()
-    sessions = await (await gw.client.get("/user/sessions", headers=bearer(second))).json()
+    sessions = await (await gw.client.get("/user/sessions", headers=bearer_of(second))).json()
     other = next(s["id"] for s in sessions["sessions"] if not s["current"])
-    assert (await gw.client.delete(f"/user/sessions/{other}", headers=bearer(second))).status == 200
+    assert (
+        await gw.client.delete(f"/user/sessions/{other}", headers=bearer_of(second))
+    ).status == 200
     # Reuse: the first rotation succeeds, the same token again (after the grace) is theft.
     third = await gw.login()
     rotated = await gw.client.post("/user/refresh", json={"refresh_token": third["refresh_token"]})
@@ -63,9 +61,9 @@ async def test_each_kind_reaches_the_log_and_the_table(
     gw.clock.advance(11)
     reused = await gw.client.post("/user/refresh", json={"refresh_token": third["refresh_token"]})
     assert reused.status == 401
-    assert (await gw.client.post("/user/logout", headers=bearer(second))).status == 200
+    assert (await gw.client.post("/user/logout", headers=bearer_of(second))).status == 200
     fourth = await gw.login()
-    everywhere = await gw.client.post("/user/logout", json={"all": True}, headers=bearer(fourth))
+    everywhere = await gw.client.post("/user/logout", json={"all": True}, headers=bearer_of(fourth))
     assert everywhere.status == 200
     assert await login(gw, "guang", "wrong password") == 401
     assert await login(gw, "nobody", "secret-ish") == 401
