@@ -193,15 +193,18 @@ async def classic_origin(aiohttp_server: Callable[..., Any]) -> str:
     return f"http://127.0.0.1:{server.port}"
 
 
-async def open_classic(
+@pytest.fixture
+async def classic(
     browser: Browser, start_gateway: GatewayFactory, classic_origin: str
 ) -> tuple[Gateway, Page]:
+    """The classic page on its own origin, logged in to a gateway that allows that origin."""
     gw: Gateway = await start_gateway(cors={"allowed_origins": [classic_origin]})
     await gw.add_user()
     api = str(gw.client.make_url("")).rstrip("/").replace("localhost", "127.0.0.1")
     page = await browser.new_page()
     await page.goto(f"{classic_origin}/?api={api}")
     await page.wait_for_selector("body[data-ready=true]", state="attached")
+    assert await page.evaluate("classic.login('guang', '123456')") == 200
     return gw, page
 
 
@@ -214,11 +217,8 @@ def refresh_attempts(gw: Gateway) -> float:
     )
 
 
-async def test_classic_axios_client_on_another_origin(
-    browser: Browser, start_gateway: GatewayFactory, classic_origin: str
-) -> None:
-    gw, page = await open_classic(browser, start_gateway, classic_origin)
-    assert await page.evaluate("classic.login('guang', '123456')") == 200
+async def test_classic_axios_client_on_another_origin(classic: tuple[Gateway, Page]) -> None:
+    gw, page = classic
     assert await page.evaluate("classic.get('/bbb')") == [200, "bbb"]
     await page.evaluate("classic.spoil()")
     # The stale token rides along on the refresh too (the interceptor adds it everywhere).
@@ -229,10 +229,9 @@ async def test_classic_axios_client_on_another_origin(
 
 
 async def test_classic_client_queues_concurrent_failures_behind_one_refresh(
-    browser: Browser, start_gateway: GatewayFactory, classic_origin: str
+    classic: tuple[Gateway, Page],
 ) -> None:
-    gw, page = await open_classic(browser, start_gateway, classic_origin)
-    assert await page.evaluate("classic.login('guang', '123456')") == 200
+    gw, page = classic
     await page.evaluate("classic.spoil()")
     assert await page.evaluate("classic.getMany('/bbb', 3)") == [[200, "bbb"]] * 3
     assert refreshes(gw) == 1  # the `refreshing` flag held the other two in the queue
@@ -250,10 +249,9 @@ async def test_classic_client_queues_concurrent_failures_behind_one_refresh(
 
 
 async def test_classic_client_hangs_on_a_refused_refresh_where_install_axios_settles(
-    browser: Browser, start_gateway: GatewayFactory, classic_origin: str
+    classic: tuple[Gateway, Page],
 ) -> None:
-    gw, page = await open_classic(browser, start_gateway, classic_origin)
-    assert await page.evaluate("classic.login('guang', '123456')") == 200
+    gw, page = classic
     await page.evaluate("classic.spoilBoth()")
     # The refresh's own 401 arrives while `refreshing` is set and is queued behind itself.
     assert await page.evaluate("classic.settles('/bbb', 3000)") == "pending"
