@@ -53,6 +53,21 @@ class Stack:
             body: dict[str, Any] = await response.json()
         return str(body["access_token"])
 
+    async def revoke_and_wait_for_refusal(
+        self, http: aiohttp.ClientSession, token: str, *, within: float
+    ) -> None:
+        """End guang's sessions straight in the database, as another replica's logout would
+        (this process learns it only from its poll); /bbb must refuse `token` `within` seconds."""
+        store = self.gateway[STORE]
+        user = await store.get_user_by_name("guang")
+        assert user is not None
+        await store.revoke_user_sessions(user.id, reason="test", now=time.time())
+        revoked_at = time.monotonic()
+        while (await fetch(http, f"{self.url}/bbb", bearer(token)))[0] == 200:
+            assert time.monotonic() - revoked_at < within, "still let through"
+            await asyncio.sleep(0.05)
+        assert (await fetch(http, f"{self.url}/bbb", bearer(token)))[0] == 401
+
 
 @asynccontextmanager
 async def ingress_stack(
@@ -191,17 +206,7 @@ async def test_a_revoked_session_is_refused_within_the_revocation_bound(
 ) -> None:
     token = await stack.token(http)
     assert (await fetch(http, f"{stack.url}/bbb", bearer(token)))[0] == 200
-    store = stack.gateway[STORE]
-    user = await store.get_user_by_name("guang")
-    assert user is not None
-    # Straight into the database, as another replica's logout would: this process learns it
-    # only from its poll.
-    await store.revoke_user_sessions(user.id, reason="test", now=time.time())
-    revoked_at = time.monotonic()
-    while (await fetch(http, f"{stack.url}/bbb", bearer(token)))[0] == 200:
-        assert time.monotonic() - revoked_at < REVOCATION_POLL + 1.0, "still let through"
-        await asyncio.sleep(0.05)
-    assert (await fetch(http, f"{stack.url}/bbb", bearer(token)))[0] == 401
+    await stack.revoke_and_wait_for_refusal(http, token, within=REVOCATION_POLL + 1.0)
 
 
 # --- cookie sessions through the ingress ----------------------------------------------------
@@ -291,15 +296,7 @@ async def test_nginx_caches_decisions_no_longer_than_the_gateway_says(
         assert (await fetch(http, f"{url}/bbb", bearer(token + "x")))[0] == 401
         assert (await fetch(http, f"{url}/whoami", bearer(token)))[0] == 200
         assert decisions.value == 2
-        store = behind.gateway[STORE]
-        user = await store.get_user_by_name("guang")
-        assert user is not None
-        await store.revoke_user_sessions(user.id, reason="test", now=time.time())
-        revoked_at = time.monotonic()
-        while (await fetch(http, f"{url}/bbb", bearer(token)))[0] == 200:
-            assert time.monotonic() - revoked_at < poll + max_age + 1.0, "still let through"
-            await asyncio.sleep(0.05)
-        assert (await fetch(http, f"{url}/bbb", bearer(token)))[0] == 401
+        await stack.revoke_and_wait_for_refusal(http, token, within=poll + max_age + 1.0)
 
 
 async def test_no_spelling_of_an_identity_header_reaches_the_upstream(
