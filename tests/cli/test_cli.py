@@ -10,7 +10,14 @@ from pathlib import Path
 
 from gateway.storage import SCHEMA_VERSION, Session, create_store
 from tests.support.gateways import TEST_SECRET
-from tests.support.processes import Processes, env_for, free_port, run_gateway, wait_for_port
+from tests.support.processes import (
+    Deployment,
+    Processes,
+    env_for,
+    free_port,
+    run_gateway,
+    wait_for_port,
+)
 from tests.support.wire import http
 
 
@@ -68,23 +75,14 @@ def test_user_administration(workdir: Path, database_url: str) -> None:
 def test_serve_in_front_of_the_demo_upstream(
     workdir: Path, database_url: str, processes: Processes
 ) -> None:
-    upstream_port, gateway_port = free_port(), free_port()
-    env = env_for(
-        database_url,
-        JWT_SECRET=TEST_SECRET,
-        GATEWAY_PORT=str(gateway_port),
-        UPSTREAM_URL=f"http://127.0.0.1:{upstream_port}",
+    deployment = Deployment.create(
+        processes, workdir, database_url=database_url, JWT_SECRET=TEST_SECRET
     )
-    add = run_gateway(workdir, env, "user", "add", "guang", "--password-stdin", stdin="12345678\n")
-    assert add.returncode == 0, add.stderr
-    upstream = processes.start(
-        "upstream", ["-m", "upstream_demo", "--port", str(upstream_port)], workdir, env
-    )
-    server = processes.start("gateway", ["-m", "gateway", "serve"], workdir, env)
-    wait_for_port(upstream_port, upstream)
-    wait_for_port(gateway_port, server)
+    deployment.add_user("guang", "12345678")
+    deployment.start_upstream()
+    server, base = deployment.start_gateway()
+    gateway_port = int(deployment.env["GATEWAY_PORT"])
 
-    base = f"http://127.0.0.1:{gateway_port}"
     assert http("GET", f"{base}/aaa") == (200, "aaa")
     assert http("GET", f"{base}/bbb")[0] == 401
     status, pair = http("POST", f"{base}/user/login", {"username": "guang", "password": "12345678"})
