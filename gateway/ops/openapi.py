@@ -15,11 +15,20 @@ from ..request_keys import ROUTE_NAME
 __all__ = ["openapi_handler"]
 
 
+def _json(schema: str) -> dict[str, Any]:
+    """A JSON body of one of the document's schemas."""
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
+
+
+def _object(properties: dict[str, Any], *, required: bool = True) -> dict[str, Any]:
+    """A JSON object schema with these properties: all of them required, or none."""
+    if not required:
+        return {"type": "object", "properties": properties}
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
 def _error(description: str, *headers: str) -> dict[str, Any]:
-    response: dict[str, Any] = {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
+    response: dict[str, Any] = {"description": description, "content": _json("Error")}
     if headers:
         response["headers"] = {h: {"$ref": f"#/components/headers/{h}"} for h in headers}
     return response
@@ -33,10 +42,11 @@ _BODY_ERRORS = {
     "400": _error("The body is not a JSON object with the required string fields"),
     "415": _error("The body is not sent as application/json, or has a Content-Encoding"),
 }
+_NO_STORE_HEADER = {"Cache-Control": {"schema": {"type": "string", "enum": ["no-store"]}}}
 _TOKENS = {
     "description": "A token pair",
-    "headers": {"Cache-Control": {"schema": {"type": "string", "enum": ["no-store"]}}},
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TokenPair"}}},
+    "headers": _NO_STORE_HEADER,
+    "content": _json("TokenPair"),
 }
 _UNAVAILABLE = _error("The database is unavailable; retry later", "Retry-After")
 # Bearer token or session cookies (the cookie form also passes the Origin check when unsafe).
@@ -45,7 +55,6 @@ _CALLER_ERRORS = {
     "403": _error("A cross-origin request by session cookie"),
     "503": _UNAVAILABLE,
 }
-_NO_STORE_HEADER = {"Cache-Control": {"schema": {"type": "string", "enum": ["no-store"]}}}
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
@@ -60,9 +69,7 @@ OPENAPI: dict[str, Any] = {
                 "summary": "Log in with a user name and password",
                 "requestBody": {
                     "required": True,
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Credentials"}}
-                    },
+                    "content": _json("Credentials"),
                 },
                 "responses": {
                     "200": _TOKENS,
@@ -97,11 +104,7 @@ OPENAPI: dict[str, Any] = {
                 "summary": "Trade a refresh token for a new pair",
                 "requestBody": {
                     "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {"$ref": "#/components/schemas/RefreshRequest"}
-                        }
-                    },
+                    "content": _json("RefreshRequest"),
                 },
                 "responses": {
                     "200": _TOKENS,
@@ -118,18 +121,12 @@ OPENAPI: dict[str, Any] = {
                 'with {"all": true}, every session of the caller (Bearer or cookie)',
                 "requestBody": {
                     "required": False,
-                    "content": {
-                        "application/json": {
-                            "schema": {"$ref": "#/components/schemas/LogoutRequest"}
-                        }
-                    },
+                    "content": _json("LogoutRequest"),
                 },
                 "responses": {
                     "200": {
                         "description": "The session (or every session) is over",
-                        "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/Message"}}
-                        },
+                        "content": _json("Message"),
                     },
                     **_BODY_ERRORS,
                     "401": _error("all: no live session to end them from", "WWW-Authenticate"),
@@ -146,11 +143,7 @@ OPENAPI: dict[str, Any] = {
                     "200": {
                         "description": "Oldest first; `current` marks the caller's own",
                         "headers": _NO_STORE_HEADER,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/SessionList"}
-                            }
-                        },
+                        "content": _json("SessionList"),
                     },
                     **_CALLER_ERRORS,
                     **_COMMON_ERRORS,
@@ -172,9 +165,7 @@ OPENAPI: dict[str, Any] = {
                     "200": {
                         "description": "The session is over",
                         "headers": _NO_STORE_HEADER,
-                        "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/Message"}}
-                        },
+                        "content": _json("Message"),
                     },
                     "404": _error("No live session of the caller has that id"),
                     **_CALLER_ERRORS,
@@ -188,9 +179,7 @@ OPENAPI: dict[str, Any] = {
                 "responses": {
                     "200": {
                         "description": "A JWK set",
-                        "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/Jwks"}}
-                        },
+                        "content": _json("Jwks"),
                     },
                     "404": _error("Tokens are signed with a shared secret: no public keys"),
                     **_COMMON_ERRORS,
@@ -203,9 +192,7 @@ OPENAPI: dict[str, Any] = {
                 "responses": {
                     "200": {
                         "description": "The process is alive",
-                        "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/Status"}}
-                        },
+                        "content": _json("Status"),
                     },
                     **_COMMON_ERRORS,
                 },
@@ -217,16 +204,12 @@ OPENAPI: dict[str, Any] = {
                 "responses": {
                     "200": {
                         "description": "Ready",
-                        "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/Ready"}}
-                        },
+                        "content": _json("Ready"),
                     },
                     "503": {
                         "description": "Not ready",
                         "headers": {"Retry-After": {"$ref": "#/components/headers/Retry-After"}},
-                        "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/Ready"}}
-                        },
+                        "content": _json("Ready"),
                     },
                     **_COMMON_ERRORS,
                 },
@@ -254,57 +237,34 @@ OPENAPI: dict[str, Any] = {
             "WWW-Authenticate": {"schema": {"type": "string", "pattern": "^Bearer "}},
         },
         "schemas": {
-            "Error": {
-                "type": "object",
-                "required": ["statusCode", "message", "error"],
-                "properties": {
+            "Error": _object(
+                {
                     "statusCode": {"type": "integer", "minimum": 400, "maximum": 599},
                     "message": {"type": "string"},
                     "error": {"type": "string"},
-                },
-            },
-            "Credentials": {
-                "type": "object",
-                "required": ["username", "password"],
-                "properties": {
+                }
+            ),
+            "Credentials": _object(
+                {
                     "username": {"type": "string", "minLength": 1, "maxLength": 256},
                     "password": {"type": "string", "minLength": 1, "maxLength": 1024},
-                },
-            },
-            "RefreshRequest": {
-                "type": "object",
-                "required": ["refresh_token"],
-                "properties": {"refresh_token": {"type": "string", "minLength": 1}},
-            },
-            "LogoutRequest": {
-                "type": "object",
-                "properties": {
-                    "refresh_token": {"type": "string", "minLength": 1},
-                    "all": {"type": "boolean"},
-                },
-            },
-            "SessionList": {
-                "type": "object",
-                "required": ["sessions"],
-                "properties": {
+                }
+            ),
+            "RefreshRequest": _object({"refresh_token": {"type": "string", "minLength": 1}}),
+            "LogoutRequest": _object(
+                {"refresh_token": {"type": "string", "minLength": 1}, "all": {"type": "boolean"}},
+                required=False,
+            ),
+            "SessionList": _object(
+                {
                     "sessions": {
                         "type": "array",
                         "items": {"$ref": "#/components/schemas/UserSession"},
                     }
-                },
-            },
-            "UserSession": {
-                "type": "object",
-                "required": [
-                    "id",
-                    "created_at",
-                    "last_used_at",
-                    "expires_at",
-                    "login",
-                    "last_refresh",
-                    "current",
-                ],
-                "properties": {
+                }
+            ),
+            "UserSession": _object(
+                {
                     "id": {"type": "string"},
                     "created_at": {"type": "string", "format": "date-time"},
                     "last_used_at": {"type": "string", "format": "date-time"},
@@ -312,56 +272,29 @@ OPENAPI: dict[str, Any] = {
                     "login": {"$ref": "#/components/schemas/SeenClient"},
                     "last_refresh": {"$ref": "#/components/schemas/SeenClient"},
                     "current": {"type": "boolean"},
-                },
-            },
-            "SeenClient": {
-                "type": "object",
-                "required": ["address", "user_agent"],
-                "properties": {
-                    "address": {"type": "string"},
-                    "user_agent": {"type": "string"},
-                },
-            },
-            "TokenPair": {
-                "type": "object",
-                "required": [
-                    "access_token",
-                    "refresh_token",
-                    "token_type",
-                    "expires_in",
-                    "refresh_expires_in",
-                ],
-                "properties": {
+                }
+            ),
+            "SeenClient": _object(
+                {"address": {"type": "string"}, "user_agent": {"type": "string"}}
+            ),
+            "TokenPair": _object(
+                {
                     "access_token": {"type": "string"},
                     "refresh_token": {"type": "string"},
                     "token_type": {"type": "string", "enum": ["Bearer"]},
                     "expires_in": {"type": "integer", "minimum": 0},
                     "refresh_expires_in": {"type": "integer", "minimum": 0},
-                },
-            },
-            "Message": {
-                "type": "object",
-                "required": ["message"],
-                "properties": {"message": {"type": "string"}},
-            },
-            "Status": {
-                "type": "object",
-                "required": ["status"],
-                "properties": {"status": {"type": "string"}},
-            },
-            "Ready": {
-                "type": "object",
-                "required": ["status", "checks"],
-                "properties": {
+                }
+            ),
+            "Message": _object({"message": {"type": "string"}}),
+            "Status": _object({"status": {"type": "string"}}),
+            "Ready": _object(
+                {
                     "status": {"type": "string", "enum": ["ready", "unavailable"]},
                     "checks": {"type": "object", "additionalProperties": {"type": "string"}},
-                },
-            },
-            "Jwks": {
-                "type": "object",
-                "required": ["keys"],
-                "properties": {"keys": {"type": "array", "items": {"type": "object"}}},
-            },
+                }
+            ),
+            "Jwks": _object({"keys": {"type": "array", "items": {"type": "object"}}}),
         },
     },
 }
