@@ -35,6 +35,12 @@ def header_values(echoed: dict[str, Any], name: str) -> list[str]:
     return [v for k, v in echoed["headers"] if k.lower() == name.lower()]
 
 
+async def echo(gw: Gateway, path: str, headers: Any = None) -> dict[str, Any]:
+    """What the demo upstream received for a GET of `path` through the gateway (its echo)."""
+    body: dict[str, Any] = await (await gw.client.get(path, headers=headers)).json()
+    return body
+
+
 async def bearer(gateway: Gateway) -> dict[str, str]:
     pair = await gateway.login()
     return {"Authorization": f"Bearer {pair['access_token']}"}
@@ -98,10 +104,10 @@ async def test_configured_identity_header_names_are_used_and_stripped(
     )
     await gw.add_user()
     forged = [("x-auth-sub", "666"), ("X_AUTH_LOGIN", "mallory"), ("X-Auth-Sub", "7")]
-    public = await (await gw.client.get("/echo/open/x", headers=forged)).json()
+    public = await echo(gw, "/echo/open/x", forged)
     assert not any(k.lower().replace("_", "-").startswith("x-auth-") for k, _ in public["headers"])
     auth = await bearer(gw)
-    closed = await (await gw.client.get("/echo/closed/x", headers=[*forged, *auth.items()])).json()
+    closed = await echo(gw, "/echo/closed/x", [*forged, *auth.items()])
     assert header_values(closed, "X-Auth-Sub") == ["1"]
     assert header_values(closed, "X-Auth-Login") == ["guang"]
     assert header_values(closed, "X_AUTH_LOGIN") == []
@@ -115,8 +121,8 @@ async def test_authorization_is_not_forwarded_unless_the_route_asks(
     )
     await gw.add_user()
     auth = await bearer(gw)
-    plain = await (await gw.client.get("/echo/plain/x", headers=auth)).json()
-    kept = await (await gw.client.get("/echo/keep/x", headers=auth)).json()
+    plain = await echo(gw, "/echo/plain/x", auth)
+    kept = await echo(gw, "/echo/keep/x", auth)
     assert header_values(plain, "Authorization") == []
     assert header_values(kept, "Authorization") == [auth["Authorization"]]
     assert header_values(plain, "X-User-Id") == ["1"]
@@ -211,7 +217,7 @@ async def test_framing_and_routing_headers_are_dropped_in_every_spelling(gateway
         ("X-Secret-Hop", "1"),
         ("X-Kept", "yes"),
     ]
-    echoed = await (await gateway.client.get("/echo/x", headers=spoofed)).json()
+    echoed = await echo(gateway, "/echo/x", spoofed)
     names = folded_names(echoed)
     for name, _ in spoofed[:-1]:
         folded = name.lower().replace("_", "-")
@@ -260,17 +266,17 @@ async def test_a_route_sets_its_own_list_of_dropped_headers(start_gateway: Gatew
         ],
     )
     sent = [("X_Legacy_User", "admin"), ("x-tenant", "7"), ("Remote-User", "admin")]
-    legacy = await (await gw.client.get("/echo/legacy/x", headers=sent)).json()
+    legacy = await echo(gw, "/echo/legacy/x", sent)
     assert folded_names(legacy).count("x-legacy-user") == 0
     assert folded_names(legacy).count("x-tenant") == 0
     assert header_values(legacy, "Remote-User") == ["admin"]  # the list replaced the default
-    none = await (await gw.client.get("/echo/none/x", headers=sent)).json()
+    none = await echo(gw, "/echo/none/x", sent)
     assert header_values(none, "Remote-User") == ["admin"]
-    default = await (await gw.client.get("/echo/x", headers=sent)).json()
+    default = await echo(gw, "/echo/x", sent)
     assert "remote-user" not in folded_names(default)
     assert header_values(default, "X_Legacy_User") == ["admin"]
     # The identity headers the gateway sets stay dropped whatever a route's list says.
-    forged = await (await gw.client.get("/echo/none/x", headers=FORGED_SPELLINGS)).json()
+    forged = await echo(gw, "/echo/none/x", FORGED_SPELLINGS)
     assert "x-user-id" not in folded_names(forged)
 
 
@@ -286,17 +292,16 @@ async def test_connection_header_cannot_drop_gateway_headers(gateway: Gateway) -
     assert who["user_id"] == "1"
 
 
+# What a client (or a proxy in front of the gateway) says about the original request.
+CLAIMED_FORWARDING = {
+    "X-Forwarded-For": "203.0.113.9",
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Host": "app.example",
+}
+
+
 async def test_forwarded_headers_replace_an_untrusted_clients_values(gateway: Gateway) -> None:
-    echoed = await (
-        await gateway.client.get(
-            "/echo/x",
-            headers={
-                "X-Forwarded-For": "6.6.6.6",
-                "X-Forwarded-Proto": "https",
-                "X-Forwarded-Host": "evil.example",
-            },
-        )
-    ).json()
+    echoed = await echo(gateway, "/echo/x", CLAIMED_FORWARDING)
     assert header_values(echoed, "X-Forwarded-For") == ["127.0.0.1"]
     assert header_values(echoed, "X-Forwarded-Proto") == ["http"]
     host = header_values(echoed, "X-Forwarded-Host")
@@ -307,23 +312,14 @@ async def test_forwarded_headers_extend_a_trusted_proxys_values(
     start_gateway: GatewayFactory,
 ) -> None:
     gw: Gateway = await start_gateway(server={"trusted_proxies": ["127.0.0.0/8"]})
-    echoed = await (
-        await gw.client.get(
-            "/echo/x",
-            headers={
-                "X-Forwarded-For": "203.0.113.9",
-                "X-Forwarded-Proto": "https",
-                "X-Forwarded-Host": "app.example",
-            },
-        )
-    ).json()
+    echoed = await echo(gw, "/echo/x", CLAIMED_FORWARDING)
     assert header_values(echoed, "X-Forwarded-For") == ["203.0.113.9, 127.0.0.1"]
     assert header_values(echoed, "X-Forwarded-Proto") == ["https"]
     assert header_values(echoed, "X-Forwarded-Host") == ["app.example"]
 
 
 async def test_host_is_the_upstreams_own(gateway: Gateway, upstream: TestServer) -> None:
-    echoed = await (await gateway.client.get("/echo/x", headers={"Host": "evil.example"})).json()
+    echoed = await echo(gateway, "/echo/x", {"Host": "evil.example"})
     assert header_values(echoed, "Host") == [f"{upstream.host}:{upstream.port}"]
 
 
