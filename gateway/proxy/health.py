@@ -18,6 +18,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -32,40 +33,20 @@ __all__ = ["ActiveChecks", "PassiveHealth"]
 log = logging.getLogger(__name__)
 
 
+@dataclass(slots=True, eq=False, kw_only=True)
 class PassiveHealth:
     """One target's failures in a row, ejection and probing (see the module docstring)."""
 
-    __slots__ = (
-        "_base",
-        "_cap",
-        "_clock",
-        "_ejectable",
-        "_max_failures",
-        "ejected_until",
-        "ejections_in_a_row",
-        "failures",
-        "probing",
-    )
-
-    def __init__(
-        self,
-        *,
-        max_failures: int,
-        ejection_time: float,
-        max_ejection_time: float,
-        ejectable: bool = True,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._max_failures = max_failures
-        self._base = ejection_time
-        self._cap = max_ejection_time
-        self._ejectable = ejectable
-        self._clock = clock
-        self.failures = 0
-        # 0.0: not ejected. Past: the back-off is over and a probe may go.
-        self.ejected_until = 0.0
-        self.ejections_in_a_row = 0
-        self.probing = False
+    max_failures: int
+    ejection_time: float
+    max_ejection_time: float
+    ejectable: bool = True
+    clock: Callable[[], float] = time.monotonic
+    failures: int = field(default=0, init=False)
+    # 0.0: not ejected. Past: the back-off is over and a probe may go.
+    ejected_until: float = field(default=0.0, init=False)
+    ejections_in_a_row: int = field(default=0, init=False)
+    probing: bool = field(default=False, init=False)
 
     @property
     def ejected(self) -> bool:
@@ -75,7 +56,7 @@ class PassiveHealth:
         """Whether a request may go to the target now."""
         if not self.ejected_until:
             return True
-        return not self.probing and self._clock() >= self.ejected_until
+        return not self.probing and self.clock() >= self.ejected_until
 
     def begin(self) -> bool:
         """A request goes to the target; True when it is the probe of an ejected one."""
@@ -99,22 +80,24 @@ class PassiveHealth:
         """The target failed a request; True when that ejects it (again)."""
         if probe:
             self.probing = False
-        if not self._ejectable:
+        if not self.ejectable:
             return False
         if self.ejected_until and not probe:
             return False  # already out; a failure of a request sent before says nothing new
         self.failures += 1
-        if not (refused or probe or self.failures >= self._max_failures):
+        if not (refused or probe or self.failures >= self.max_failures):
             return False
         self.failures = 0
         self.ejections_in_a_row += 1
-        back_off = min(self._cap, self._base * 2 ** (self.ejections_in_a_row - 1))
-        self.ejected_until = self._clock() + back_off
+        back_off = min(
+            self.max_ejection_time, self.ejection_time * 2 ** (self.ejections_in_a_row - 1)
+        )
+        self.ejected_until = self.clock() + back_off
         return True
 
     def retry_after(self) -> float:
         """Seconds until the target may be tried again (0 when it may now)."""
-        return max(0.0, self.ejected_until - self._clock()) if self.ejected_until else 0.0
+        return max(0.0, self.ejected_until - self.clock()) if self.ejected_until else 0.0
 
 
 class ActiveChecks:
