@@ -25,13 +25,11 @@ from typing import Any, TypeVar
 from aiohttp import web
 from aiohttp.log import access_logger
 
-from .appkeys import CONFIG, DRAIN
-from .config import PARSER_FIELD_LIMIT, PARSER_MAX_HEADERS
-from .front import FrontRunner
+from .appkeys import DRAIN
 from .telemetry.access_log import AccessLogger
 from .telemetry.logs import LogOutput
 
-__all__ = ["ListenError", "Site", "app_runner", "run", "serve_until_stopped", "supervise_workers"]
+__all__ = ["ListenError", "Site", "run", "serve_until_stopped", "supervise_workers"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -88,7 +86,7 @@ async def serve_until_stopped(
     runners: list[web.AppRunner] = []
     try:
         for app, host, port, *tls in sites:
-            runner = app_runner(
+            runner = web.AppRunner(
                 app,
                 access_log_class=AccessLogger,
                 shutdown_timeout=(
@@ -122,20 +120,6 @@ async def serve_until_stopped(
         output = LogOutput.installed()
         if output is not None:
             output.flush()  # the lines of the last requests, before the process exits
-
-
-def app_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
-    """The gateway's apps are served through the front (gateway.front), with their config's idle
-    timeout; any other app (the metrics port) by aiohttp alone."""
-    if CONFIG not in app:
-        return web.AppRunner(app, **kwargs)
-    return FrontRunner(
-        app,
-        idle_timeout=app[CONFIG].server.idle_timeout,
-        max_head_bytes=PARSER_FIELD_LIMIT,
-        max_headers=PARSER_MAX_HEADERS,
-        **kwargs,
-    )
 
 
 async def _drain(runners: Sequence[web.AppRunner], grace: float) -> None:

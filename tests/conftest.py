@@ -13,7 +13,6 @@ from aiohttp.test_utils import TestServer
 from aiohttp.typedefs import Handler
 
 from gateway import create_app
-from gateway.server import app_runner
 from tests.support.gateways import FakeClock, Gateway, GatewayFactory, make_config
 from tests.support.processes import REPO, Processes
 from tests.support.services import IN_CI, MYSQL_URL, MySqlDatabase, mysql_problem, redis_problem
@@ -71,17 +70,6 @@ def mysql_database() -> Iterator[MySqlDatabase]:
         yield db
     finally:
         db.drop()
-
-
-@pytest.fixture(autouse=True)
-def served_as_in_production(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test server serves a gateway app as `gateway serve` does, through the front
-    (gateway.front); other apps (upstreams) through aiohttp alone."""
-
-    async def make_runner(self: TestServer, **kwargs: Any) -> web.AppRunner:
-        return app_runner(self.app, **kwargs)
-
-    monkeypatch.setattr(TestServer, "_make_runner", make_runner)
 
 
 @pytest.fixture

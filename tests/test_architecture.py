@@ -23,8 +23,6 @@ FLOORS: tuple[frozenset[str], ...] = (
     frozenset({"auth"}),
     frozenset({"proxy"}),
     frozenset({"ops", "forward_auth"}),
-    # The HTTP/1.1 front: serves an app's requests, knows nothing of what they are.
-    frozenset({"front"}),
     frozenset({"edge", "middleware", "appkeys", "server", "app"}),
     frozenset({"cli"}),
     # The package's front door: the public API and `python -m gateway`.

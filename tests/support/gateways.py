@@ -18,7 +18,6 @@ from aiohttp.test_utils import TestClient
 
 from gateway import GatewayConfig, create_app, parse_config
 from gateway.appkeys import PASSWORDS, STORE
-from gateway.server import app_runner
 from gateway.storage import User
 from gateway.telemetry.access_log import AccessLogger
 
@@ -189,7 +188,7 @@ class ThreadedGateway:
         gateway = create_app(self.config)
         runners = []
         for app, port in ((self.upstream.app, self.upstream_port), (gateway, self.gateway_port)):
-            runner = app_runner(app, access_log_class=AccessLogger)
+            runner = web.AppRunner(app, access_log_class=AccessLogger)
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", port).start()
             runners.append(runner)
