@@ -10,7 +10,7 @@ from ..auth.bearer import bearer_token, websocket_credentials
 from ..draining import Drain
 from ..errors import GatewayError, shown
 from ..request_keys import REQUEST_ID, ROUTE_NAME, UPSTREAM_NAME
-from .policy import RequestPolicy
+from .policy import Permitted, RequestPolicy
 from .route_limits import RouteLimiter
 from .runtime import RuntimeHolder
 from .websocket import SocketSessions
@@ -61,10 +61,7 @@ class ProxyHandler:
                 await self.limiter.check(request, route, identity)
                 return await runtime.proxy.forward_websocket(
                     request,
-                    route,
-                    path,
-                    identity,
-                    request_id,
+                    Permitted(route, path, identity, request_id),
                     credentials,
                     self.drain,
                     self.sockets,
@@ -84,7 +81,9 @@ class ProxyHandler:
             if waiting:
                 await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 request.writer.output_size = 0
-            return await runtime.proxy.forward(request, route, path, identity, request_id)
+            return await runtime.proxy.forward(
+                request, Permitted(route, path, identity, request_id)
+            )
         finally:
             self.runtime.release(runtime)
 

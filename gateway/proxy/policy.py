@@ -7,6 +7,7 @@ spelling or a token refused by one is refused by the other."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -20,7 +21,18 @@ from ..request_keys import USER_ID
 from .paths import normalize_path
 from .routes import RouteTable
 
-__all__ = ["RequestPolicy"]
+__all__ = ["Permitted", "RequestPolicy"]
+
+
+@dataclass(frozen=True, slots=True)
+class Permitted:
+    """A request the policy let through, as the proxy forwards it."""
+
+    route: RouteConfig
+    # Normalized: what the route matched and what goes upstream (after its strip_prefix).
+    path: str
+    identity: Identity | None
+    request_id: str
 
 
 class RequestPolicy:

@@ -10,26 +10,23 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import aiohttp
 from aiohttp import web
 from yarl import URL
 
 from ..auth.bearer import WebSocketCredentials
-from ..auth.tokens import Identity
-from ..config import RouteConfig, UpstreamConfig
+from ..config import UpstreamConfig
 from ..draining import Drain
 from ..errors import (
     BadGateway,
-    GatewayError,
-    PayloadTooLarge,
-    RequestTimeout,
     UpstreamFailure,
     UpstreamUnavailable,
 )
 from ..request_keys import MID_RESPONSE, PROGRESS, STARTED, UPSTREAM_WAIT, learned
 from ..telemetry.metrics import GatewayMetrics
+from .bodies import ClientBody, send_body
 from .failures import upstream_errors, upstream_failure
 from .headers import HeaderPolicy
 from .http1 import (
@@ -39,45 +36,15 @@ from .http1 import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from .policy import Permitted
 from .pool import ConnectFailed, TlsFailed
+from .retries import resendable, retry_target
 from .targets import Target, Targets
 from .websocket import SocketSessions
 
 __all__ = ["Proxy"]
 
 log = logging.getLogger(__name__)
-
-
-class _ClientBody:
-    """Streams a request body upstream, stopping it at the route's size limit (413) and when
-    the client stalls for longer than the body timeout (408)."""
-
-    def __init__(self, limit: int, timeout: float) -> None:
-        self.limit = limit
-        self.timeout = timeout
-        self.failure: GatewayError | None = None
-
-    def too_large(self) -> PayloadTooLarge:
-        return PayloadTooLarge(f"Request body is larger than {self.limit} bytes")
-
-    async def stream(self, request: web.Request) -> AsyncIterator[bytes]:
-        received = 0
-        while True:
-            try:
-                async with asyncio.timeout(self.timeout):
-                    chunk = await request.content.readany()
-            except TimeoutError:
-                self.failure = RequestTimeout(
-                    f"The request body stalled for more than {self.timeout:g}s"
-                )
-                raise self.failure from None
-            if not chunk:
-                return
-            received += len(chunk)
-            if self.limit and received > self.limit:
-                self.failure = self.too_large()
-                raise self.failure
-            yield chunk
 
 
 class _RelayedHeaders:
@@ -102,8 +69,6 @@ class _RelayedBody(_RelayedHeaders, web.Response):
     """A small upstream response, answered with its head and body in one write."""
 
 
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-_LAST_CHUNK = b"0\r\n\r\n"
 _CHUNKED = b"Transfer-Encoding: chunked\r\n"
 
 
@@ -157,16 +122,10 @@ class Proxy:
         """The targets of an upstream (for health and tests)."""
         return self._targets[upstream]
 
-    async def forward(
-        self,
-        request: web.Request,
-        route: RouteConfig,
-        path: str,
-        identity: Identity | None,
-        request_id: str,
-    ) -> web.StreamResponse:
+    async def forward(self, request: web.Request, permitted: Permitted) -> web.StreamResponse:
+        route, path = permitted.route, permitted.path
         upstream = self._upstreams[route.upstream]
-        body = _ClientBody(route.max_body_bytes, self._client_body_timeout)
+        body = ClientBody(route.max_body_bytes, self._client_body_timeout)
         if route.max_body_bytes and (request.content_length or 0) > route.max_body_bytes:
             raise body.too_large()
         has_body = request.body_exists
@@ -181,8 +140,8 @@ class Proxy:
             return self._headers.upstream_head(
                 request,
                 route,
-                identity,
-                request_id,
+                permitted.identity,
+                permitted.request_id,
                 request_line=request_line.encode("utf-8", "surrogateescape"),
                 host=target.host,
                 extra=extra,
@@ -220,7 +179,7 @@ class Proxy:
         request: web.Request,
         targets: Targets,
         head_for: Callable[[Target], bytes],
-        body: _ClientBody | None,
+        body: ClientBody | None,
         chunked: bool,
         sent: float,
     ) -> web.StreamResponse:
@@ -267,7 +226,7 @@ class Proxy:
                         if lost.response_started:
                             target.failed("protocol", probe)
                             raise
-                        if reused and not stale_retried and _resendable(request, body):
+                        if reused and not stale_retried and resendable(request, body):
                             # A kept-alive connection the upstream closed just as it was
                             # reused: once more, on a fresh one, and not the target's failure.
                             stale_retried = True
@@ -283,7 +242,7 @@ class Proxy:
             finally:
                 target.end(probe)
             tried.append(target)
-            target = _retry_target(request, targets, tried, body, unsent, retries_left)
+            target = retry_target(request, targets, tried, body, unsent, retries_left)
             if target is None:
                 if unsent and targets.pick() is None:
                     # Every target is down now: say so, and when to come back.
@@ -298,7 +257,7 @@ class Proxy:
         target: Target,
         connection: UpstreamConnection,
         head: bytes,
-        body: _ClientBody | None,
+        body: ClientBody | None,
         chunked: bool,
         sent: float,
         probe: bool,
@@ -312,7 +271,7 @@ class Proxy:
                 connection.body_sent()
             else:
                 sender = asyncio.create_task(
-                    _send_body(connection, request, body, chunked), name="request-body"
+                    send_body(connection, request, body, chunked), name="request-body"
                 )
             response_head = await connection.read_head()
             target.succeeded(probe)
@@ -326,10 +285,7 @@ class Proxy:
     async def forward_websocket(
         self,
         request: web.Request,
-        route: RouteConfig,
-        path: str,
-        identity: Identity | None,
-        request_id: str,
+        permitted: Permitted,
         credentials: WebSocketCredentials,
         drain: Drain,
         sockets: SocketSessions,
@@ -337,10 +293,11 @@ class Proxy:
         """Open the upstream WebSocket first, so a refusal is still an HTTP error, then relay
         until either side closes, the socket's session ends, or the gateway drains (then both
         are told 1001, going away)."""
+        route, path, identity = permitted.route, permitted.path, permitted.identity
         upstream = self._upstreams[route.upstream]
         targets = self._targets[route.upstream]
         headers = self._headers.upstream_request(
-            request, route, identity, request_id, websocket=True
+            request, route, identity, permitted.request_id, websocket=True
         )
         request[PROGRESS] = UPSTREAM_WAIT
         try:
@@ -416,52 +373,6 @@ class Proxy:
             # upstream connection is closed on release.
             raise ConnectionResetError("the client closed the connection") from None
         return response
-
-
-async def _send_body(
-    connection: UpstreamConnection, request: web.Request, body: _ClientBody, chunked: bool
-) -> None:
-    """Stream the client's body upstream with back-pressure; a client-side failure (too large,
-    stalled) ends the exchange with that error."""
-    try:
-        async for piece in body.stream(request):
-            connection.write_body(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
-            await connection.drain()
-        if chunked:
-            connection.write_body(_LAST_CHUNK)
-        connection.body_sent()
-    except GatewayError as failure:
-        connection.abort(failure)
-    except (ConnectionLost, UpstreamTimeout, UpstreamProtocolError, ConnectionError):
-        pass  # the upstream side failed: the exchange reports it
-
-
-def _resendable(request: web.Request, body: _ClientBody | None) -> bool:
-    """Whether a request that reached a target may be sent again: running it twice must be
-    harmless (an idempotent method) and its body must not have been streamed (it has none)."""
-    return body is None and request.method in _IDEMPOTENT
-
-
-def _retry_target(
-    request: web.Request,
-    targets: Targets,
-    tried: list[Target],
-    body: _ClientBody | None,
-    unsent: bool,
-    retries_left: int,
-) -> Target | None:
-    """Where a failed request goes next, or None when it must not be retried.
-
-    Only before any response byte came back (the caller's part): a request no byte of which
-    was sent (no connection could be made) may go again whatever its method; one that was
-    sent, only if resendable. Not past `retries`, not past the retry budget, and never to a
-    target it tried."""
-    if retries_left <= 0 or not (unsent or _resendable(request, body)):
-        return None
-    target = targets.pick(tried)
-    if target is None or not targets.budget.spend():
-        return None
-    return target
 
 
 def _upstream_url(base: URL, path: str, raw_query: str) -> URL:
