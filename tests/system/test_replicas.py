@@ -21,25 +21,35 @@ from tests.support.wire import http, raw_get
 
 pytestmark = [pytest.mark.mysql, pytest.mark.redis]
 
+PASSWORD = "replica-pass"
+
+
+def two_replicas(
+    processes: Processes, tmp_path: Path, mysql_database: MySqlDatabase, **env: str
+) -> tuple[str, list[str]]:
+    """The shipped config on the test's database and `env`, a fresh user (fresh rate-limit
+    counters in the shared Redis) with PASSWORD, the demo upstream, and two gateways on it:
+    the user's name and the two base URLs."""
+    deployment = Deployment.create(processes, tmp_path, database_url=mysql_database.url, **env)
+    user = f"r{uuid.uuid4().hex[:10]}"
+    deployment.add_user(user, PASSWORD)
+    deployment.start_upstream()
+    return user, [deployment.start_gateway(name=n, port=free_port())[1] for n in ("a", "b")]
+
 
 def test_two_replicas_share_sessions_and_limits(
     tmp_path: Path, processes: Processes, mysql_database: MySqlDatabase
 ) -> None:
-    deployment = Deployment.create(
+    user, (a, b) = two_replicas(
         processes,
         tmp_path,
-        database_url=mysql_database.url,
+        mysql_database,
         REDIS_URL="redis://127.0.0.1:6379/0",
         REFRESH_REUSE_GRACE="1s",
         LOGIN_MAX_FAILURES="3",
     )
-    user = f"r{uuid.uuid4().hex[:10]}"  # fresh rate-limit counters in the shared Redis
-    deployment.add_user(user, "replica-pass")
-    deployment.start_upstream()
-    a = deployment.start_gateway(name="a", port=free_port())[1]
-    b = deployment.start_gateway(name="b", port=free_port())[1]
 
-    def login(base: str, password: str = "replica-pass") -> tuple[int, dict[str, str]]:
+    def login(base: str, password: str = PASSWORD) -> tuple[int, dict[str, str]]:
         return http("POST", f"{base}/user/login", {"username": user, "password": password})
 
     def refresh(base: str, token: str) -> tuple[int, dict[str, str]]:
@@ -93,21 +103,13 @@ def test_a_burst_split_over_two_replicas_gets_no_more_verdicts_than_the_limit(
     redis_url = "redis://127.0.0.1:6379/13"
     redis.Redis.from_url(redis_url).delete("gw:login:a:127.0.0.1")
     limit = 10
-    deployment = Deployment.create(
-        processes,
-        tmp_path,
-        database_url=mysql_database.url,
-        REDIS_URL=redis_url,
-        LOGIN_MAX_FAILURES=str(limit),
+    user, bases = two_replicas(
+        processes, tmp_path, mysql_database, REDIS_URL=redis_url, LOGIN_MAX_FAILURES=str(limit)
     )
-    user = f"b{uuid.uuid4().hex[:10]}"
-    deployment.add_user(user, "replica-pass")
-    deployment.start_upstream()
-    bases = [deployment.start_gateway(name=n, port=free_port())[1] for n in ("a", "b")]
 
     async def burst() -> list[int]:
         passwords = ["wrong"] * 300
-        passwords[150] = "replica-pass"
+        passwords[150] = PASSWORD
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector) as http:
 
