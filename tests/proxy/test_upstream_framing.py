@@ -16,7 +16,9 @@ from tests.support.gateways import make_config, route
 
 Reader = asyncio.StreamReader
 Writer = asyncio.StreamWriter
-Script = Callable[[int, Reader, Writer], Awaitable[None]]
+# Serves one connection: given the upstream (whose read_request records each request), the
+# connection's number (1, 2, ...) and its streams.
+Script = Callable[["RawUpstream", int, Reader, Writer], Awaitable[None]]
 
 
 class RawUpstream:
@@ -49,7 +51,7 @@ class RawUpstream:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         try:
-            await self.script(self.connections, reader, writer)
+            await self.script(self, self.connections, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -90,35 +92,18 @@ async def raw_gateway(
 def answer_each(response: bytes) -> Script:
     """A keep-alive upstream that answers every request on a connection with `response`."""
 
-    async def script(
-        number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        while await upstream_of(script).read_request(number, reader):
+    async def script(upstream: RawUpstream, number: int, reader: Reader, writer: Writer) -> None:
+        while await upstream.read_request(number, reader):
             writer.write(response)
             await writer.drain()
 
     return script
 
 
-_OWNERS: dict[int, RawUpstream] = {}
-
-
-def upstream_of(script: Script) -> RawUpstream:
-    return _OWNERS[id(script)]
-
-
-async def start_with(
-    raw_gateway: Callable[[Script], Awaitable[tuple[TestClient[Any, Any], RawUpstream]]],
-    script: Script,
-) -> tuple[TestClient[Any, Any], RawUpstream]:
-    client, upstream = await raw_gateway(script)
-    _OWNERS[id(script)] = upstream
-    return client, upstream
-
-
-async def test_informational_responses_before_the_final_one_are_skipped(raw_gateway: Any) -> None:
-    client, _ = await start_with(
-        raw_gateway,
+async def test_informational_responses_before_the_final_one_are_skipped(
+    raw_gateway: StartRaw,
+) -> None:
+    client, _ = await raw_gateway(
         answer_each(
             b"HTTP/1.1 100 Continue\r\n\r\n"
             b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
@@ -131,10 +116,9 @@ async def test_informational_responses_before_the_final_one_are_skipped(raw_gate
 
 
 async def test_hop_by_hop_response_headers_are_dropped_in_every_spelling(
-    raw_gateway: Any,
+    raw_gateway: StartRaw,
 ) -> None:
-    client, _ = await start_with(
-        raw_gateway,
+    client, _ = await raw_gateway(
         answer_each(
             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
             b"Transfer_Encoding: chunked\r\nKeep_Alive: timeout=600\r\n"
@@ -151,9 +135,9 @@ async def test_hop_by_hop_response_headers_are_dropped_in_every_spelling(
     assert resp.headers["X-Kept"] == "yes"
 
 
-async def test_a_head_response_has_no_body_and_keeps_the_connection(raw_gateway: Any) -> None:
-    client, upstream = await start_with(
-        raw_gateway, answer_each(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+async def test_a_head_response_has_no_body_and_keeps_the_connection(raw_gateway: StartRaw) -> None:
+    client, upstream = await raw_gateway(
+        answer_each(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
     )
     for _ in range(3):
         resp = await client.head("/raw/x")
@@ -165,10 +149,9 @@ async def test_a_head_response_has_no_body_and_keeps_the_connection(raw_gateway:
 
 @pytest.mark.parametrize("status", [204, 304])
 async def test_204_and_304_have_no_body_whatever_their_headers(
-    raw_gateway: Any, status: int
+    raw_gateway: StartRaw, status: int
 ) -> None:
-    client, upstream = await start_with(
-        raw_gateway,
+    client, upstream = await raw_gateway(
         answer_each(f"HTTP/1.1 {status} X\r\nContent-Length: 7\r\n\r\n".encode()),
     )
     for _ in range(2):
@@ -177,9 +160,8 @@ async def test_204_and_304_have_no_body_whatever_their_headers(
     assert upstream.connections == 1
 
 
-async def test_a_chunked_body_with_trailers_is_relayed_without_them(raw_gateway: Any) -> None:
-    client, upstream = await start_with(
-        raw_gateway,
+async def test_a_chunked_body_with_trailers_is_relayed_without_them(raw_gateway: StartRaw) -> None:
+    client, upstream = await raw_gateway(
         answer_each(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n"
             b"5\r\nhello\r\n6\r\n world\r\n0\r\nX-Checksum: abc\r\n\r\n"
@@ -193,16 +175,14 @@ async def test_a_chunked_body_with_trailers_is_relayed_without_them(raw_gateway:
 
 
 async def test_a_close_delimited_body_ends_at_eof_and_its_connection_is_not_reused(
-    raw_gateway: Any,
+    raw_gateway: StartRaw,
 ) -> None:
-    async def script(
-        number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        await upstream_of(script).read_request(number, reader)
+    async def script(upstream: RawUpstream, number: int, reader: Reader, writer: Writer) -> None:
+        await upstream.read_request(number, reader)
         writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the very end")
         await writer.drain()
 
-    client, upstream = await start_with(raw_gateway, script)
+    client, upstream = await raw_gateway(script)
     for _ in range(2):
         resp = await client.get("/raw/x")
         assert (resp.status, await resp.text()) == (200, "until the very end")
@@ -210,15 +190,13 @@ async def test_a_close_delimited_body_ends_at_eof_and_its_connection_is_not_reus
 
 
 async def test_an_early_answer_to_an_unfinished_body_closes_that_connection(
-    raw_gateway: Any,
+    raw_gateway: StartRaw,
 ) -> None:
     after_the_answer: list[bytes] = []
 
-    async def script(
-        number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    async def script(upstream: RawUpstream, number: int, reader: Reader, writer: Writer) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
-        upstream_of(script).requests.append((number, head.split(b"\r\n", 1)[0].decode()))
+        upstream.requests.append((number, head.split(b"\r\n", 1)[0].decode()))
         if head.startswith(b"POST"):
             # Refuse the upload at once, reading none of it, and offer to keep the connection;
             # then keep everything that still arrives until the gateway hangs up.
@@ -232,7 +210,7 @@ async def test_an_early_answer_to_an_unfinished_body_closes_that_connection(
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         await writer.drain()
 
-    client, upstream = await start_with(raw_gateway, script)
+    client, upstream = await raw_gateway(script)
 
     async def slow_body() -> Any:
         for _ in range(20):
@@ -251,21 +229,19 @@ async def test_an_early_answer_to_an_unfinished_body_closes_that_connection(
 def closes_when_reused() -> Script:
     """Answers the first request of each connection, then reads the next and hangs up."""
 
-    async def script(
-        number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        await upstream_of(script).read_request(number, reader)
+    async def script(upstream: RawUpstream, number: int, reader: Reader, writer: Writer) -> None:
+        await upstream.read_request(number, reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
         await writer.drain()
-        await upstream_of(script).read_request(number, reader)
+        await upstream.read_request(number, reader)
 
     return script
 
 
 async def test_a_get_on_a_connection_closed_as_it_is_reused_is_retried_on_a_fresh_one(
-    raw_gateway: Any,
+    raw_gateway: StartRaw,
 ) -> None:
-    client, upstream = await start_with(raw_gateway, closes_when_reused())
+    client, upstream = await raw_gateway(closes_when_reused())
     assert (await (await client.get("/raw/1")).text()) == "first"
     resp = await client.get("/raw/2")
     assert (resp.status, await resp.text()) == (200, "first")
@@ -273,9 +249,9 @@ async def test_a_get_on_a_connection_closed_as_it_is_reused_is_retried_on_a_fres
 
 
 async def test_a_post_that_was_sent_is_not_retried_when_the_connection_closes(
-    raw_gateway: Any,
+    raw_gateway: StartRaw,
 ) -> None:
-    client, upstream = await start_with(raw_gateway, closes_when_reused())
+    client, upstream = await raw_gateway(closes_when_reused())
     assert (await client.get("/raw/1")).status == 200
     resp = await client.post("/raw/2", data=b"payload")
     assert resp.status == 502
@@ -306,9 +282,9 @@ async def test_a_post_that_was_sent_is_not_retried_when_the_connection_closes(
     ],
 )
 async def test_an_ambiguous_or_broken_response_is_a_502_and_its_connection_is_dropped(
-    raw_gateway: Any, response: bytes
+    raw_gateway: StartRaw, response: bytes
 ) -> None:
-    client, upstream = await start_with(raw_gateway, answer_each(response))
+    client, upstream = await raw_gateway(answer_each(response))
     for _ in range(2):
         resp = await client.get("/raw/x")
         assert resp.status == 502
@@ -319,9 +295,9 @@ async def test_an_ambiguous_or_broken_response_is_a_502_and_its_connection_is_dr
 _STOLEN = b"HTTP/1.1 201 Created\r\nX-Stolen: yes\r\nContent-Length: 6\r\n\r\nstolen"
 
 
-async def test_a_second_response_in_the_same_read_is_never_relayed(raw_gateway: Any) -> None:
-    client, upstream = await start_with(
-        raw_gateway, answer_each(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nmine" + _STOLEN)
+async def test_a_second_response_in_the_same_read_is_never_relayed(raw_gateway: StartRaw) -> None:
+    client, upstream = await raw_gateway(
+        answer_each(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nmine" + _STOLEN)
     )
     for _ in range(3):
         resp = await client.get("/raw/x")
@@ -331,12 +307,10 @@ async def test_a_second_response_in_the_same_read_is_never_relayed(raw_gateway: 
 
 
 async def test_bytes_on_an_idle_pooled_connection_never_reach_the_next_client(
-    raw_gateway: Any,
+    raw_gateway: StartRaw,
 ) -> None:
-    async def script(
-        number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        while await upstream_of(script).read_request(number, reader):
+    async def script(upstream: RawUpstream, number: int, reader: Reader, writer: Writer) -> None:
+        while await upstream.read_request(number, reader):
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nmine")
             await writer.drain()
             await asyncio.sleep(0.05)
@@ -344,7 +318,7 @@ async def test_bytes_on_an_idle_pooled_connection_never_reach_the_next_client(
             writer.write(_STOLEN)
             await writer.drain()
 
-    client, upstream = await start_with(raw_gateway, script)
+    client, upstream = await raw_gateway(script)
     answers = []
     for _ in range(3):
         resp = await client.get("/raw/x")
