@@ -100,6 +100,18 @@ def answer_each(response: bytes) -> Script:
     return script
 
 
+def answer_once(response: bytes) -> Script:
+    """An upstream that answers the first request of each connection with `response`, then
+    closes the connection."""
+
+    async def script(upstream: RawUpstream, number: int, reader: Reader, writer: Writer) -> None:
+        await upstream.read_request(number, reader)
+        writer.write(response)
+        await writer.drain()
+
+    return script
+
+
 async def test_informational_responses_before_the_final_one_are_skipped(
     raw_gateway: StartRaw,
 ) -> None:
@@ -177,12 +189,9 @@ async def test_a_chunked_body_with_trailers_is_relayed_without_them(raw_gateway:
 async def test_a_close_delimited_body_ends_at_eof_and_its_connection_is_not_reused(
     raw_gateway: StartRaw,
 ) -> None:
-    async def script(upstream: RawUpstream, number: int, reader: Reader, writer: Writer) -> None:
-        await upstream.read_request(number, reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the very end")
-        await writer.drain()
-
-    client, upstream = await raw_gateway(script)
+    client, upstream = await raw_gateway(
+        answer_once(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the very end")
+    )
     for _ in range(2):
         resp = await client.get("/raw/x")
         assert (resp.status, await resp.text()) == (200, "until the very end")
