@@ -90,11 +90,16 @@ def start_gateway(
 ) -> GatewayFactory:
     """Start a gateway against the demo upstream and the parametrized database."""
 
-    async def start(**config_overrides: Any) -> Gateway:
+    async def start(*, demo_user: bool = False, **config_overrides: Any) -> Gateway:
+        """A gateway with `config_overrides`; with `demo_user`, the user guang / 123456 (whom
+        `Gateway.login` logs in as) is added to its store."""
         config_overrides.setdefault("upstream_url", str(upstream.make_url("/")))
         config = make_config(database_url=database_url, **config_overrides)
         client = await aiohttp_client(create_app(config, clock=clock))
-        return Gateway(client, clock)
+        gw = Gateway(client, clock)
+        if demo_user:
+            await gw.add_user()
+        return gw
 
     return start
 
@@ -127,8 +132,7 @@ def gateway_before(
 @pytest.fixture
 async def gateway(start_gateway: GatewayFactory) -> AsyncIterator[Gateway]:
     """The default gateway, with the demo user guang / 123456."""
-    gw: Gateway = await start_gateway()
-    await gw.add_user()
+    gw: Gateway = await start_gateway(demo_user=True)
     yield gw
 
 

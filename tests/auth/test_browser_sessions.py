@@ -39,8 +39,7 @@ ROUTES = [
 
 @pytest.fixture
 async def gw(start_gateway: GatewayFactory) -> Gateway:
-    gateway: Gateway = await start_gateway(routes=ROUTES)
-    await gateway.add_user()
+    gateway: Gateway = await start_gateway(routes=ROUTES, demo_user=True)
     return gateway
 
 
@@ -331,9 +330,8 @@ async def test_a_refused_unsafe_request_does_not_rotate(gw: Gateway) -> None:
 
 async def test_trusted_origins_may_send_unsafe_requests(start_gateway: GatewayFactory) -> None:
     gw: Gateway = await start_gateway(
-        routes=ROUTES, browser={"trusted_origins": ["https://admin.example"]}
+        routes=ROUTES, browser={"trusted_origins": ["https://admin.example"]}, demo_user=True
     )
-    await gw.add_user()
     jar = await logged_in(gw)
     response = await gw.client.post(
         "/private/x", headers=jar.headers({"Origin": "https://admin.example"})

@@ -46,8 +46,8 @@ async def guarded(
             upstream_url=str(server.make_url("/")),
             routes=[route("/private/**")],
             **({"tokens": tokens} if tokens else {}),
+            demo_user=True,
         )
-        await gw.add_user()
 
         async def probe(token: str) -> int:
             before = len(upstream.seen)

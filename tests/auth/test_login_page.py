@@ -22,9 +22,8 @@ CSRF = "__Host-gateway-csrf"
 @pytest.fixture
 async def gw(start_gateway: GatewayFactory) -> Gateway:
     gateway: Gateway = await start_gateway(
-        rate_limits={"per_user_and_address": 3, "per_user": 0, "per_address": 0}
+        rate_limits={"per_user_and_address": 3, "per_user": 0, "per_address": 0}, demo_user=True
     )
-    await gateway.add_user()
     return gateway
 
 
@@ -111,8 +110,9 @@ async def test_the_return_url_is_made_safe(gw: Gateway) -> None:
 
 
 async def test_a_return_to_a_trusted_origin_is_kept(start_gateway: GatewayFactory) -> None:
-    gw: Gateway = await start_gateway(browser={"trusted_origins": ["https://admin.example"]})
-    await gw.add_user()
+    gw: Gateway = await start_gateway(
+        browser={"trusted_origins": ["https://admin.example"]}, demo_user=True
+    )
     page = await gw.client.get("/_gateway/login", headers=NAVIGATE)
     assert "form-action 'self' https://admin.example;" in page.headers["Content-Security-Policy"]
     response = await log_in_by_form(gw.client, Jar(), return_to="https://admin.example/board")

@@ -105,8 +105,7 @@ async def test_previous_token_after_the_window_revokes_the_session(gateway: Gate
 
 
 async def test_grace_zero_treats_any_second_use_as_reuse(start_gateway: GatewayFactory) -> None:
-    gw: Gateway = await start_gateway(sessions={"reuse_grace": "0"})
-    await gw.add_user()
+    gw: Gateway = await start_gateway(sessions={"reuse_grace": "0"}, demo_user=True)
     first = await gw.login()
     assert (await refresh(gw, first["refresh_token"]))[0] == 200
     assert (await refresh(gw, first["refresh_token"]))[0] == 401
@@ -271,9 +270,10 @@ async def test_absolute_lifetime_ends_a_continuously_refreshed_session(
     start_gateway: GatewayFactory,
 ) -> None:
     gw: Gateway = await start_gateway(
-        tokens={"access_ttl": "1m", "refresh_ttl": "30m"}, sessions={"max_lifetime": "1h"}
+        tokens={"access_ttl": "1m", "refresh_ttl": "30m"},
+        sessions={"max_lifetime": "1h"},
+        demo_user=True,
     )
-    await gw.add_user()
     pair = await gw.login()
     for _ in range(2):
         gw.clock.advance(20 * 60)
@@ -293,8 +293,7 @@ async def test_absolute_lifetime_ends_a_continuously_refreshed_session(
 
 
 async def test_refresh_expiry_slides_with_use(start_gateway: GatewayFactory) -> None:
-    gw: Gateway = await start_gateway(tokens={"refresh_ttl": "1h"})
-    await gw.add_user()
+    gw: Gateway = await start_gateway(tokens={"refresh_ttl": "1h"}, demo_user=True)
     pair = await gw.login()
     for _ in range(3):  # 3 x 50 min: longer than one refresh lifetime, kept alive by use
         gw.clock.advance(50 * 60)
@@ -367,8 +366,7 @@ async def test_migration_from_the_first_schema_keeps_users(database_url: str) ->
 async def test_a_login_past_max_per_user_ends_the_oldest_sessions(
     start_gateway: GatewayFactory,
 ) -> None:
-    gw: Gateway = await start_gateway(sessions={"max_per_user": 3})
-    await gw.add_user()
+    gw: Gateway = await start_gateway(sessions={"max_per_user": 3}, demo_user=True)
     pairs = []
     for _ in range(5):
         pairs.append(await gw.login())

@@ -149,8 +149,7 @@ async def test_asymmetric_keys_sign_and_publish_a_jwks(
     start_gateway: GatewayFactory, tmp_path: Path, make_key: Any, algorithm: str, kty: str
 ) -> None:
     key_file = write_private_key(tmp_path / "key.pem", make_key())
-    gw: Gateway = await start_gateway(tokens={"private_key_file": str(key_file)})
-    await gw.add_user()
+    gw: Gateway = await start_gateway(tokens={"private_key_file": str(key_file)}, demo_user=True)
     pair = await gw.login()
     header, _ = claims_of(pair["access_token"])
     assert header["alg"] == algorithm
@@ -173,9 +172,9 @@ async def test_hs256_signed_with_the_public_key_is_refused(
 ) -> None:
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     gw: Gateway = await start_gateway(
-        tokens={"private_key_file": str(write_private_key(tmp_path / "k.pem", private))}
+        tokens={"private_key_file": str(write_private_key(tmp_path / "k.pem", private))},
+        demo_user=True,
     )
-    await gw.add_user()
     public_pem = private.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )

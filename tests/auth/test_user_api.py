@@ -245,8 +245,9 @@ async def test_expired_refresh_token_is_rejected(gateway: Gateway) -> None:
 
 
 async def test_configured_ttls_are_used(start_gateway: GatewayFactory) -> None:
-    gw: Gateway = await start_gateway(tokens={"access_ttl": "15s", "refresh_ttl": "1h"})
-    await gw.add_user()
+    gw: Gateway = await start_gateway(
+        tokens={"access_ttl": "15s", "refresh_ttl": "1h"}, demo_user=True
+    )
     pair = await gw.login()
     assert (pair["expires_in"], pair["refresh_expires_in"]) == (15, 3600)
     claims = jwt.decode(

@@ -81,8 +81,7 @@ async def test_transient_refresh_failure_keeps_the_tokens(
 
 
 async def test_403_never_refreshes(start_gateway: GatewayFactory) -> None:
-    gw: Gateway = await start_gateway(routes=[route("/echo/**", roles=["admin"])])
-    await gw.add_user()
+    gw: Gateway = await start_gateway(routes=[route("/echo/**", roles=["admin"])], demo_user=True)
     async with GatewayClient(str(gw.client.make_url(""))) as client:
         await client.login("guang", "123456")
         assert (await client.get("/echo/x")).status == 403
@@ -159,8 +158,7 @@ async def test_logout_ends_the_session_and_voids_a_refresh_in_flight(
 
 
 async def test_refresh_ahead_of_expiry(start_gateway: GatewayFactory) -> None:
-    gw: Gateway = await start_gateway(tokens={"access_ttl": "60s"})
-    await gw.add_user()
+    gw: Gateway = await start_gateway(tokens={"access_ttl": "60s"}, demo_user=True)
     async with GatewayClient(str(gw.client.make_url("")), refresh_ahead=120) as client:
         await client.login("guang", "123456")
         assert (await client.get("/bbb")).status == 200

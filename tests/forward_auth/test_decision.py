@@ -67,8 +67,7 @@ def bearer(token: str) -> dict[str, str]:
 
 @pytest.fixture
 async def gw(start_gateway: GatewayFactory) -> Gateway:
-    gateway: Gateway = await start_gateway(routes=ROUTES, **TRUSTED)
-    await gateway.add_user()
+    gateway: Gateway = await start_gateway(routes=ROUTES, **TRUSTED, demo_user=True)
     return gateway
 
 
@@ -228,8 +227,9 @@ async def test_a_repeated_original_header_is_403(gw: Gateway) -> None:
 
 
 async def test_a_peer_that_is_not_a_trusted_proxy_is_403(start_gateway: GatewayFactory) -> None:
-    gw: Gateway = await start_gateway(routes=ROUTES, server={"trusted_proxies": ["10.0.0.0/8"]})
-    await gw.add_user()
+    gw: Gateway = await start_gateway(
+        routes=ROUTES, server={"trusted_proxies": ["10.0.0.0/8"]}, demo_user=True
+    )
     token = (await gw.login())["access_token"]
     for path, headers in (
         ("/_gateway/auth", nginx("/bbb", **bearer(token))),
@@ -343,8 +343,9 @@ async def test_an_unsafe_request_by_cookie_from_another_origin_is_403(gw: Gatewa
 async def test_the_decision_cache_is_offered_within_the_tokens_life(
     start_gateway: GatewayFactory,
 ) -> None:
-    gw: Gateway = await start_gateway(routes=ROUTES, forward_auth={"cache_max_age": 2}, **TRUSTED)
-    await gw.add_user()
+    gw: Gateway = await start_gateway(
+        routes=ROUTES, forward_auth={"cache_max_age": 2}, **TRUSTED, demo_user=True
+    )
     gw.clock.now = float(int(gw.clock.now))  # tokens carry whole seconds
     pair = await gw.login()
     response = await decide(gw, nginx("/bbb", **bearer(pair["access_token"])))

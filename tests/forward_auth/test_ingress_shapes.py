@@ -33,8 +33,7 @@ DEPLOY = REPO / "deploy" / "forward-auth"
 
 @pytest.fixture
 async def gw(start_gateway: GatewayFactory) -> Gateway:
-    gateway: Gateway = await start_gateway(routes=ROUTES, **TRUSTED)
-    await gateway.add_user()
+    gateway: Gateway = await start_gateway(routes=ROUTES, **TRUSTED, demo_user=True)
     return gateway
 
 

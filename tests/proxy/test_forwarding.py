@@ -62,8 +62,8 @@ async def guarded(
     gw: Gateway = await start_gateway(
         upstream_url=str(server.make_url("/")),
         routes=[route("/open/**", "public"), route("/bbb", methods=["GET"]), route("/private/**")],
+        demo_user=True,
     )
-    await gw.add_user()
     return gw, upstream
 
 
@@ -101,8 +101,8 @@ async def test_configured_identity_header_names_are_used_and_stripped(
     gw: Gateway = await start_gateway(
         identity_headers={"user_id": "X-Auth-Sub", "username": "X-Auth-Login"},
         routes=[route("/echo/open/**", "public"), route("/echo/closed/**")],
+        demo_user=True,
     )
-    await gw.add_user()
     forged = [("x-auth-sub", "666"), ("X_AUTH_LOGIN", "mallory"), ("X-Auth-Sub", "7")]
     public = await echo(gw, "/echo/open/x", forged)
     assert not any(k.lower().replace("_", "-").startswith("x-auth-") for k, _ in public["headers"])
@@ -117,9 +117,9 @@ async def test_authorization_is_not_forwarded_unless_the_route_asks(
     start_gateway: GatewayFactory,
 ) -> None:
     gw: Gateway = await start_gateway(
-        routes=[route("/echo/plain/**"), route("/echo/keep/**", forward_authorization=True)]
+        routes=[route("/echo/plain/**"), route("/echo/keep/**", forward_authorization=True)],
+        demo_user=True,
     )
-    await gw.add_user()
     auth = await bearer(gw)
     plain = await echo(gw, "/echo/plain/x", auth)
     kept = await echo(gw, "/echo/keep/x", auth)

@@ -80,8 +80,7 @@ async def test_host_is_preserved_only_where_the_route_asks(
 async def test_optional_auth_forwards_identity_only_for_a_valid_token(
     start_gateway: GatewayFactory,
 ) -> None:
-    gw: Gateway = await start_gateway(routes=[route("/echo/**", "optional")])
-    await gw.add_user()
+    gw: Gateway = await start_gateway(routes=[route("/echo/**", "optional")], demo_user=True)
     anonymous = await (await gw.client.get("/echo/x")).json()
     assert header_values(anonymous, "X-User-Id") == []
     known = await (await gw.client.get("/echo/x", headers=await bearer(gw))).json()
@@ -261,8 +260,9 @@ ORIGIN = "http://localhost:3001"
 
 @pytest.fixture
 async def cors_gateway(start_gateway: GatewayFactory) -> Gateway:
-    gw: Gateway = await start_gateway(cors={"allowed_origins": [ORIGIN, "http://127.0.0.1:3001"]})
-    await gw.add_user()
+    gw: Gateway = await start_gateway(
+        cors={"allowed_origins": [ORIGIN, "http://127.0.0.1:3001"]}, demo_user=True
+    )
     return gw
 
 

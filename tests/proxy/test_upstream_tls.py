@@ -171,8 +171,8 @@ async def test_websockets_to_a_tls_upstream_are_verified_the_same_way(
         upstream_url=str(server.make_url("/")),
         upstream={"tls": {"ca_file": str(ca.cert_file)}},
         routes=[route("/ws")],
+        demo_user=True,
     )
-    await gateway.add_user()
     pair = await gateway.login()
     resp = await gateway.client.get("/ws", headers={**bearer_of(pair), **UPGRADE})
     assert resp.status == status, await resp.text()

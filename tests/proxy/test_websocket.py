@@ -24,8 +24,7 @@ WS_ROUTES = [
 
 @pytest.fixture
 async def ws_gateway(start_gateway: GatewayFactory) -> Gateway:
-    gw: Gateway = await start_gateway(routes=WS_ROUTES)
-    await gw.add_user()
+    gw: Gateway = await start_gateway(routes=WS_ROUTES, demo_user=True)
     return gw
 
 
@@ -143,9 +142,8 @@ POLL = 0.5  # sessions.revocation_poll in these tests
 @pytest.fixture
 async def watched(start_gateway: GatewayFactory) -> Gateway:
     gw: Gateway = await start_gateway(
-        routes=WS_ROUTES, sessions={"revocation_poll": f"{POLL}s", "reuse_grace": 0}
+        routes=WS_ROUTES, sessions={"revocation_poll": f"{POLL}s", "reuse_grace": 0}, demo_user=True
     )
-    await gw.add_user()
     return gw
 
 

@@ -42,9 +42,8 @@ def refreshes(gw: Gateway, outcome: str = "rotated") -> float:
 @pytest.fixture
 async def demo(start_gateway: GatewayFactory) -> Gateway:
     gw: Gateway = await start_gateway(
-        routes=[route("/demo", "public"), route("/aaa", "public"), route("/bbb")]
+        routes=[route("/demo", "public"), route("/aaa", "public"), route("/bbb")], demo_user=True
     )
-    await gw.add_user()
     return gw
 
 
@@ -198,8 +197,7 @@ async def classic(
     browser: Browser, start_gateway: GatewayFactory, classic_origin: str
 ) -> tuple[Gateway, Page]:
     """The classic page on its own origin, logged in to a gateway that allows that origin."""
-    gw: Gateway = await start_gateway(cors={"allowed_origins": [classic_origin]})
-    await gw.add_user()
+    gw: Gateway = await start_gateway(cors={"allowed_origins": [classic_origin]}, demo_user=True)
     api = str(gw.client.make_url("")).rstrip("/").replace("localhost", "127.0.0.1")
     page = await browser.new_page()
     await page.goto(f"{classic_origin}/?api={api}")

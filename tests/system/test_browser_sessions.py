@@ -54,8 +54,7 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 async def start(start_gateway: GatewayFactory, **config: Any) -> Gateway:
-    gw: Gateway = await start_gateway(routes=ROUTES, **config)
-    await gw.add_user()
+    gw: Gateway = await start_gateway(routes=ROUTES, **config, demo_user=True)
     return gw
 
 

@@ -42,8 +42,8 @@ async def gw(start_gateway: GatewayFactory, httpbin: str) -> Gateway:
     gateway: Gateway = await start_gateway(
         upstream_url=httpbin,
         routes=[route("/anything/**", "public"), route("/headers"), route("/**", "public")],
+        demo_user=True,
     )
-    await gateway.add_user()
     return gateway
 
 
