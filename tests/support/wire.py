@@ -6,9 +6,11 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp.test_utils import BaseTestServer
+from multidict import CIMultiDict
 
 
 async def connect(server: BaseTestServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -61,3 +63,39 @@ def raw_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[
             return resp.status, dict(resp.headers), resp.read()
     except urllib.error.HTTPError as err:
         return err.code, dict(err.headers), err.read()
+
+
+@dataclass(frozen=True)
+class WireResponse:
+    """One response as read off a connection."""
+
+    status: int
+    headers: CIMultiDict[str]
+    body: bytes
+
+
+async def read_response(reader: asyncio.StreamReader, *, method: str = "GET") -> WireResponse:
+    """The next response on a connection (interim 1xx ones skipped), its body framed by
+    Content-Length or chunked encoding, or absent as after HEAD, 204 and 304. Each read waits
+    up to 10 seconds."""
+    timeout = 10
+    while True:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        status_line, *lines = head[:-4].decode("latin-1").split("\r\n")
+        status = int(status_line.split(" ", 2)[1])
+        if status >= 200 or status == 101:
+            break
+    headers: CIMultiDict[str] = CIMultiDict(line.partition(": ")[::2] for line in lines)
+    if method == "HEAD" or status in (101, 204, 304):
+        return WireResponse(status, headers, b"")
+    if headers.get("Transfer-Encoding", "").lower() == "chunked":
+        body = b""
+        while size := int((await asyncio.wait_for(reader.readline(), timeout)).strip(), 16):
+            body += await asyncio.wait_for(reader.readexactly(size + 2), timeout)
+            body = body[:-2]
+        await asyncio.wait_for(reader.readline(), timeout)
+        return WireResponse(status, headers, body)
+    length = int(headers.get("Content-Length", "0"))
+    return WireResponse(
+        status, headers, await asyncio.wait_for(reader.readexactly(length), timeout)
+    )
