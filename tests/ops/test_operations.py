@@ -28,6 +28,7 @@ from tests.support.processes import (
     free_port,
     start_gateway_process,
 )
+from tests.support.upstreams import slow_path_app
 from tests.support.wire import http, raw_get
 
 # --- health -----------------------------------------------------------------------------------
@@ -184,13 +185,7 @@ async def slow_upstream(aiohttp_server: Callable[..., Any]) -> TestServer:
         await asyncio.sleep(float(request.query.get("s", "1.5")))
         return web.Response(text="slow done")
 
-    async def fast(request: web.Request) -> web.Response:
-        return web.Response(text=request.path)
-
-    app = web.Application()
-    app.router.add_get("/slow", slow)
-    app.router.add_get("/{tail:.*}", fast)
-    server: TestServer = await aiohttp_server(app)
+    server: TestServer = await aiohttp_server(slow_path_app(slow))
     return server
 
 

@@ -11,6 +11,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .certificates import Issued
 
 
 def free_port() -> int:
@@ -140,6 +144,20 @@ class Deployment:
         # The runner's own JWT_* and GATEWAY_* settings must not leak into the deployment.
         inherited = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "GATEWAY_"))}
         return cls(processes, workdir, {**inherited, **defaults, **env})
+
+    @classmethod
+    def with_tls(
+        cls, processes: Processes, workdir: Path, certificate: Issued, **env: str
+    ) -> Deployment:
+        """`create` on SQLite, serving HTTPS with `certificate` (TLS_CERT_FILE, TLS_KEY_FILE)."""
+        return cls.create(
+            processes,
+            workdir,
+            database_url=f"sqlite:///{workdir / 'gw.db'}",
+            TLS_CERT_FILE=str(certificate.cert_file),
+            TLS_KEY_FILE=str(certificate.key_file),
+            **env,
+        )
 
     @property
     def upstream_port(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -26,6 +27,18 @@ class RecordingUpstream:
 
     def paths(self) -> list[str]:
         return [path for _, path, _ in self.seen]
+
+
+def slow_path_app(slow: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.Application:
+    """An upstream whose /slow is `slow` and whose every other path answers with the path."""
+
+    async def fast(request: web.Request) -> web.Response:
+        return web.Response(text=request.path)
+
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/{tail:.*}", fast)
+    return app
 
 
 class DemoTargets:

@@ -29,6 +29,7 @@ from tests.ops.test_operations import serve
 from tests.support.certificates import CertificateAuthority
 from tests.support.gateways import Gateway, GatewayFactory, route
 from tests.support.processes import Deployment, Processes
+from tests.support.upstreams import slow_path_app
 from tests.support.wire import WireResponse, connect, read_response
 
 GET_AAA = b"GET /aaa HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -326,13 +327,7 @@ async def slow_upstream(aiohttp_server: Callable[..., Any]) -> tuple[TestServer,
         await asyncio.sleep(1.5)
         return web.Response(text="slow done")
 
-    async def fast(request: web.Request) -> web.Response:
-        return web.Response(text=request.path)
-
-    app = web.Application()
-    app.router.add_get("/slow", slow)
-    app.router.add_get("/{tail:.*}", fast)
-    server: TestServer = await aiohttp_server(app)
+    server: TestServer = await aiohttp_server(slow_path_app(slow))
     return server, arrived
 
 
@@ -369,14 +364,7 @@ async def test_sigterm_finishes_requests_in_flight_and_closes_idle_connections(
 @pytest.fixture
 def tls_gateway(tmp_path: Path, processes: Processes) -> Iterator[tuple[int, ssl.SSLContext]]:
     ca = CertificateAuthority(tmp_path, "wire")
-    issued = ca.issue("gateway")
-    deployment = Deployment.create(
-        processes,
-        tmp_path,
-        database_url=f"sqlite:///{tmp_path / 'gw.db'}",
-        TLS_CERT_FILE=str(issued.cert_file),
-        TLS_KEY_FILE=str(issued.key_file),
-    )
+    deployment = Deployment.with_tls(processes, tmp_path, ca.issue("gateway"))
     deployment.add_user("tls", "12345678")
     deployment.start_upstream()
     deployment.start_gateway()

@@ -49,14 +49,7 @@ class TlsDeployment:
 @pytest.fixture
 def tls(tmp_path: Path, processes: Processes, ca: CertificateAuthority) -> TlsDeployment:
     server = ca.issue("gateway")
-    deployment = Deployment.create(
-        processes,
-        tmp_path,
-        database_url=f"sqlite:///{tmp_path / 'gw.db'}",
-        TLS_CERT_FILE=str(server.cert_file),
-        TLS_KEY_FILE=str(server.key_file),
-        HSTS_MAX_AGE="1d",
-    )
+    deployment = Deployment.with_tls(processes, tmp_path, server, HSTS_MAX_AGE="1d")
     deployment.start_upstream()
     return TlsDeployment(deployment, server)
 
