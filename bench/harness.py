@@ -97,8 +97,31 @@ def rss_mib(pid: int) -> float:
     return _status_mib(pid, "VmRSS")
 
 
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+def open_fds(pid: int, *, but_clients_of: int | None = None) -> int:
+    """pid's open file descriptors; with `but_clients_of`, not counting the connections
+    accepted on that port (how many a client holds open follows its own pool and latency)."""
+    links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+    if but_clients_of is None:
+        return len(links)
+    accepted = _tcp_inodes(but_clients_of, listening=False)
+    return sum(1 for link in links if link[8:-1] not in accepted)
+
+
+def _tcp_inodes(port: int, *, listening: bool) -> set[str]:
+    """Socket inodes with local port `port` (IPv4 or IPv6): the listening ones, or the
+    connections accepted on it."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local_address is HEXIP:HEXPORT; state 0A is LISTEN; field 9 is the inode.
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and (fields[3] == "0A") == listening:
+                inodes.add(fields[9])
+    return inodes
 
 
 def serve_app(app: web.Application, port: int) -> None:
@@ -116,17 +139,7 @@ def serve_app(app: web.Application, port: int) -> None:
 
 def listening_processes(pid: int, port: int) -> set[int]:
     """Members of pid's process tree holding a socket that listens on port (IPv4 or IPv6)."""
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            # local_address is HEXIP:HEXPORT; state 0A is LISTEN; field 9 is the inode.
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(fields[9])
+    inodes = _tcp_inodes(port, listening=True)
     holders: set[int] = set()
     for member in process_tree(pid):
         try:

@@ -44,6 +44,7 @@ class Report:
     server_errors: Counter[str] = field(default_factory=Counter)
     broken_families: int = 0
     rss_mib: list[float] = field(default_factory=list)
+    # The gateway's own: not the connections its clients hold open (their pool follows latency).
     fds: list[int] = field(default_factory=list)
 
     def violations(self) -> list[str]:
@@ -99,6 +100,7 @@ async def soak(
     """Run the traffic mix against a gateway whose `username` has PASSWORD."""
     report = Report()
     stop_at = time.monotonic() + seconds
+    port = int(base.rsplit(":", 1)[1].split("/")[0])
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as http:
 
@@ -194,7 +196,7 @@ async def soak(
         async def sample() -> None:
             while time.monotonic() < stop_at:
                 report.rss_mib.append(rss_mib(gateway_pid))
-                report.fds.append(open_fds(gateway_pid))
+                report.fds.append(open_fds(gateway_pid, but_clients_of=port))
                 await asyncio.sleep(1.0)
 
         started = time.monotonic()
