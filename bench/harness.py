@@ -98,8 +98,9 @@ def rss_mib(pid: int) -> float:
 
 
 def open_fds(pid: int, *, but_clients_of: int | None = None) -> int:
-    """pid's open file descriptors; with `but_clients_of`, not counting the connections
-    accepted on that port (how many a client holds open follows its own pool and latency)."""
+    """pid's open file descriptors; with `but_clients_of`, not counting the established
+    connections accepted on that port (how many a client holds open follows its own pool and
+    latency). One the gateway failed to close after its client did (CLOSE_WAIT) still counts."""
     links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
     if but_clients_of is None:
         return len(links)
@@ -109,7 +110,7 @@ def open_fds(pid: int, *, but_clients_of: int | None = None) -> int:
 
 def _tcp_inodes(port: int, *, listening: bool) -> set[str]:
     """Socket inodes with local port `port` (IPv4 or IPv6): the listening ones, or the
-    connections accepted on it."""
+    established connections accepted on it."""
     inodes: set[str] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -118,8 +119,11 @@ def _tcp_inodes(port: int, *, listening: bool) -> set[str]:
             continue
         for line in lines:
             fields = line.split()
-            # local_address is HEXIP:HEXPORT; state 0A is LISTEN; field 9 is the inode.
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and (fields[3] == "0A") == listening:
+            # local_address is HEXIP:HEXPORT; state 0A is LISTEN, 01 ESTABLISHED; field 9 is
+            # the inode.
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == (
+                "0A" if listening else "01"
+            ):
                 inodes.add(fields[9])
     return inodes
 
