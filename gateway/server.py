@@ -26,6 +26,7 @@ from aiohttp import web
 from aiohttp.log import access_logger
 
 from .appkeys import DRAIN
+from .parser_errors import GatewayRunner
 from .telemetry.access_log import AccessLogger
 from .telemetry.logs import LogOutput
 
@@ -83,10 +84,10 @@ async def serve_until_stopped(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload)
-    runners: list[web.AppRunner] = []
+    runners: list[GatewayRunner] = []
     try:
         for app, host, port, *tls in sites:
-            runner = web.AppRunner(
+            runner = GatewayRunner(
                 app,
                 access_log_class=AccessLogger,
                 shutdown_timeout=(
@@ -112,8 +113,8 @@ async def serve_until_stopped(
         log.info("stopping: finishing requests in flight (up to %gs)", shutdown_timeout)
         await _drain(runners, shutdown_timeout)
     finally:
-        for runner in reversed(runners):
-            await runner.cleanup()
+        for stopping in reversed(runners):
+            await stopping.cleanup()
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signum)

@@ -13,6 +13,8 @@ from aiohttp.test_utils import TestServer
 from aiohttp.typedefs import Handler
 
 from gateway import create_app
+from gateway.appkeys import CONFIG
+from gateway.parser_errors import GatewayRunner
 from tests.support.gateways import FakeClock, Gateway, GatewayFactory, make_config
 from tests.support.processes import REPO, Processes
 from tests.support.services import IN_CI, MYSQL_URL, MySqlDatabase, mysql_problem, redis_problem
@@ -70,6 +72,18 @@ def mysql_database() -> Iterator[MySqlDatabase]:
         yield db
     finally:
         db.drop()
+
+
+@pytest.fixture(autouse=True)
+def served_as_in_production(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test servers serve a gateway app through `GatewayRunner`, as `gateway serve` does (its
+    parser refusals in the gateway's shape); other apps (upstreams) through aiohttp's own."""
+
+    async def make_runner(self: TestServer, **kwargs: Any) -> web.AppRunner:
+        serving = GatewayRunner if CONFIG in self.app else web.AppRunner
+        return serving(self.app, **kwargs)
+
+    monkeypatch.setattr(TestServer, "_make_runner", make_runner)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ FLOORS: tuple[frozenset[str], ...] = (
     frozenset({"auth"}),
     frozenset({"proxy"}),
     frozenset({"ops", "forward_auth"}),
-    frozenset({"edge", "middleware", "appkeys", "server", "app"}),
+    frozenset({"edge", "middleware", "appkeys", "parser_errors", "server", "app"}),
     frozenset({"cli"}),
     # The package's front door: the public API and `python -m gateway`.
     frozenset({"__init__", "__main__", "client"}),
@@ -34,6 +34,8 @@ SAME_FLOOR = {
     ("app", "middleware"),
     ("app", "appkeys"),
     ("server", "appkeys"),
+    ("server", "parser_errors"),
+    ("parser_errors", "edge"),
 }
 FLOOR_OF = {unit: level for level, units in enumerate(FLOORS) for unit in units}
 

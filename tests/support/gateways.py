@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway import GatewayConfig, create_app, parse_config
 from gateway.appkeys import PASSWORDS, STORE
+from gateway.parser_errors import GatewayRunner
 from gateway.storage import User
 from gateway.telemetry.access_log import AccessLogger
 
@@ -188,7 +189,8 @@ class ThreadedGateway:
         gateway = create_app(self.config)
         runners = []
         for app, port in ((self.upstream.app, self.upstream_port), (gateway, self.gateway_port)):
-            runner = web.AppRunner(app, access_log_class=AccessLogger)
+            serving = GatewayRunner if app is gateway else web.AppRunner
+            runner = serving(app, access_log_class=AccessLogger)
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", port).start()
             runners.append(runner)

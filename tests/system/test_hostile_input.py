@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from gateway.appkeys import PASSWORDS, STORE
+from gateway.config import PARSER_FIELD_LIMIT
 from gateway.storage import Session
 from gateway.telemetry.redaction import ParseErrorRedactor
 from tests.support.gateways import (
@@ -24,6 +25,7 @@ from tests.support.gateways import (
     bearer_of,
     route,
 )
+from tests.support.processes import Deployment, Processes
 from tests.support.upstreams import RecordingUpstream
 from tests.support.wire import raw_http
 
@@ -348,6 +350,73 @@ async def test_the_server_header_names_no_versions_and_the_upstreams_is_dropped(
     assert "nosniff" not in proxied.headers.get("X-Content-Type-Options", "")
     for resp in (own, error):
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+# What aiohttp's parser refuses before any app sees it, with the gateway's answer to it.
+PARSER_REFUSALS = [
+    pytest.param(
+        b"G<script>T /aaa HTTP/1.1\r\nHost: x\r\n\r\n",
+        "The request line does not start with an HTTP method",
+        id="garbage-method",
+    ),
+    pytest.param(
+        b"GET /aaa HTTP/1.1\r\nHost: x\r\nBad<script>Header: 1\r\n\r\n",
+        "The request line or a header is malformed",
+        id="invalid-header-name",
+    ),
+    pytest.param(
+        b"GET /<script>" + b"a" * PARSER_FIELD_LIMIT + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        "A request line or header is longer than the parser allows",
+        id="line-over-the-limit",
+    ),
+]
+
+
+async def refused_answer(host: str, port: int, request: bytes) -> tuple[bytes, bytes]:
+    """The head and body of the answer to `request`, read until the gateway closes."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), timeout=10)  # EOF: it closed
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body
+
+
+def assert_refused_in_our_shape(head: bytes, body: bytes, message: str) -> None:
+    lines = head.split(b"\r\n")
+    headers = {k.lower(): v for k, _, v in (line.partition(b": ") for line in lines[1:])}
+    # Its version could not be read: the answer claims no more than HTTP/1.0.
+    assert lines[0] == b"HTTP/1.0 400 Bad Request", head
+    assert headers[b"content-type"] == b"application/json; charset=utf-8"
+    assert headers[b"server"] == b"auth-gateway"
+    assert headers[b"x-content-type-options"] == b"nosniff"
+    assert json.loads(body) == {"statusCode": 400, "message": message, "error": "Bad Request"}
+    for leaked in (b"aiohttp", b"Python", b"<script>"):
+        assert leaked not in head + body
+
+
+@pytest.mark.parametrize(("request_bytes", "message"), PARSER_REFUSALS)
+async def test_requests_the_parser_refuses_get_the_json_shape_and_no_versions(
+    gateway: Gateway, request_bytes: bytes, message: str
+) -> None:
+    server = gateway.client.server
+    head, body = await refused_answer(str(server.host), int(server.port or 0), request_bytes)
+    assert_refused_in_our_shape(head, body, message)
+
+
+async def test_gateway_serve_answers_parser_refusals_in_the_json_shape(
+    tmp_path: Any, processes: Processes
+) -> None:
+    deployment = Deployment.create(
+        processes, tmp_path, database_url=f"sqlite:///{tmp_path / 'gw.db'}"
+    )
+    _, base = deployment.start_gateway()
+    port = int(base.rsplit(":", 1)[1])
+    head, body = await refused_answer("127.0.0.1", port, b"\x16\x03\x01 / HTTP/1.1\r\n\r\n")
+    assert_refused_in_our_shape(head, body, "The request line does not start with an HTTP method")
 
 
 async def test_an_http2_request_line_is_505_in_http1(gateway: Gateway) -> None:
