@@ -50,6 +50,7 @@ from report import (
     POOL,
     PROTECTED,
     REJECTED,
+    WITHOUT_FRONT,
     WORKERS,
     Row,
     RssChange,
@@ -134,6 +135,12 @@ def catalogue(stack: Stack, args: argparse.Namespace) -> list[Plan]:
         Plan(HAPROXY, stack.haproxy, http("/bbb", token=True), needs="haproxy"),
         Plan("reference: nginx plain proxy, 1 worker", stack.nginx_proxy, http("/bbb")),
         Plan(PROTECTED, stack.gateway, http("/bbb", token=True)),
+        Plan(
+            WITHOUT_FRONT,
+            lambda: stack.gateway(instance="nofront", env={"GATEWAY_FRONT": "false"}),
+            http("/bbb", token=True),
+            note="GATEWAY_FRONT=false: aiohttp's server protocol for every request",
+        ),
         Plan(
             "gateway: protected over HTTPS (TLS 1.3, kept-alive)",
             stack.tls_gateway,

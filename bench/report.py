@@ -127,6 +127,8 @@ class Ratio:
 
 # Row names the targets refer to (compare.py names its rows with these).
 PROTECTED = "gateway: protected, valid token"
+# The same, served by aiohttp's server protocol alone (server.front: false).
+WITHOUT_FRONT = "gateway: protected, without the front"
 REJECTED = "gateway: no token (401)"
 WORKERS = "gateway --workers 2: protected"
 BARE = "reference: bare aiohttp server, fixed 200"

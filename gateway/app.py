@@ -17,6 +17,7 @@ from .appkeys import (
     BACKGROUND,
     CONFIG,
     DRAIN,
+    LANE,
     LIMITER,
     METRICS,
     PASSWORDS,
@@ -51,6 +52,7 @@ from .draining import Drain
 from .edge import EdgePolicy
 from .errors import NotFound, StorageUnavailable
 from .forward_auth import Decisions
+from .lane import GatewayLane
 from .limits.gcra import create_gcra
 from .middleware import gateway_middleware
 from .ops.browser_module import client_module_handler
@@ -64,6 +66,7 @@ from .proxy.websocket import SocketSessions
 from .request_keys import ROUTE_NAME
 from .storage import create_store, open_store
 from .telemetry.access_log import AccessLog
+from .telemetry.accounting import RequestAccounting
 from .telemetry.metrics import GatewayMetrics
 
 __all__ = ["create_app", "create_metrics_app", "listening_tls", "reload_config"]
@@ -77,8 +80,9 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     drain = Drain()
     edge = EdgePolicy(config.server, config.cors, drain)
     access_log = AccessLog(enabled=config.logging.access_log)
+    accounting = RequestAccounting(metrics, access_log, drain)
     app = web.Application(
-        middlewares=[gateway_middleware(edge, metrics, access_log, drain)],
+        middlewares=[gateway_middleware(edge, accounting)],
         handler_args={
             # A client that goes away cancels its handler, and so the upstream request.
             "handler_cancellation": True,
@@ -182,6 +186,14 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], float] = time.time)
     policy = RequestPolicy(Authenticator(tokens, revocations, metrics), browser)
     decisions = Decisions(runtime, policy, config, limiter=route_limiter, clock=clock)
     handlers["forward_auth"], handlers["ext_authz"] = decisions.auth, decisions.ext_authz
+    app[LANE] = GatewayLane(
+        edge=edge,
+        accounting=accounting,
+        runtime=runtime,
+        policy=policy,
+        limiter=route_limiter,
+        decisions=decisions,
+    )
     for endpoint in OWN_ENDPOINTS:
         if endpoint.name == "metrics" and not (config.metrics.enabled and not config.metrics.port):
             continue  # served on its own port, or not at all

@@ -14,6 +14,7 @@ from .auth.sessions import SessionService
 from .auth.tokens import TokenService
 from .config import GatewayConfig
 from .draining import Drain
+from .front import Lane
 from .proxy.route_limits import RouteLimiter
 from .proxy.runtime import RuntimeHolder
 from .proxy.websocket import SocketSessions
@@ -25,6 +26,7 @@ __all__ = [
     "BACKGROUND",
     "CONFIG",
     "DRAIN",
+    "LANE",
     "LIMITER",
     "METRICS",
     "PASSWORDS",
@@ -50,5 +52,7 @@ AUDIT = web.AppKey("audit", AuditTrail)
 SOCKETS = web.AppKey("sockets", SocketSessions)
 # Graceful shutdown: requests in flight, and whether the app is draining (server.py drains it).
 DRAIN = web.AppKey("drain", Drain)
+# What the front answers without the app's router, middleware and response objects.
+LANE = web.AppKey("lane", Lane)
 # Background tasks the app owns: cancelled and awaited on cleanup.
 BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])

@@ -21,6 +21,8 @@ __all__ = ["EdgePolicy"]
 ResponseHook = Callable[[web.BaseRequest, web.StreamResponse], None]
 SERVER_NAME = "auth-gateway"
 _HTTP1 = (HttpVersion10, HttpVersion11)
+_RELAYED_LINES = f"Server: {SERVER_NAME}\r\n".encode()
+_OWN_LINES = _RELAYED_LINES + b"X-Content-Type-Options: nosniff\r\n"
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
@@ -93,6 +95,27 @@ class EdgePolicy:
             self._drain.close_after(response)
         for hook in self._also:
             hook(request, response)
+
+    def lane_takes(self, request: web.BaseRequest) -> bool:
+        """Whether `head_lines` is all `on_prepare` would add to this request's answer: not
+        with CORS (its headers depend on the Origin; the app's path writes them)."""
+        return not (self._cors.enabled and "Origin" in request.headers)
+
+    def head_lines(self, request: web.BaseRequest, *, own: bool) -> bytes:
+        """What `on_prepare` adds, as head lines, for an answer written without a response
+        object (gateway.lane); `own`: the gateway's answer, not an upstream's."""
+        lines = _OWN_LINES if own else _RELAYED_LINES
+        request_id = learned(request).get(REQUEST_ID)
+        if request_id is not None:
+            lines += f"{self._request_id_header}: {request_id}\r\n".encode("latin-1")
+        if self._hsts and request.secure:
+            lines += f"Strict-Transport-Security: {self._hsts}\r\n".encode("latin-1")
+        return lines
+
+    @property
+    def draining(self) -> bool:
+        """While the gateway drains, every answer closes its connection."""
+        return self._drain.draining
 
     def _check_header_block(self, request: web.Request) -> None:
         headers = request.raw_headers

@@ -5,26 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from .draining import Drain
 from .edge import EdgePolicy
 from .errors import GatewayError, rendered_error
-from .request_keys import BEFORE_UPSTREAM, MID_RESPONSE, PROGRESS, ROUTE_NAME, STARTED, learned
-from .telemetry.access_log import AccessLog
-from .telemetry.metrics import GatewayMetrics
+from .telemetry.accounting import CLIENT_CLOSED_REQUEST, RequestAccounting, how_far
 from .telemetry.redaction import loggable_path
 
 __all__ = ["gateway_middleware"]
 
 log = logging.getLogger(__name__)
-
-# nginx's "client closed request": the client went away before it had the whole answer. Never a
-# 500 and never an upstream error; the access line says how far the request had got.
-CLIENT_CLOSED_REQUEST = 499
 
 
 def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -53,9 +45,7 @@ def error_response(request: web.Request, exc: Exception) -> web.Response:
     return json_error(500, "Internal gateway error")
 
 
-def gateway_middleware(
-    edge: EdgePolicy, metrics: GatewayMetrics, access_log: AccessLog, drain: Drain
-) -> Middleware:
+def gateway_middleware(edge: EdgePolicy, accounting: RequestAccounting) -> Middleware:
     """The one middleware every request passes: metrics and the access log around everything,
     the edge checks before routing, and every error turned into the JSON shape clients parse.
     (One layer instead of three: each aiohttp middleware layer costs on every request.)
@@ -65,9 +55,7 @@ def gateway_middleware(
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        started = request[STARTED] = time.perf_counter()
-        metrics.in_flight.inc()
-        drain.enter()
+        started = accounting.begin(request)
         status = 500
         aborted: str | None = None
         try:
@@ -87,27 +75,16 @@ def gateway_middleware(
             status = response.status
             # Gone while its answer was still being made or sent (a WebSocket's end is not).
             if gone or (request.transport is None and status != 101):
-                status, aborted = CLIENT_CLOSED_REQUEST, _how_far(request)
+                status, aborted = (
+                    CLIENT_CLOSED_REQUEST,
+                    how_far(request, request.writer.output_size),
+                )
             return response
         except asyncio.CancelledError:
             # aiohttp cancels the handler when the client's connection is lost.
-            status, aborted = CLIENT_CLOSED_REQUEST, _how_far(request)
+            status, aborted = CLIENT_CLOSED_REQUEST, how_far(request, request.writer.output_size)
             raise
         finally:
-            seconds = time.perf_counter() - started
-            metrics.in_flight.dec()
-            drain.leave()
-            route = learned(request).get(ROUTE_NAME) or "unmatched"
-            metrics.record(route, request.method, status, seconds)
-            access_log.write(request, status, seconds, aborted)
+            accounting.end(request, status, started, aborted)
 
     return middleware
-
-
-def _how_far(request: web.Request) -> str:
-    """How far a request had got when its client went away: bytes of the response sent means
-    mid-response, whatever the proxy last said."""
-    if request.writer.output_size:
-        return MID_RESPONSE
-    progress: str = learned(request).get(PROGRESS) or BEFORE_UPSTREAM
-    return progress

@@ -12,7 +12,7 @@ from aiohttp import http_exceptions, web
 from .edge import SERVER_NAME
 from .errors import rendered_error
 
-__all__ = ["GatewayRunner"]
+__all__ = ["GatewayRequestHandler", "GatewayRunner"]
 
 # Most specific first: BadHttpMethod is a BadStatusLine.
 _WHAT_WAS_REFUSED: tuple[tuple[type[Exception], str], ...] = (
@@ -34,7 +34,9 @@ def refusal_message(status: int, exc: BaseException | None) -> str:
     return "The request line or a header is malformed"
 
 
-class _RequestHandler(web.RequestHandler):
+class GatewayRequestHandler(web.RequestHandler):
+    """aiohttp's protocol, answering what its parser refuses in the gateway's shape."""
+
     def handle_error(
         self,
         request: web.BaseRequest,
@@ -69,11 +71,13 @@ class _Server(web.Server):
         )
 
     def __call__(self) -> web.RequestHandler:
-        return _RequestHandler(self, loop=self._loop, **self._kwargs)
+        return GatewayRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
 class GatewayRunner(web.AppRunner):
-    """`web.AppRunner` whose connections answer parser refusals in the gateway's shape."""
+    """`web.AppRunner` whose connections answer parser refusals in the gateway's shape (with
+    `server.front`, gateway.server runs gateway apps through the front instead, which hands
+    its connections to the same handler)."""
 
     async def _make_server(self) -> web.Server:
         return _Server(await super()._make_server())

@@ -25,12 +25,14 @@ from typing import Any, TypeVar
 from aiohttp import web
 from aiohttp.log import access_logger
 
-from .appkeys import DRAIN
-from .parser_errors import GatewayRunner
+from .appkeys import CONFIG, DRAIN, LANE
+from .config import PARSER_FIELD_LIMIT, PARSER_MAX_HEADERS
+from .front import FrontRunner
+from .parser_errors import GatewayRequestHandler, GatewayRunner
 from .telemetry.access_log import AccessLogger
 from .telemetry.logs import LogOutput
 
-__all__ = ["ListenError", "Site", "run", "serve_until_stopped", "supervise_workers"]
+__all__ = ["ListenError", "Site", "app_runner", "run", "serve_until_stopped", "supervise_workers"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -84,10 +86,10 @@ async def serve_until_stopped(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload)
-    runners: list[GatewayRunner] = []
+    runners: list[web.AppRunner] = []
     try:
         for app, host, port, *tls in sites:
-            runner = GatewayRunner(
+            runner = app_runner(
                 app,
                 access_log_class=AccessLogger,
                 shutdown_timeout=(
@@ -121,6 +123,23 @@ async def serve_until_stopped(
         output = LogOutput.installed()
         if output is not None:
             output.flush()  # the lines of the last requests, before the process exits
+
+
+def app_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
+    """How an app is served: a gateway app through the front (gateway.front) and its lane,
+    unless `server.front` is off; any app with the gateway's answer to what aiohttp's parser
+    refuses (gateway.parser_errors)."""
+    if CONFIG not in app or not app[CONFIG].server.front:
+        return GatewayRunner(app, **kwargs)
+    return FrontRunner(
+        app,
+        handler_class=GatewayRequestHandler,
+        lane=app[LANE],
+        idle_timeout=app[CONFIG].server.idle_timeout,
+        max_head_bytes=PARSER_FIELD_LIMIT,
+        max_headers=PARSER_MAX_HEADERS,
+        **kwargs,
+    )
 
 
 async def _drain(runners: Sequence[web.AppRunner], grace: float) -> None:

@@ -14,7 +14,7 @@ from aiohttp.typedefs import Handler
 
 from gateway import create_app
 from gateway.appkeys import CONFIG
-from gateway.parser_errors import GatewayRunner
+from gateway.server import app_runner
 from tests.support.gateways import FakeClock, Gateway, GatewayFactory, make_config
 from tests.support.processes import REPO, Processes
 from tests.support.services import IN_CI, MYSQL_URL, MySqlDatabase, mysql_problem, redis_problem
@@ -76,12 +76,14 @@ def mysql_database() -> Iterator[MySqlDatabase]:
 
 @pytest.fixture(autouse=True)
 def served_as_in_production(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Test servers serve a gateway app through `GatewayRunner`, as `gateway serve` does (its
-    parser refusals in the gateway's shape); other apps (upstreams) through aiohttp's own."""
+    """Test servers serve a gateway app as `gateway serve` does (gateway.server.app_runner:
+    the front and its lane, parser refusals in the gateway's shape); other apps (upstreams)
+    through aiohttp's own runner."""
 
     async def make_runner(self: TestServer, **kwargs: Any) -> web.AppRunner:
-        serving = GatewayRunner if CONFIG in self.app else web.AppRunner
-        return serving(self.app, **kwargs)
+        if CONFIG not in self.app:
+            return web.AppRunner(self.app, **kwargs)
+        return app_runner(self.app, **kwargs)
 
     monkeypatch.setattr(TestServer, "_make_runner", make_runner)
 

@@ -23,7 +23,9 @@ FLOORS: tuple[frozenset[str], ...] = (
     frozenset({"auth"}),
     frozenset({"proxy"}),
     frozenset({"ops", "forward_auth"}),
-    frozenset({"edge", "middleware", "appkeys", "parser_errors", "server", "app"}),
+    # The HTTP/1.1 front: serves an app's requests, knows nothing of what they are.
+    frozenset({"front"}),
+    frozenset({"edge", "middleware", "appkeys", "parser_errors", "lane", "server", "app"}),
     frozenset({"cli"}),
     # The package's front door: the public API and `python -m gateway`.
     frozenset({"__init__", "__main__", "client"}),
@@ -36,6 +38,8 @@ SAME_FLOOR = {
     ("server", "appkeys"),
     ("server", "parser_errors"),
     ("parser_errors", "edge"),
+    ("lane", "edge"),
+    ("app", "lane"),
 }
 FLOOR_OF = {unit: level for level, units in enumerate(FLOORS) for unit in units}
 

@@ -29,7 +29,7 @@ from ..telemetry.metrics import GatewayMetrics
 from .audit import AuditTrail
 from .bearer import authenticate
 from .cookies import CookieSet, PresentedCookies, SessionCookies
-from .navigation import wants_login_redirect
+from .navigation import is_navigation, wants_login_redirect
 from .origins import OriginPolicy
 from .redirects import login_location
 from .revocation import RevocationView
@@ -70,6 +70,15 @@ class BrowserSessions:
     def applies(request: web.BaseRequest, route: RouteConfig) -> bool:
         """Cookies decide only on routes that look at identity, and never for Bearer clients."""
         return route.auth is not AuthPolicy.PUBLIC and "Authorization" not in request.headers
+
+    def decides(self, request: web.BaseRequest, route: RouteConfig) -> bool:
+        """Whether the cookie path must answer: it applies, and the request carries cookies or
+        is a navigation (a redirect to the login page). Otherwise its answer is the Bearer
+        path's for a request without a token (anonymous, or 401 `missing`), so that one is
+        taken: it reads no cookies."""
+        return self.applies(request, route) and (
+            "Cookie" in request.headers or is_navigation(request)
+        )
 
     async def current(self, request: web.BaseRequest) -> Identity | None:
         """The identity of the request's session cookies, refreshing them when needed (for

@@ -191,6 +191,10 @@ class ServerConfig:
     idle_timeout: float = setting(30.0, Duration(minimum=0.1))
     # Longest wait for the next piece of a request body (a trickling client gets 408).
     client_body_timeout: float = setting(30.0, Duration(minimum=0.1))
+    # Bodiless HTTP/1.1 requests meet the gateway's own protocol (gateway.front) and the hot ones
+    # are answered without aiohttp's response machinery (gateway.lane); false: aiohttp's
+    # protocol serves every request (the same answers, at its cost per request).
+    front: bool = setting(True, Boolean())
     # `server.tls`; compared on its own (see changes_needing_restart): new certificates are
     # applied on reload.
     tls: ServerTlsConfig = field(default=ServerTlsConfig(), compare=False)

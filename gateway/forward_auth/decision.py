@@ -47,6 +47,7 @@ from ..errors import (
 from ..networks import address_in
 from ..proxy.policy import RequestPolicy
 from ..proxy.route_limits import RouteLimiter
+from ..proxy.routes import RouteTable
 from ..proxy.runtime import RuntimeHolder
 from ..request_keys import ROUTE_NAME, USER_ID
 from .shapes import Ingress, OriginalRequest, from_ext_authz, from_headers
@@ -94,23 +95,46 @@ class Decisions:
                 "Forward-auth answers only the ingress: add its address to server.trusted_proxies"
             )
 
+    async def token_permit(self, request: web.Request) -> dict[str, str] | None:
+        """`auth` without a response object (gateway.lane): the permitting answer's headers,
+        or the refusal raised; None, having done nothing, when the session cookies decide
+        (those take the app's path)."""
+        request[ROUTE_NAME] = "forward_auth"
+        self._check_peer(request)
+        original = from_headers(request.headers)
+        runtime = self.runtime.acquire()
+        try:
+            path, route = self._route(runtime.routes, original)
+            if self.policy.by_cookie(request, route):
+                return None
+            return await self._by_token(request, original, route, path)
+        finally:
+            self.runtime.release(runtime)
+
     async def _decide(self, request: web.Request, original: OriginalRequest) -> web.Response:
         runtime = self.runtime.acquire()
         try:
-            policy = self.policy
-            try:
-                path, route = policy.route(runtime.routes, original.raw_path, original.method)
-            except _ROUTE_REFUSALS as exc:
-                raise Forbidden(exc.message) from None
-            if not policy.by_cookie(request, route):
-                identity = await policy.identify(
-                    request, route, path, lambda: bearer_token(request.headers)
-                )
-                await self._limit(request, original, route, identity)
-                return self._permit(original, identity, cacheable=route.rate_limit is None)
+            path, route = self._route(runtime.routes, original)
+            if not self.policy.by_cookie(request, route):
+                return web.Response(headers=await self._by_token(request, original, route, path))
             return await self._by_cookie(request, original, route, path)
         finally:
             self.runtime.release(runtime)
+
+    def _route(self, routes: RouteTable, original: OriginalRequest) -> tuple[str, RouteConfig]:
+        try:
+            return self.policy.route(routes, original.raw_path, original.method)
+        except _ROUTE_REFUSALS as exc:
+            raise Forbidden(exc.message) from None
+
+    async def _by_token(
+        self, request: web.Request, original: OriginalRequest, route: RouteConfig, path: str
+    ) -> dict[str, str]:
+        identity = await self.policy.identify(
+            request, route, path, lambda: bearer_token(request.headers)
+        )
+        await self._limit(request, original, route, identity)
+        return self._permit(original, identity, cacheable=route.rate_limit is None)
 
     async def _by_cookie(
         self, request: web.Request, original: OriginalRequest, route: RouteConfig, path: str
@@ -149,7 +173,7 @@ class Decisions:
         await self._limit(request, original, route, identity, cookies)
         # Never cacheable: a cookie decision depends on Origin and Sec-Fetch-* too, which an
         # ingress's cache key would not hold.
-        return self._permit(original, identity, cookies, cacheable=False)
+        return web.Response(headers=self._permit(original, identity, cookies, cacheable=False))
 
     async def _limit(
         self,
@@ -175,7 +199,8 @@ class Decisions:
         cookies: Sequence[str] = (),
         *,
         cacheable: bool = True,
-    ) -> web.Response:
+    ) -> dict[str, str]:
+        """The headers of a permitting answer."""
         if identity is None:
             headers = dict(self._anonymous.get(original.ingress, {}))
             lifetime = self.config.forward_auth.cache_max_age
@@ -197,7 +222,7 @@ class Decisions:
                 if original.ingress is Ingress.NGINX:
                     # What proxy_cache goes by (it stores no `private` answer by itself).
                     headers["X-Accel-Expires"] = str(seconds)
-        return web.Response(headers=headers)
+        return headers
 
     @staticmethod
     def _cookie_headers(original: OriginalRequest, cookies: Sequence[str]) -> dict[str, str]:

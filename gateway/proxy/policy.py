@@ -74,7 +74,7 @@ class RequestPolicy:
         route); 401 (or, for a navigation by cookie, the redirect to the login page) or 403.
         `cookies=False`: the request carries a token elsewhere (a WebSocket's query)."""
         browser = self.browser
-        if cookies and browser is not None and browser.applies(request, route):
+        if cookies and browser is not None and browser.decides(request, route):
             query = request.rel_url.raw_query_string
             return_to = f"{path}?{query}" if query else path
             identity = await browser.identify(request, route, return_to, websocket=websocket)

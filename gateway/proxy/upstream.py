@@ -10,10 +10,12 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 from yarl import URL
 
 from ..auth.bearer import WebSocketCredentials
@@ -42,7 +44,17 @@ from .retries import resendable, retry_target
 from .targets import Target, Targets
 from .websocket import SocketSessions
 
-__all__ = ["Proxy"]
+__all__ = ["BROKEN_OFF", "Proxy"]
+
+R = TypeVar("R")
+# What answers the client once the upstream's response head is in: (the request, the upstream
+# connection to read the body from, the head, the headers that may reach the client, the
+# upstream's name).
+Relay = Callable[
+    [web.Request, UpstreamConnection, ResponseHead, CIMultiDict[str], str], Awaitable[R]
+]
+# How an upstream can fail once its response is under way.
+BROKEN_OFF = (UpstreamTimeout, ConnectionLost, UpstreamProtocolError)
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +135,12 @@ class Proxy:
         return self._targets[upstream]
 
     async def forward(self, request: web.Request, permitted: Permitted) -> web.StreamResponse:
+        """The exchange, its answer relayed as an aiohttp response."""
+        return await self.exchange(request, permitted, self._relay)
+
+    async def exchange(self, request: web.Request, permitted: Permitted, relay: Relay[R]) -> R:
+        """Send the request upstream (a target of its route's upstream, another one when that
+        failed safely) and hand the response to `relay`; failures become 502/503/504."""
         route, path = permitted.route, permitted.path
         upstream = self._upstreams[route.upstream]
         body = ClientBody(route.max_body_bytes, self._client_body_timeout)
@@ -162,6 +180,7 @@ class Proxy:
                 body if has_body else None,
                 chunked,
                 sent,
+                relay,
             )
         except UpstreamFailure as failure:
             self._record(failure)
@@ -182,7 +201,8 @@ class Proxy:
         body: ClientBody | None,
         chunked: bool,
         sent: float,
-    ) -> web.StreamResponse:
+        relay: Relay[R],
+    ) -> R:
         """Send the request to a target, and to another when that failed safely (see
         _retry_target); the last failure is raised for upstream_errors to translate."""
         targets.budget.earn()
@@ -220,7 +240,7 @@ class Proxy:
                 else:
                     try:
                         return await self._attempt(
-                            request, target, connection, head, body, chunked, sent, probe
+                            request, target, connection, head, body, chunked, sent, probe, relay
                         )
                     except ConnectionLost as lost:
                         if lost.response_started:
@@ -261,7 +281,8 @@ class Proxy:
         chunked: bool,
         sent: float,
         probe: bool,
-    ) -> web.StreamResponse:
+        relay: Relay[R],
+    ) -> R:
         """One exchange on one connection: send, read the head, relay the response."""
         sender: asyncio.Task[None] | None = None
         upstream = target.upstream
@@ -276,7 +297,8 @@ class Proxy:
             response_head = await connection.read_head()
             target.succeeded(probe)
             self._metrics.upstream_latency.labels(upstream).observe(time.perf_counter() - sent)
-            return await self._relay(request, connection, response_head, upstream)
+            headers = self._headers.client_headers(response_head.headers)
+            return await relay(request, connection, response_head, headers, upstream)
         finally:
             if sender is not None and not sender.done():
                 sender.cancel()
@@ -335,14 +357,24 @@ class Proxy:
             log.warning("%s: %s", failure.message, failure.__cause__)
         self._metrics.upstream_errors.labels(failure.upstream, failure.kind).inc()
 
+    def broke_off(self, request: web.Request, upstream: str, exc: Exception) -> None:
+        """An upstream broke off a response whose status line is already sent: all that can be
+        done is cut the client's stream, so it sees an incomplete body instead of a silently
+        truncated one."""
+        failure = BadGateway(upstream, "broken_body", "broke off its response body")
+        failure.__cause__ = exc
+        self._record(failure)
+        if request.transport is not None:
+            request.transport.close()
+
     async def _relay(
         self,
         request: web.Request,
         connection: UpstreamConnection,
         head: ResponseHead,
+        headers: CIMultiDict[str],
         upstream: str,
     ) -> web.StreamResponse:
-        headers = self._headers.client_headers(head.headers)
         typed = "Content-Type" in headers
         if connection.complete:
             # Small, or bodiless: the whole answer in one write.
@@ -359,14 +391,8 @@ class Proxy:
             while piece := await connection.read_body():
                 await response.write(piece)
             await response.write_eof()
-        except (UpstreamTimeout, ConnectionLost, UpstreamProtocolError) as exc:
-            # The status line is already sent: all we can do is cut the stream so the client
-            # sees an incomplete body instead of a silently truncated one.
-            failure = BadGateway(upstream, "broken_body", "broke off its response body")
-            failure.__cause__ = exc
-            self._record(failure)
-            if request.transport is not None:
-                request.transport.close()
+        except BROKEN_OFF as exc:
+            self.broke_off(request, upstream, exc)
         except ConnectionResetError:
             # The client went away (aiohttp's error is also a ClientError, which would read as
             # the upstream's failure): the middleware records a 499, and the unfinished

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway import GatewayConfig, create_app, parse_config
 from gateway.appkeys import PASSWORDS, STORE
-from gateway.parser_errors import GatewayRunner
+from gateway.server import app_runner
 from gateway.storage import User
 from gateway.telemetry.access_log import AccessLogger
 
@@ -189,8 +189,11 @@ class ThreadedGateway:
         gateway = create_app(self.config)
         runners = []
         for app, port in ((self.upstream.app, self.upstream_port), (gateway, self.gateway_port)):
-            serving = GatewayRunner if app is gateway else web.AppRunner
-            runner = serving(app, access_log_class=AccessLogger)
+            runner = (
+                app_runner(app, access_log_class=AccessLogger)
+                if app is gateway
+                else web.AppRunner(app, access_log_class=AccessLogger)
+            )
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", port).start()
             runners.append(runner)

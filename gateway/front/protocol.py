@@ -1,0 +1,237 @@
+"""The gateway's own HTTP/1.1 server protocol, in front of aiohttp's.
+
+aiohttp's server costs ~20 us of CPU per request on these machines before an app does anything
+(its request loop, parser glue, per-request bookkeeping); a protocol that only finds a head and
+hands it to the app costs a few. So the front serves the requests that make up the load (bodiless
+HTTP/1.1 requests: proxied GETs, forward auth's decisions, health checks, their rejections)
+through the same app, router and middleware aiohttp would call, and the rest (a body, an upgrade,
+`Expect`, HTTP/1.0, a head the front's parser does not take) goes to aiohttp: the connection is
+handed over, with every byte received since the last answered request, and stays aiohttp's.
+The app cannot tell the difference: it gets a `web.Request` and answers with a response object,
+which is written by aiohttp's own writer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, cast
+
+from aiohttp import web
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.http_writer import StreamWriter
+from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.web_protocol import RequestHandler
+
+from .heads import HeadParser, head_end
+
+if TYPE_CHECKING:
+    from .server import FrontServer
+
+__all__ = ["FrontProtocol"]
+
+log = logging.getLogger(__name__)
+
+# Bytes waiting behind the request being answered (pipelining) before reading pauses.
+_MAX_WAITING = 256 * 1024
+
+
+class FrontProtocol(BaseProtocol):
+    """One client connection, until it closes or is handed to aiohttp."""
+
+    def __init__(self, server: FrontServer) -> None:
+        super().__init__(server.loop)
+        self._server = server
+        self._heads = HeadParser(server.max_headers)
+        self._closed = server.loop.create_future()
+        self._buffer = bytearray()
+        self._task: asyncio.Task[None] | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        self._paused_reading = False
+        self._closing = False
+        self._searched = 0
+        # Bytes of the current answer written by a lane (how far it got, for a 499).
+        self.sent = 0
+        # What BaseRequest reads from "its protocol".
+        self.peername: Any = None
+        self.sockname: Any = None
+        self.ssl_context: Any = None
+
+    # what a lane (front/server.py) answers through
+
+    @property
+    def remote(self) -> str | None:
+        """The peer's address, as `web.BaseRequest.remote` gives it."""
+        peer = self.peername
+        return str(peer[0]) if isinstance(peer, (list, tuple)) else None
+
+    @property
+    def secure(self) -> bool:
+        return self.ssl_context is not None
+
+    def write(self, data: bytes) -> None:
+        """Send bytes of the answer; ConnectionResetError once the client is gone."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the client closed the connection")
+        self.sent += len(data)
+        transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the client reads slower than the answer is written (back-pressure)."""
+        await self._drain_helper()
+
+    # asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.peername = transport.get_extra_info("peername")
+        self.sockname = transport.get_extra_info("sockname")
+        self.ssl_context = transport.get_extra_info("sslcontext")
+        self._server.fronted.add(self)
+        self._wait_idle()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        self._server.fronted.discard(self)
+        if not self._closed.done():
+            self._closed.set_result(None)
+        self._stop_idle()
+        task = self._task
+        if task is not None and not task.done():
+            # As aiohttp's handler_cancellation: the request's work stops with its client.
+            task.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if self._task is None:
+            self._next()
+        elif len(self._buffer) > _MAX_WAITING and not self._paused_reading:
+            self._paused_reading = True
+            cast(asyncio.Transport, self.transport).pause_reading()
+
+    # the request loop
+
+    def _next(self) -> None:
+        """Between requests: start the next one if its head is here, hand the connection over
+        if it is not the front's, or wait for more bytes."""
+        buffer = self._buffer
+        searched = self._searched
+        end = head_end(buffer, searched)
+        if end < 0:
+            # Only what arrived since the last look is searched: a head trickled in small
+            # pieces costs one pass, not one per piece.
+            self._searched = len(buffer)
+            if (
+                len(buffer) > self._server.max_head_bytes
+                or b"\n\n" in buffer[max(0, searched - 1) :]
+            ):
+                self._hand_over()  # aiohttp answers it (400, 431) as it always has
+            return
+        self._searched = 0
+        message = (
+            None if end > self._server.max_head_bytes else self._heads.parse(bytes(buffer[:end]))
+        )
+        if message is None:
+            self._hand_over()
+            return
+        del buffer[:end]
+        self._stop_idle()
+        self._task = self._server.loop.create_task(self._serve(message))
+
+    async def _serve(self, message: RawRequestMessage) -> None:
+        server = self._server
+        keep_alive = False
+        self.sent = 0
+        request = server.request_factory(
+            message,
+            EMPTY_PAYLOAD,
+            cast(RequestHandler, self),
+            StreamWriter(self, server.loop),
+            cast(Any, self._task),
+        )
+        try:
+            lane = server.lane
+            answered = None
+            if lane is not None and isinstance(request, web.Request):  # an app's request
+                answered = await lane.serve(request, self)
+            if answered is None:
+                answered = await self._through_the_app(request)
+            keep_alive = answered and not message.should_close
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        except Exception:
+            log.exception("unhandled error answering %s", message.method)
+        finally:
+            self._task = None
+        if not keep_alive or self._closing or self.transport is None:
+            self._close()
+            return
+        if self._paused_reading and len(self._buffer) <= _MAX_WAITING:
+            self._paused_reading = False
+            self.transport.resume_reading()
+        if self._buffer:
+            self._next()
+        if self._task is None and self.transport is not None:
+            # Nothing started (no complete head yet): the rest of it must come in time.
+            self._wait_idle()
+
+    async def _through_the_app(self, request: web.BaseRequest) -> bool:
+        """The request as aiohttp would serve it: the app's handler, the response written by
+        aiohttp's writer. Whether the connection may stay open."""
+        try:
+            response = await self._server.request_handler(request)
+        except web.HTTPException as raised:  # redirects (the app turns errors into JSON)
+            response = raised
+        await response.prepare(request)
+        await response.write_eof()
+        return response.keep_alive is not False
+
+    def _hand_over(self) -> None:
+        """The rest of this connection is aiohttp's: its protocol gets the transport and every
+        byte not yet answered."""
+        transport = cast(asyncio.Transport, self.transport)
+        self._server.fronted.discard(self)
+        self._stop_idle()
+        handler = self._server.hand_over()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        data, self._buffer = bytes(self._buffer), bytearray()
+        self.transport = None
+        if self._paused_reading:
+            transport.resume_reading()
+        if data:
+            handler.data_received(data)
+
+    # closing
+
+    def close_idle(self) -> bool:
+        """Close now if no request is being answered (shutdown); True if it was closed."""
+        if self._task is None:
+            self._close()
+            return True
+        self._closing = True
+        return False
+
+    async def closed(self) -> None:
+        await asyncio.shield(self._closed)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _close(self) -> None:
+        self._stop_idle()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _wait_idle(self) -> None:
+        # The next head must be complete within the idle timeout, or the connection closes.
+        timeout = self._server.idle_timeout
+        if timeout > 0:
+            self._idle = self._server.loop.call_later(timeout, self._close)
+
+    def _stop_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None

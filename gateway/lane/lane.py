@@ -1,0 +1,219 @@
+"""The lane: the requests that make up the gateway's load, answered by the front (gateway.front)
+without the app's router, middleware or response objects. They go through the same policy
+path, token check, route limits, upstream client, header policy, accounting and edge headers
+as on the app's path; only what carries them differs (bytes instead of a `web.Response`).
+
+It takes: a proxied request whose caller the Bearer path decides (a token, or none on a route
+the cookie path would answer the same way), and forward auth's `/_gateway/auth` decided by a
+token. It leaves to the app, untouched: the gateway's other endpoints, any path with a `%`
+(aiohttp's router decodes it), CORS requests (their headers depend on the Origin), whatever
+the session cookies decide. The front itself leaves bodies, upgrades, `Expect` and HTTP/1.0 to
+aiohttp."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import cast
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from ..auth.bearer import bearer_token
+from ..config.endpoints import is_own_path
+from ..edge import EdgePolicy
+from ..errors import GatewayError
+from ..forward_auth import Decisions
+from ..front import FrontProtocol
+from ..proxy.http1 import ResponseHead, UpstreamConnection
+from ..proxy.policy import Permitted, RequestPolicy
+from ..proxy.route_limits import RouteLimiter
+from ..proxy.runtime import RuntimeHolder
+from ..proxy.upstream import BROKEN_OFF, Proxy
+from ..request_keys import MID_RESPONSE, PROGRESS, REQUEST_ID, ROUTE_NAME, UPSTREAM_NAME
+from ..telemetry.accounting import CLIENT_CLOSED_REQUEST, RequestAccounting, how_far
+from ..telemetry.redaction import loggable_path
+from .answers import error_answer, head, no_body, permit_answer
+
+__all__ = ["GatewayLane"]
+
+log = logging.getLogger(__name__)
+
+FORWARD_AUTH_PATH = "/_gateway/auth"
+_INTERNAL_ERROR = GatewayError("Internal gateway error")
+_LAST_CHUNK = b"0\r\n\r\n"
+
+
+class GatewayLane:
+    """Built by create_app with the same objects the app's handlers use."""
+
+    def __init__(
+        self,
+        *,
+        edge: EdgePolicy,
+        accounting: RequestAccounting,
+        runtime: RuntimeHolder,
+        policy: RequestPolicy,
+        limiter: RouteLimiter,
+        decisions: Decisions,
+    ) -> None:
+        self._edge = edge
+        self._accounting = accounting
+        self._runtime = runtime
+        self._policy = policy
+        self._limiter = limiter
+        self._decisions = decisions
+
+    async def serve(self, request: web.Request, connection: FrontProtocol) -> bool | None:
+        raw_path = request.raw_path.partition("?")[0]
+        if not self._edge.lane_takes(request) or "%" in raw_path:
+            return None
+        if raw_path == FORWARD_AUTH_PATH:
+            return await self._decide(request, connection)
+        if is_own_path(raw_path):
+            return None
+        return await self._forward(request, raw_path, connection)
+
+    async def _decide(self, request: web.Request, connection: FrontProtocol) -> bool | None:
+        if "Authorization" not in request.headers and self._policy.browser is not None:
+            return None  # cookies may decide: the app's path
+        started = self._accounting.begin(request)
+        status, aborted = 500, None
+        try:
+            try:
+                self._edge.admit(request)
+                headers = await self._decisions.token_permit(request)
+                # With Authorization the session cookies never decide (BrowserSessions.applies).
+                assert headers is not None  # noqa: S101
+                status, closing = 200, self._closing(request)
+                connection.write(permit_answer(headers, self._own(request), closing=closing))
+            except GatewayError as refused:
+                status, closing = self._refuse(request, connection, refused)
+            return not closing
+        except (ConnectionResetError, asyncio.CancelledError):
+            status, aborted = CLIENT_CLOSED_REQUEST, how_far(request, connection.sent)
+            raise
+        except Exception as exc:
+            status, closing = self._failed(request, connection, exc)
+            return not closing
+        finally:
+            self._accounting.end(request, status, started, aborted)
+
+    async def _forward(
+        self, request: web.Request, raw_path: str, connection: FrontProtocol
+    ) -> bool | None:
+        runtime = self._runtime.acquire()
+        try:
+            policy = self._policy
+            refused: GatewayError | None = None
+            try:
+                path, route = policy.route(runtime.routes, raw_path, request.method)
+            except GatewayError as exc:
+                refused = exc
+            else:
+                browser = policy.browser
+                if browser is not None and browser.decides(request, route):
+                    return None
+                request[ROUTE_NAME] = route.name
+                request[UPSTREAM_NAME] = route.upstream
+            started = self._accounting.begin(request)
+            status, aborted = 500, None
+            try:
+                try:
+                    self._edge.admit(request)
+                    if refused is not None:
+                        raise refused
+                    identity = await policy.identify(
+                        request, route, path, lambda: bearer_token(request.headers)
+                    )
+                    await self._limiter.check(request, route, identity)
+                    permitted = Permitted(route, path, identity, request[REQUEST_ID])
+                    proxy = runtime.proxy
+                    status, closing = await proxy.exchange(
+                        request, permitted, functools.partial(self._relay, proxy, connection)
+                    )
+                except GatewayError as exc:
+                    status, closing = self._refuse(request, connection, exc)
+                return not closing
+            except (ConnectionResetError, asyncio.CancelledError):
+                status, aborted = CLIENT_CLOSED_REQUEST, how_far(request, connection.sent)
+                raise
+            except Exception as exc:
+                status, closing = self._failed(request, connection, exc)
+                return not closing
+            finally:
+                self._accounting.end(request, status, started, aborted)
+        finally:
+            self._runtime.release(runtime)
+
+    async def _relay(
+        self,
+        proxy: Proxy,
+        connection: FrontProtocol,
+        request: web.Request,
+        upstream_connection: UpstreamConnection,
+        response: ResponseHead,
+        headers: CIMultiDict[str],
+        upstream: str,
+    ) -> tuple[int, bool]:
+        """The upstream's answer to the client: in one write when it is all here, else its
+        head and then its body as it comes, with back-pressure. (status, closing)."""
+        closing = self._closing(request)
+        status, method = response.status, request.method
+        bodiless = no_body(status, method)
+        complete = upstream_connection.complete
+        body = upstream_connection.take_body() if complete else b""
+        if bodiless or method == "HEAD":
+            # A HEAD answer keeps the upstream's length; 1xx, 204 and 304 carry none.
+            if bodiless and method != "HEAD":
+                headers.popall("Content-Length", None)
+            framing, chunked = b"", False
+        elif complete:
+            headers.popall("Content-Length", None)
+            framing, chunked = b"Content-Length: %d\r\n" % len(body), False
+        else:
+            # Streamed: with the upstream's own length when it gave one, else in chunks.
+            chunked = "Content-Length" not in headers
+            framing = b"Transfer-Encoding: chunked\r\n" if chunked else b""
+        lines = framing + self._edge.head_lines(request, own=False)
+        answer = head(status, response.reason, headers.items(), lines, closing=closing)
+        if complete:
+            connection.write(answer if bodiless else answer + body)
+            return status, closing
+        connection.write(answer)
+        request[PROGRESS] = MID_RESPONSE
+        try:
+            while piece := await upstream_connection.read_body():
+                connection.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
+                await connection.drain()
+            if chunked:
+                connection.write(_LAST_CHUNK)
+        except BROKEN_OFF as exc:
+            proxy.broke_off(request, upstream, exc)
+            return status, True
+        return status, closing
+
+    def _closing(self, request: web.Request) -> bool:
+        """Whether the connection ends after this answer (said in it: `Connection: close`)."""
+        return not request.keep_alive or self._edge.draining
+
+    def _refuse(
+        self, request: web.Request, connection: FrontProtocol, refused: GatewayError
+    ) -> tuple[int, bool]:
+        closing = refused.closes_connection or self._closing(request)
+        connection.write(error_answer(refused, self._own(request), closing=closing))
+        return refused.status, closing
+
+    def _failed(
+        self, request: web.Request, connection: FrontProtocol, exc: Exception
+    ) -> tuple[int, bool]:
+        # Logged without the query string: it may hold a token.
+        log.error("unhandled error for %s %s", request.method, loggable_path(request), exc_info=exc)
+        if connection.sent:
+            cast(asyncio.Transport, connection.transport).close()
+            return 500, True
+        return self._refuse(request, connection, _INTERNAL_ERROR)
+
+    def _own(self, request: web.Request) -> bytes:
+        return self._edge.head_lines(request, own=True)
