@@ -23,6 +23,7 @@ _NOT_OURS: Final = frozenset({b"transfer-encoding", b"upgrade", b"expect", b"sec
 # Headers a request may carry once (RFC 9110): aiohttp refuses a second copy with a 400, and
 # two Hosts would let the gateway and a proxy in front of it disagree on which one counts.
 _SINGLETONS: Final = frozenset(name.encode("ascii") for name in SINGLETON_HEADERS)
+_URLS_KEPT: Final = 4096
 _ORIGIN_FORM_BYTES: Final = frozenset(range(0x21, 0x7F)) - {ord("#")}
 
 
@@ -38,8 +39,11 @@ def head_end(buffer: bytes | bytearray, start: int = 0) -> int:
 class HeadParser:
     """One per connection (llhttp keeps its state between the messages of a connection)."""
 
-    def __init__(self, max_headers: int) -> None:
+    def __init__(self, max_headers: int, urls: dict[str, URL]) -> None:
         self._max_headers = max_headers
+        # Request targets already parsed into URLs, shared by a server's connections (yarl
+        # URLs are immutable; targets come from clients, so the table is bounded).
+        self._urls = urls
         self._parser = httptools.HttpRequestParser(self)
         self._target = b""
         self._raw: list[tuple[bytes, bytes]] = []
@@ -102,18 +106,25 @@ class HeadParser:
             return None
         raw = tuple(self._raw)
         path = target.decode("ascii")
-        route, _, query = path.partition("?")
+        url = self._urls.get(path)
+        if url is None:
+            route, _, query = path.partition("?")
+            url = URL.build(path=route, query_string=query, encoded=True)
+            if len(self._urls) < _URLS_KEPT:
+                self._urls[path] = url
         return RawRequestMessage(
             self._method.decode("ascii"),
             path,
             HttpVersion11,
             CIMultiDictProxy(
                 CIMultiDict(
-                    (
-                        name.decode("utf-8", "surrogateescape"),
-                        value.decode("utf-8", "surrogateescape"),
-                    )
-                    for name, value in raw
+                    [
+                        (
+                            name.decode("utf-8", "surrogateescape"),
+                            value.decode("utf-8", "surrogateescape"),
+                        )
+                        for name, value in raw
+                    ]
                 )
             ),
             raw,
@@ -121,5 +132,5 @@ class HeadParser:
             None,
             False,
             False,
-            URL.build(path=route, query_string=query, encoded=True),
+            url,
         )

@@ -42,7 +42,7 @@ class FrontProtocol(BaseProtocol):
     def __init__(self, server: FrontServer) -> None:
         super().__init__(server.loop)
         self._server = server
-        self._heads = HeadParser(server.max_headers)
+        self._heads = HeadParser(server.max_headers, server.urls)
         self._closed = server.loop.create_future()
         self._buffer = bytearray()
         self._task: asyncio.Task[None] | None = None

@@ -12,6 +12,7 @@ import contextlib
 from typing import Any, Protocol
 
 from aiohttp import web
+from yarl import URL
 
 from .protocol import FrontProtocol
 
@@ -53,6 +54,7 @@ class FrontServer(web.Server):
         self.max_head_bytes = max_head_bytes
         self.max_headers = max_headers
         self.fronted: set[FrontProtocol] = set()
+        self.urls: dict[str, URL] = {}
 
     def __call__(self) -> Any:
         return FrontProtocol(self)

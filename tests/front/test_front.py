@@ -119,7 +119,7 @@ def front_parses(head: bytes) -> tuple[Any, ...] | None:
     end = head_end(head)
     if end < 0:
         return None
-    message = HeadParser(256).parse(head[:end])
+    message = HeadParser(256, {}).parse(head[:end])
     return None if message is None else summary(message)
 
 
