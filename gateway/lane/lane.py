@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Awaitable, Callable
 from typing import cast
 
 from aiohttp import web
@@ -78,27 +79,16 @@ class GatewayLane:
     async def _decide(self, request: web.Request, connection: FrontProtocol) -> bool | None:
         if "Authorization" not in request.headers and self._policy.browser is not None:
             return None  # cookies may decide: the app's path
-        started = self._accounting.begin(request)
-        status, aborted = 500, None
-        try:
-            try:
-                self._edge.admit(request)
-                headers = await self._decisions.token_permit(request)
-                # With Authorization the session cookies never decide (BrowserSessions.applies).
-                assert headers is not None  # noqa: S101
-                status, closing = 200, self._closing(request)
-                connection.write(permit_answer(headers, self._own(request), closing=closing))
-            except GatewayError as refused:
-                status, closing = self._refuse(request, connection, refused)
-            return not closing
-        except (ConnectionResetError, asyncio.CancelledError):
-            status, aborted = CLIENT_CLOSED_REQUEST, how_far(request, connection.sent)
-            raise
-        except Exception as exc:
-            status, closing = self._failed(request, connection, exc)
-            return not closing
-        finally:
-            self._accounting.end(request, status, started, aborted)
+
+        async def permit() -> tuple[int, bool]:
+            headers = await self._decisions.token_permit(request)
+            # With Authorization the session cookies never decide (BrowserSessions.applies).
+            assert headers is not None  # noqa: S101
+            closing = self._closing(request)
+            connection.write(permit_answer(headers, self._own(request), closing=closing))
+            return 200, closing
+
+        return await self._answer(request, connection, permit)
 
     async def _forward(
         self, request: web.Request, raw_path: str, connection: FrontProtocol
@@ -117,35 +107,49 @@ class GatewayLane:
                     return None
                 request[ROUTE_NAME] = route.name
                 request[UPSTREAM_NAME] = route.upstream
-            started = self._accounting.begin(request)
-            status, aborted = 500, None
-            try:
-                try:
-                    self._edge.admit(request)
-                    if refused is not None:
-                        raise refused
-                    identity = await policy.identify(
-                        request, route, path, lambda: bearer_token(request.headers)
-                    )
-                    await self._limiter.check(request, route, identity)
-                    permitted = Permitted(route, path, identity, request[REQUEST_ID])
-                    proxy = runtime.proxy
-                    status, closing = await proxy.exchange(
-                        request, permitted, functools.partial(self._relay, proxy, connection)
-                    )
-                except GatewayError as exc:
-                    status, closing = self._refuse(request, connection, exc)
-                return not closing
-            except (ConnectionResetError, asyncio.CancelledError):
-                status, aborted = CLIENT_CLOSED_REQUEST, how_far(request, connection.sent)
-                raise
-            except Exception as exc:
-                status, closing = self._failed(request, connection, exc)
-                return not closing
-            finally:
-                self._accounting.end(request, status, started, aborted)
+
+            async def forward() -> tuple[int, bool]:
+                if refused is not None:
+                    raise refused
+                identity = await policy.identify(
+                    request, route, path, lambda: bearer_token(request.headers)
+                )
+                await self._limiter.check(request, route, identity)
+                permitted = Permitted(route, path, identity, request[REQUEST_ID])
+                proxy = runtime.proxy
+                relay = functools.partial(self._relay, proxy, connection)
+                return await proxy.exchange(request, permitted, relay)
+
+            return await self._answer(request, connection, forward)
         finally:
             self._runtime.release(runtime)
+
+    async def _answer(
+        self,
+        request: web.Request,
+        connection: FrontProtocol,
+        work: Callable[[], Awaitable[tuple[int, bool]]],
+    ) -> bool:
+        """Count and log the request (as the middleware does), run the edge's checks, then
+        `work`, which writes its answer: (status, closing). Refusals are answered here. Whether
+        the connection may stay open."""
+        started = self._accounting.begin(request)
+        status, aborted = 500, None
+        try:
+            try:
+                self._edge.admit(request)
+                status, closing = await work()
+            except GatewayError as refused:
+                status, closing = self._refuse(request, connection, refused)
+            return not closing
+        except (ConnectionResetError, asyncio.CancelledError):
+            status, aborted = CLIENT_CLOSED_REQUEST, how_far(request, connection.sent)
+            raise
+        except Exception as exc:
+            status, closing = self._failed(request, connection, exc)
+            return not closing
+        finally:
+            self._accounting.end(request, status, started, aborted)
 
     async def _relay(
         self,

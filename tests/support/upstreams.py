@@ -70,3 +70,19 @@ class DemoTargets:
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports.setdefault(name, free_port())}"
+
+
+class Recorder:
+    """An upstream that answers every request with its path and keeps what arrived."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, bytes]] = []
+
+    async def answer(self, request: web.Request) -> web.Response:
+        kind = request.path.rsplit("/", 1)[-1]
+        self.seen.append((request.method, request.path_qs, await request.read()))
+        if kind == "204":
+            return web.Response(status=204)
+        if kind == "304":
+            return web.Response(status=304, headers={"ETag": '"v1"'})
+        return web.Response(text=request.path_qs)

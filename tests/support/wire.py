@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,3 +102,18 @@ async def read_response(reader: asyncio.StreamReader, *, method: str = "GET") ->
     return WireResponse(
         status, headers, await asyncio.wait_for(reader.readexactly(length), timeout)
     )
+
+
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+@asynccontextmanager
+async def connection(server: BaseTestServer) -> AsyncIterator[Streams]:
+    """A bare TCP connection to a test server, closed at the end of the block."""
+    reader, writer = await connect(server)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):  # the gateway may have reset it first
+            await writer.wait_closed()

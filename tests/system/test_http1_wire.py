@@ -8,15 +8,13 @@ had to get right, so anything put in front of aiohttp's protocol again must pass
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,39 +27,11 @@ from tests.ops.test_operations import serve
 from tests.support.certificates import CertificateAuthority
 from tests.support.gateways import Gateway, GatewayFactory, route
 from tests.support.processes import Deployment, Processes
-from tests.support.upstreams import slow_path_app
-from tests.support.wire import WireResponse, connect, read_response
+from tests.support.upstreams import Recorder, slow_path_app
+from tests.support.wire import WireResponse, connection, read_response
 
 GET_AAA = b"GET /aaa HTTP/1.1\r\nHost: x\r\n\r\n"
 ALL_PUBLIC = [route("/**", "public")]
-Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-
-
-@asynccontextmanager
-async def connection(server: TestServer | Any) -> AsyncIterator[Streams]:
-    reader, writer = await connect(server)
-    try:
-        yield reader, writer
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):  # the gateway may have reset it first
-            await writer.wait_closed()
-
-
-class Recorder:
-    """An upstream that answers every request with its path and keeps what arrived."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, str, bytes]] = []
-
-    async def answer(self, request: web.Request) -> web.Response:
-        kind = request.path.rsplit("/", 1)[-1]
-        self.seen.append((request.method, request.path_qs, await request.read()))
-        if kind == "204":
-            return web.Response(status=204)
-        if kind == "304":
-            return web.Response(status=304, headers={"ETag": '"v1"'})
-        return web.Response(text=request.path_qs)
 
 
 @pytest.fixture
