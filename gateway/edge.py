@@ -23,6 +23,7 @@ SERVER_NAME = "auth-gateway"
 _HTTP1 = (HttpVersion10, HttpVersion11)
 _RELAYED_LINES = f"Server: {SERVER_NAME}\r\n".encode()
 _OWN_LINES = _RELAYED_LINES + b"X-Content-Type-Options: nosniff\r\n"
+_HSTS = ("Strict-Transport-Security",)
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
@@ -105,12 +106,20 @@ class EdgePolicy:
         """What `on_prepare` adds, as head lines, for an answer written without a response
         object (gateway.lane); `own`: the gateway's answer, not an upstream's."""
         lines = _OWN_LINES if own else _RELAYED_LINES
+        if self._cors.enabled:
+            # As on_prepare: the answer depends on Origin, which a cache must key on.
+            lines += b"Vary: Origin\r\n"
         request_id = learned(request).get(REQUEST_ID)
         if request_id is not None:
             lines += f"{self._request_id_header}: {request_id}\r\n".encode("latin-1")
         if self._hsts and request.secure:
             lines += f"Strict-Transport-Security: {self._hsts}\r\n".encode("latin-1")
         return lines
+
+    def replaced_upstream_headers(self, request: web.BaseRequest) -> tuple[str, ...]:
+        """An upstream's headers that `head_lines` writes the gateway's own of (on_prepare
+        replaces them): HSTS over TLS, one policy for the whole origin."""
+        return _HSTS if self._hsts and request.secure else ()
 
     @property
     def draining(self) -> bool:

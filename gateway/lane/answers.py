@@ -10,12 +10,12 @@ from aiohttp.helpers import rfc822_formatted_time
 
 from ..errors import GatewayError, rendered_error
 
-__all__ = ["error_answer", "head", "no_body", "permit_answer"]
+__all__ = ["BODILESS_STATUSES", "error_answer", "head", "no_body", "permit_answer"]
 
 _JSON = b"Content-Type: application/json; charset=utf-8\r\n"
 _PHRASES = {status.value: status.phrase.encode() for status in HTTPStatus}
 # Statuses whose answers never carry a body (RFC 9110 6.4.1).
-_BODILESS = frozenset({204, 304, *range(100, 200)})
+BODILESS_STATUSES = frozenset({204, 304, *range(100, 200)})
 
 
 def head(
@@ -44,11 +44,13 @@ def head(
     return b"".join(parts)
 
 
-def error_answer(error: GatewayError, gateway_lines: bytes, *, closing: bool) -> bytes:
-    """A refusal in the JSON shape clients parse, with its extra headers."""
+def error_answer(error: GatewayError, gateway_lines: bytes, *, method: str, closing: bool) -> bytes:
+    """A refusal in the JSON shape clients parse, with its extra headers (to HEAD: its length,
+    not its body, as aiohttp answers HEAD)."""
     body = rendered_error(error.status, error.message)
     lines = b"%bContent-Length: %d\r\n%b" % (_JSON, len(body), gateway_lines)
-    return head(error.status, None, error.headers.items(), lines, closing=closing) + body
+    answer = head(error.status, None, error.headers.items(), lines, closing=closing)
+    return answer if method == "HEAD" else answer + body
 
 
 def permit_answer(headers: Mapping[str, str], gateway_lines: bytes, *, closing: bool) -> bytes:
@@ -60,4 +62,4 @@ def permit_answer(headers: Mapping[str, str], gateway_lines: bytes, *, closing: 
 
 def no_body(status: int, method: str) -> bool:
     """Whether an answer carries no body: to HEAD, and 1xx, 204 and 304."""
-    return status in _BODILESS or method == "HEAD"
+    return status in BODILESS_STATUSES or method == "HEAD"

@@ -35,7 +35,7 @@ from ..proxy.upstream import BROKEN_OFF, Proxy
 from ..request_keys import MID_RESPONSE, PROGRESS, REQUEST_ID, ROUTE_NAME, UPSTREAM_NAME
 from ..telemetry.accounting import CLIENT_CLOSED_REQUEST, RequestAccounting, how_far
 from ..telemetry.redaction import loggable_path
-from .answers import error_answer, head, no_body, permit_answer
+from .answers import BODILESS_STATUSES, error_answer, head, no_body, permit_answer
 
 __all__ = ["GatewayLane"]
 
@@ -105,12 +105,13 @@ class GatewayLane:
                 browser = policy.browser
                 if browser is not None and browser.decides(request, route):
                     return None
-                request[ROUTE_NAME] = route.name
-                request[UPSTREAM_NAME] = route.upstream
 
             async def forward() -> tuple[int, bool]:
                 if refused is not None:
                     raise refused
+                # After the edge's checks, as on the app's path (a 431 is `unmatched`).
+                request[ROUTE_NAME] = route.name
+                request[UPSTREAM_NAME] = route.upstream
                 identity = await policy.identify(
                     request, route, path, lambda: bearer_token(request.headers)
                 )
@@ -170,7 +171,7 @@ class GatewayLane:
         body = upstream_connection.take_body() if complete else b""
         if bodiless or method == "HEAD":
             # A HEAD answer keeps the upstream's length; 1xx, 204 and 304 carry none.
-            if bodiless and method != "HEAD":
+            if status in BODILESS_STATUSES:
                 headers.popall("Content-Length", None)
             framing, chunked = b"", False
         elif complete:
@@ -180,6 +181,8 @@ class GatewayLane:
             # Streamed: with the upstream's own length when it gave one, else in chunks.
             chunked = "Content-Length" not in headers
             framing = b"Transfer-Encoding: chunked\r\n" if chunked else b""
+        for name in self._edge.replaced_upstream_headers(request):
+            headers.popall(name, None)
         lines = framing + self._edge.head_lines(request, own=False)
         answer = head(status, response.reason, headers.items(), lines, closing=closing)
         if complete:
@@ -206,7 +209,8 @@ class GatewayLane:
         self, request: web.Request, connection: FrontProtocol, refused: GatewayError
     ) -> tuple[int, bool]:
         closing = refused.closes_connection or self._closing(request)
-        connection.write(error_answer(refused, self._own(request), closing=closing))
+        answer = error_answer(refused, self._own(request), method=request.method, closing=closing)
+        connection.write(answer)
         return refused.status, closing
 
     def _failed(

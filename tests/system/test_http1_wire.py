@@ -25,6 +25,7 @@ from aiohttp.test_utils import TestServer
 
 from tests.ops.test_operations import serve
 from tests.support.certificates import CertificateAuthority
+from tests.support.errors import error_body
 from tests.support.gateways import Gateway, GatewayFactory, route
 from tests.support.processes import Deployment, Processes
 from tests.support.upstreams import Recorder, slow_path_app
@@ -168,6 +169,62 @@ async def test_head_204_304_and_connection_close_are_framed_as_they_require(
     assert not_modified.headers["ETag"] == '"v1"'
     assert (last.status, last.body, last.headers["Connection"]) == (200, b"/after", "close")
     assert rest == b""
+
+
+async def test_a_refused_head_request_gets_its_length_but_no_body(gateway: Gateway) -> None:
+    # (A body after the head would be read as the next answer's status line.)
+    async with connection(gateway.client.server) as (reader, writer):
+        writer.write(
+            b"HEAD /bbb HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"HEAD /_gateway/auth HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer bad\r\n\r\n"
+            b"GET /aaa HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        refused = await read_response(reader, method="HEAD")
+        decision = await read_response(reader, method="HEAD")
+        after = await read_response(reader)
+    missing = json.dumps(error_body(401, "Unauthorized", "Missing bearer token")).encode()
+    assert (refused.status, refused.body) == (401, b"")
+    assert refused.headers["Content-Length"] == str(len(missing))
+    assert (decision.status, decision.body) == (403, b"")  # not a trusted proxy
+    assert (after.status, after.body) == (200, b"aaa")
+
+
+async def test_a_204_or_304_to_head_carries_no_content_length(
+    gateway_before: GatewayFactory,
+) -> None:
+    async def bodiless(request: web.Request) -> web.Response:
+        status = int(request.path.rsplit("/", 1)[1])
+        return web.Response(status=status, headers={"Content-Length": "42"})
+
+    gw: Gateway = await gateway_before({"/{tail:.*}": bodiless}, routes=ALL_PUBLIC)
+    async with connection(gw.client.server) as (reader, writer):
+        writer.write(
+            b"HEAD /x/204 HTTP/1.1\r\nHost: x\r\n\r\nHEAD /x/304 HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        answers = [await read_response(reader, method="HEAD") for _ in range(2)]
+    assert [a.status for a in answers] == [204, 304]
+    assert ["Content-Length" in a.headers for a in answers] == [False, False]
+
+
+@pytest.mark.parametrize("target", ["/aaa", "/bbb", "/nowhere"])
+async def test_with_cors_on_every_answer_varies_on_origin(
+    start_gateway: GatewayFactory, target: str
+) -> None:
+    gw: Gateway = await start_gateway(cors={"allowed_origins": ["https://app.example"]})
+    async with connection(gw.client.server) as (reader, writer):
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        answer = await read_response(reader)
+    assert answer.headers.getall("Vary") == ["Origin"]
+
+
+async def test_a_431_is_counted_as_unmatched_as_on_the_apps_path(gateway: Gateway) -> None:
+    headers = "".join(f"X-Pad-{n}: {'a' * 4000}\r\n" for n in range(9))
+    async with connection(gateway.client.server) as (reader, writer):
+        writer.write(f"GET /aaa HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
+        answer = await read_response(reader)
+    assert answer.status == 431
+    metrics = await (await gateway.client.get("/metrics")).text()
+    assert 'gateway_requests_total{method="GET",route="unmatched",status="431"} 1.0' in metrics
 
 
 # Through the front (the default). aiohttp 3.14 alone (server.front: false) refuses the whole

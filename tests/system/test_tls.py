@@ -13,9 +13,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from subprocess import Popen
+from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from tests.support.certificates import CertificateAuthority, Issued, peer_serial
 from tests.support.processes import Deployment, Processes
@@ -104,6 +106,32 @@ async def test_https_works_with_hsts_and_secure_cookies(
     assert (settled.version, settled.alpn) == ("TLSv1.3", "http/1.1")
     healthcheck = tls.deployment.run("healthcheck")
     assert (healthcheck.returncode, healthcheck.stdout.strip()) == (0, "healthy")
+
+
+async def test_over_tls_the_gateways_hsts_replaces_an_upstreams(
+    tmp_path: Path, processes: Processes, ca: CertificateAuthority, aiohttp_server: Any
+) -> None:
+    # An upstream's max-age=0 first would switch the gateway's policy off (RFC 6797: the
+    # browser heeds the first).
+    async def own_policy(request: web.Request) -> web.Response:
+        return web.Response(text="aaa", headers={"Strict-Transport-Security": "max-age=0"})
+
+    upstream_app = web.Application()
+    upstream_app.router.add_get("/aaa", own_policy)
+    upstream = await aiohttp_server(upstream_app)
+    deployment = Deployment.with_tls(
+        processes,
+        tmp_path,
+        ca.issue("gateway"),
+        HSTS_MAX_AGE="1d",
+        UPSTREAM_URL=f"http://127.0.0.1:{upstream.port}",
+    )
+    deployment.start_gateway()
+    base = f"https://127.0.0.1:{deployment.env['GATEWAY_PORT']}"
+    connector = aiohttp.TCPConnector(ssl=ca.client_context())
+    async with aiohttp.ClientSession(connector=connector) as http, http.get(f"{base}/aaa") as resp:
+        assert (resp.status, await resp.text()) == (200, "aaa")
+        assert resp.headers.getall("Strict-Transport-Security") == ["max-age=86400"]
 
 
 @pytest.mark.parametrize(
