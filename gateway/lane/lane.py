@@ -16,6 +16,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import cast
 
 from aiohttp import web
@@ -46,29 +47,20 @@ _INTERNAL_ERROR = GatewayError("Internal gateway error")
 _LAST_CHUNK = b"0\r\n\r\n"
 
 
+@dataclass(frozen=True, slots=True)
 class GatewayLane:
     """Built by create_app with the same objects the app's handlers use."""
 
-    def __init__(
-        self,
-        *,
-        edge: EdgePolicy,
-        accounting: RequestAccounting,
-        runtime: RuntimeHolder,
-        policy: RequestPolicy,
-        limiter: RouteLimiter,
-        decisions: Decisions,
-    ) -> None:
-        self._edge = edge
-        self._accounting = accounting
-        self._runtime = runtime
-        self._policy = policy
-        self._limiter = limiter
-        self._decisions = decisions
+    edge: EdgePolicy
+    accounting: RequestAccounting
+    runtime: RuntimeHolder
+    policy: RequestPolicy
+    limiter: RouteLimiter
+    decisions: Decisions
 
     async def serve(self, request: web.Request, connection: FrontProtocol) -> bool | None:
         raw_path = request.raw_path.partition("?")[0]
-        if not self._edge.lane_takes(request) or "%" in raw_path:
+        if not self.edge.lane_takes(request) or "%" in raw_path:
             return None
         if raw_path == FORWARD_AUTH_PATH:
             return await self._decide(request, connection)
@@ -77,11 +69,11 @@ class GatewayLane:
         return await self._forward(request, raw_path, connection)
 
     async def _decide(self, request: web.Request, connection: FrontProtocol) -> bool | None:
-        if "Authorization" not in request.headers and self._policy.browser is not None:
+        if "Authorization" not in request.headers and self.policy.browser is not None:
             return None  # cookies may decide: the app's path
 
         async def permit() -> tuple[int, bool]:
-            headers = await self._decisions.token_permit(request)
+            headers = await self.decisions.token_permit(request)
             # With Authorization the session cookies never decide (BrowserSessions.applies).
             assert headers is not None  # noqa: S101
             closing = self._closing(request)
@@ -93,9 +85,9 @@ class GatewayLane:
     async def _forward(
         self, request: web.Request, raw_path: str, connection: FrontProtocol
     ) -> bool | None:
-        runtime = self._runtime.acquire()
+        runtime = self.runtime.acquire()
         try:
-            policy = self._policy
+            policy = self.policy
             refused: GatewayError | None = None
             try:
                 path, route = policy.route(runtime.routes, raw_path, request.method)
@@ -115,7 +107,7 @@ class GatewayLane:
                 identity = await policy.identify(
                     request, route, path, lambda: bearer_token(request.headers)
                 )
-                await self._limiter.check(request, route, identity)
+                await self.limiter.check(request, route, identity)
                 permitted = Permitted(route, path, identity, request[REQUEST_ID])
                 proxy = runtime.proxy
                 relay = functools.partial(self._relay, proxy, connection)
@@ -123,7 +115,7 @@ class GatewayLane:
 
             return await self._answer(request, connection, forward)
         finally:
-            self._runtime.release(runtime)
+            self.runtime.release(runtime)
 
     async def _answer(
         self,
@@ -134,11 +126,11 @@ class GatewayLane:
         """Count and log the request (as the middleware does), run the edge's checks, then
         `work`, which writes its answer: (status, closing). Refusals are answered here. Whether
         the connection may stay open."""
-        started = self._accounting.begin(request)
+        started = self.accounting.begin(request)
         status, aborted = 500, None
         try:
             try:
-                self._edge.admit(request)
+                self.edge.admit(request)
                 status, closing = await work()
             except GatewayError as refused:
                 status, closing = self._refuse(request, connection, refused)
@@ -150,7 +142,7 @@ class GatewayLane:
             status, closing = self._failed(request, connection, exc)
             return not closing
         finally:
-            self._accounting.end(request, status, started, aborted)
+            self.accounting.end(request, status, started, aborted)
 
     async def _relay(
         self,
@@ -181,9 +173,9 @@ class GatewayLane:
             # Streamed: with the upstream's own length when it gave one, else in chunks.
             chunked = "Content-Length" not in headers
             framing = b"Transfer-Encoding: chunked\r\n" if chunked else b""
-        for name in self._edge.replaced_upstream_headers(request):
+        for name in self.edge.replaced_upstream_headers(request):
             headers.popall(name, None)
-        lines = framing + self._edge.head_lines(request, own=False)
+        lines = framing + self.edge.head_lines(request, own=False)
         answer = head(status, response.reason, headers.items(), lines, closing=closing)
         if complete:
             connection.write(answer if bodiless else answer + body)
@@ -203,7 +195,7 @@ class GatewayLane:
 
     def _closing(self, request: web.Request) -> bool:
         """Whether the connection ends after this answer (said in it: `Connection: close`)."""
-        return not request.keep_alive or self._edge.draining
+        return not request.keep_alive or self.edge.draining
 
     def _refuse(
         self, request: web.Request, connection: FrontProtocol, refused: GatewayError
@@ -224,4 +216,4 @@ class GatewayLane:
         return self._refuse(request, connection, _INTERNAL_ERROR)
 
     def _own(self, request: web.Request) -> bytes:
-        return self._edge.head_lines(request, own=True)
+        return self.edge.head_lines(request, own=True)
