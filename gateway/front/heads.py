@@ -1,30 +1,23 @@
-"""Request heads the front serves itself, parsed with httptools (llhttp, the parser aiohttp's
-own C parser wraps): HTTP/1.1, origin-form, no body, no upgrade, no `Expect`. Anything else is
-not refused here but left to aiohttp (`None`), which answers it as it always has."""
+"""Request heads the front serves itself, parsed by aiohttp's own request parser (its C build,
+llhttp), so a head means to the front exactly what it means to aiohttp: HTTP/1.1, origin-form,
+no body, no upgrade, no `Expect`. Anything else is not refused here but left to aiohttp
+(`None`), which answers it as it always has."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Final
 
-import httptools
-from aiohttp import HttpVersion11
-from aiohttp.http_parser import SINGLETON_HEADERS, RawRequestMessage
-from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
+from aiohttp import HttpVersion11, hdrs
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
+from aiohttp.streams import EMPTY_PAYLOAD
 
 __all__ = ["HeadParser", "head_end"]
 
-# Methods the front takes; any other token (and its validation) is aiohttp's.
-_METHODS: Final = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"POST", b"PUT", b"PATCH"})
-# Headers that mean aiohttp's machinery is wanted: a body's framing, a protocol switch, an
-# interim 100 Continue; the old WebSocket draft's key, which aiohttp refuses. (A Content-Length
-# of 0 is no body.)
-_NOT_OURS: Final = frozenset({b"transfer-encoding", b"upgrade", b"expect", b"sec-websocket-key1"})
-# Headers a request may carry once (RFC 9110): aiohttp refuses a second copy with a 400, and
-# two Hosts would let the gateway and a proxy in front of it disagree on which one counts.
-_SINGLETONS: Final = frozenset(name.encode("ascii") for name in SINGLETON_HEADERS)
-_URLS_KEPT: Final = 4096
-_ORIGIN_FORM_BYTES: Final = frozenset(range(0x21, 0x7F)) - {ord("#")}
+# Methods the front takes; any other token is aiohttp's.
+_METHODS: Final = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "POST", "PUT", "PATCH"})
 
 
 def head_end(buffer: bytes | bytearray, start: int = 0) -> int:
@@ -39,98 +32,43 @@ def head_end(buffer: bytes | bytearray, start: int = 0) -> int:
 class HeadParser:
     """One per connection (llhttp keeps its state between the messages of a connection)."""
 
-    def __init__(self, max_headers: int, urls: dict[str, URL]) -> None:
-        self._max_headers = max_headers
-        # Request targets already parsed into URLs, shared by a server's connections (yarl
-        # URLs are immutable; targets come from clients, so the table is bounded).
-        self._urls = urls
-        self._parser = httptools.HttpRequestParser(self)
-        self._target = b""
-        self._raw: list[tuple[bytes, bytes]] = []
-        self._complete = False
-        self._ours = True
-        self._seen: set[bytes] = set()
-        self._method = b""
-        self._version = ""
-        self._keep_alive = False
-        self.broken = False
-
-    # httptools callbacks
-    def on_url(self, url: bytes) -> None:
-        self._target += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        lowered = name.lower()
-        if lowered in _NOT_OURS:
-            self._ours = False
-        elif lowered in _SINGLETONS:
-            if lowered in self._seen:
-                self._ours = False
-            self._seen.add(lowered)
-        # llhttp drops the whitespace before a value but not after it; aiohttp strips it too.
-        self._raw.append((name, value.rstrip(b" \t")))
-
-    def on_headers_complete(self) -> None:
-        # Read here: once the message is complete llhttp has reset for the next one.
-        parser = self._parser
-        self._method = parser.get_method()
-        self._version = parser.get_http_version()
-        self._keep_alive = parser.should_keep_alive()
-
-    def on_message_complete(self) -> None:
-        self._complete = True
+    def __init__(
+        self,
+        protocol: BaseProtocol,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        max_field_size: int,
+        max_headers: int,
+    ) -> None:
+        # The limits aiohttp's own protocol is given (gateway.app's handler_args).
+        self._parser = HttpRequestParser(
+            protocol,
+            loop,
+            2**16,
+            max_line_size=max_field_size,
+            max_field_size=max_field_size,
+            max_headers=max_headers,
+            auto_decompress=False,
+        )
 
     def parse(self, head: bytes) -> RawRequestMessage | None:
-        """The message of a complete head, or None when aiohttp should have it. After None the
-        parser is spent (`broken`): the connection goes to aiohttp for good."""
-        self._target, self._raw, self._complete, self._ours = b"", [], False, True
-        self._seen = set()
-        parser = self._parser
+        """The message of one complete head, or None when aiohttp should have it; after None
+        the parser is spent and the connection goes to aiohttp for good."""
         try:
-            parser.feed_data(head)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-            self.broken = True
+            messages, upgraded, tail = self._parser.feed_data(head)
+        except HttpProcessingError:
             return None
-        target = self._target
-        if not (
-            self._complete
-            and self._ours
-            and self._version == "1.1"
-            and self._method in _METHODS
-            and b"host" in self._seen  # HTTP/1.1 requires it; aiohttp answers 400 without
-            and target[:1] == b"/"
-            and len(self._raw) <= self._max_headers
-            and _ORIGIN_FORM_BYTES.issuperset(target)
+        if upgraded or tail or len(messages) != 1:
+            return None
+        message, payload = messages[0]
+        if (
+            payload is not EMPTY_PAYLOAD  # a body follows (or is framed to)
+            or message.version != HttpVersion11
+            or message.method not in _METHODS
+            or message.upgrade
+            or hdrs.EXPECT in message.headers
+            or not message.path.startswith("/")
+            or not message.path.isascii()
         ):
-            self.broken = True
             return None
-        raw = tuple(self._raw)
-        path = target.decode("ascii")
-        url = self._urls.get(path)
-        if url is None:
-            route, _, query = path.partition("?")
-            url = URL.build(path=route, query_string=query, encoded=True)
-            if len(self._urls) < _URLS_KEPT:
-                self._urls[path] = url
-        return RawRequestMessage(
-            self._method.decode("ascii"),
-            path,
-            HttpVersion11,
-            CIMultiDictProxy(
-                CIMultiDict(
-                    [
-                        (
-                            name.decode("utf-8", "surrogateescape"),
-                            value.decode("utf-8", "surrogateescape"),
-                        )
-                        for name, value in raw
-                    ]
-                )
-            ),
-            raw,
-            not self._keep_alive,
-            None,
-            False,
-            False,
-            url,
-        )
+        return message

@@ -42,7 +42,9 @@ class FrontProtocol(BaseProtocol):
     def __init__(self, server: FrontServer) -> None:
         super().__init__(server.loop)
         self._server = server
-        self._heads = HeadParser(server.max_headers, server.urls)
+        self._heads = HeadParser(
+            self, server.loop, max_field_size=server.max_head_bytes, max_headers=server.max_headers
+        )
         self._closed = server.loop.create_future()
         self._buffer = bytearray()
         self._task: asyncio.Task[None] | None = None

@@ -12,7 +12,6 @@ import contextlib
 from typing import Any, Protocol
 
 from aiohttp import web
-from yarl import URL
 
 from .protocol import FrontProtocol
 
@@ -54,7 +53,6 @@ class FrontServer(web.Server):
         self.max_head_bytes = max_head_bytes
         self.max_headers = max_headers
         self.fronted: set[FrontProtocol] = set()
-        self.urls: dict[str, URL] = {}
 
     def __call__(self) -> Any:
         return FrontProtocol(self)

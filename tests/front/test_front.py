@@ -65,7 +65,12 @@ def front_parses(head: bytes) -> tuple[Any, ...] | None:
     end = head_end(head)
     if end < 0:
         return None
-    message = HeadParser(256, {}).parse(head[:end])
+    loop = asyncio.new_event_loop()
+    try:
+        heads = HeadParser(BaseProtocol(loop), loop, max_field_size=2**17, max_headers=256)
+        message = heads.parse(head[:end])
+    finally:
+        loop.close()
     return None if message is None else summary(message)
 
 
