@@ -1,14 +1,12 @@
 """The gateway's own HTTP/1.1 server protocol, in front of aiohttp's.
 
-aiohttp's server costs ~20 us of CPU per request on these machines before an app does anything
-(its request loop, parser glue, per-request bookkeeping); a protocol that only finds a head and
-hands it to the app costs a few. So the front serves the requests that make up the load (bodiless
-HTTP/1.1 requests: proxied GETs, forward auth's decisions, health checks, their rejections)
-through the same app, router and middleware aiohttp would call, and the rest (a body, an upgrade,
-`Expect`, HTTP/1.0, a head the front's parser does not take) goes to aiohttp: the connection is
-handed over, with every byte received since the last answered request, and stays aiohttp's.
-The app cannot tell the difference: it gets a `web.Request` and answers with a response object,
-which is written by aiohttp's own writer."""
+It finds each request head, parses it with aiohttp's own parser (front/heads.py) and offers the
+request to a lane, which may answer it by writing bytes (gateway.lane); what the lane leaves is
+served through the app, its response written by aiohttp's writer. Anything the front does not
+take (a body, an upgrade, `Expect`, HTTP/1.0, a head its parser refuses) goes to aiohttp: the
+connection is handed over, with every byte received since the last answered request, and stays
+aiohttp's. (Serving everything through the app saved nothing: the cost was in aiohttp's request
+and response objects, not its protocol. README "Performance".)"""
 
 from __future__ import annotations
 
@@ -60,16 +58,6 @@ class FrontProtocol(BaseProtocol):
         self.ssl_context: Any = None
 
     # what a lane (front/server.py) answers through
-
-    @property
-    def remote(self) -> str | None:
-        """The peer's address, as `web.BaseRequest.remote` gives it."""
-        peer = self.peername
-        return str(peer[0]) if isinstance(peer, (list, tuple)) else None
-
-    @property
-    def secure(self) -> bool:
-        return self.ssl_context is not None
 
     def write(self, data: bytes) -> None:
         """Send bytes of the answer; ConnectionResetError once the client is gone."""
@@ -167,7 +155,7 @@ class FrontProtocol(BaseProtocol):
         finally:
             self._task = None
         if not keep_alive or self._closing or self.transport is None:
-            self._close()
+            self.close()
             return
         if self._paused_reading and len(self._buffer) <= _MAX_WAITING:
             self._paused_reading = False
@@ -210,7 +198,7 @@ class FrontProtocol(BaseProtocol):
     def close_idle(self) -> bool:
         """Close now if no request is being answered (shutdown); True if it was closed."""
         if self._task is None:
-            self._close()
+            self.close()
             return True
         self._closing = True
         return False
@@ -222,7 +210,8 @@ class FrontProtocol(BaseProtocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Close the connection once what was written has gone out."""
         self._stop_idle()
         if self.transport is not None:
             self.transport.close()
@@ -231,7 +220,7 @@ class FrontProtocol(BaseProtocol):
         # The next head must be complete within the idle timeout, or the connection closes.
         timeout = self._server.idle_timeout
         if timeout > 0:
-            self._idle = self._server.loop.call_later(timeout, self._close)
+            self._idle = self._server.loop.call_later(timeout, self.close)
 
     def _stop_idle(self) -> None:
         if self._idle is not None:

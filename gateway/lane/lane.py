@@ -17,7 +17,6 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import cast
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -161,7 +160,7 @@ class GatewayLane:
         bodiless = no_body(status, method)
         complete = upstream_connection.complete
         body = upstream_connection.take_body() if complete else b""
-        if bodiless or method == "HEAD":
+        if bodiless:
             # A HEAD answer keeps the upstream's length; 1xx, 204 and 304 carry none.
             if status in BODILESS_STATUSES:
                 headers.popall("Content-Length", None)
@@ -211,7 +210,7 @@ class GatewayLane:
         # Logged without the query string: it may hold a token.
         log.error("unhandled error for %s %s", request.method, loggable_path(request), exc_info=exc)
         if connection.sent:
-            cast(asyncio.Transport, connection.transport).close()
+            connection.close()  # part of an answer is out: cut it rather than add to it
             return 500, True
         return self._refuse(request, connection, _INTERNAL_ERROR)
 
