@@ -51,16 +51,7 @@ class EdgePolicy:
     def admit(self, request: web.Request) -> web.Response | None:
         """Before routing: name the request, check its header block; answer a CORS preflight
         here (returned), or return None to go on to the handler."""
-        offered = request.headers.get(self._request_id_header, "")
-        valid = _VALID_REQUEST_ID.fullmatch(offered)
-        request[REQUEST_ID] = offered if valid else self._request_ids.next()
-        request[CLIENT] = (
-            client_address(
-                request.remote, request.headers.getall("X-Forwarded-For", []), self._trusted_proxies
-            )
-            if self._trusted_proxies
-            else request.remote or ""
-        )
+        self.name(request)
         if request.version not in _HTTP1:
             # The parser takes any HTTP/x.y; an "HTTP/2.0" line is not HTTP/2, and answering
             # it in kind would tell a front proxy a protocol was agreed that was not.
@@ -69,10 +60,27 @@ class EdgePolicy:
             request._version = HttpVersion11
             request._cache.pop("version", None)
             raise VersionNotSupported("Only HTTP/1.0 and HTTP/1.1 are served on this port")
-        self._check_header_block(request)
+        self.check_header_block(request)
         if self._cors.enabled and _is_preflight(request):
             return self._preflight(request)
         return None
+
+    def name(self, request: web.BaseRequest) -> None:
+        """The request's id and client address. (With `check_header_block`, all `admit` does
+        to an HTTP/1.1 request that is no CORS preflight: what the lane takes.)"""
+        headers = request.headers
+        offered = headers.get(self._request_id_header)
+        request[REQUEST_ID] = (
+            offered
+            if offered is not None and _VALID_REQUEST_ID.fullmatch(offered)
+            else self._request_ids.next()
+        )
+        remote = request.remote
+        request[CLIENT] = (
+            client_address(remote, headers.getall("X-Forwarded-For", []), self._trusted_proxies)
+            if self._trusted_proxies
+            else remote or ""
+        )
 
     def also_prepare(self, hook: ResponseHook) -> None:
         """Have `on_prepare` call `hook(request, response)` too, after its own headers."""
@@ -126,7 +134,8 @@ class EdgePolicy:
         """While the gateway drains, every answer closes its connection."""
         return self._drain.draining
 
-    def _check_header_block(self, request: web.Request) -> None:
+    def check_header_block(self, request: web.BaseRequest) -> None:
+        """431 for more headers, or more header bytes, than the config allows."""
         headers = request.raw_headers
         if len(headers) > self._max_headers:
             raise HeaderBlockTooLarge(

@@ -10,6 +10,6 @@ runtime but forwards nothing, and the proxy must not know about ingress request 
 
 from __future__ import annotations
 
-from .decision import Decisions
+from .decision import Decisions, TokenDecision
 
-__all__ = ["Decisions"]
+__all__ = ["Decisions", "TokenDecision"]

@@ -52,12 +52,21 @@ from ..proxy.runtime import RuntimeHolder
 from ..request_keys import ROUTE_NAME, USER_ID
 from .shapes import Ingress, OriginalRequest, from_ext_authz, from_headers
 
-__all__ = ["Decisions"]
+__all__ = ["Decisions", "TokenDecision"]
 
 NGINX_COOKIE_HEADER = "X-Gateway-Set-Cookie-{}"
 # The proxy's refusals of a path or method: auth_request turns anything but 401/403 into a
 # 500, so here they are all 403 (deny by default), with the proxy's message.
 _ROUTE_REFUSALS = (BadRequest, NotFound, MethodNotAllowed)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenDecision:
+    """A request decided by its token: the request as the ingress saw it, its route, who."""
+
+    original: OriginalRequest
+    route: RouteConfig
+    identity: Identity | None
 
 
 @dataclass(slots=True)
@@ -95,28 +104,32 @@ class Decisions:
                 "Forward-auth answers only the ingress: add its address to server.trusted_proxies"
             )
 
-    async def token_permit(self, request: web.Request) -> dict[str, str] | None:
-        """`auth` without a response object (gateway.lane): the permitting answer's headers,
-        or the refusal raised; None, having done nothing, when the session cookies decide
-        (those take the app's path)."""
+    def by_token_now(self, request: web.Request) -> TokenDecision:
+        """`auth` for a request the session cookies do not decide (it carries Authorization,
+        or they are off), without awaiting anything (gateway.lane): the refusal raised, or the
+        decision, whose route's rate limit is still to be applied (`limit`) if it has one."""
         request[ROUTE_NAME] = "forward_auth"
         self._check_peer(request)
         original = from_headers(request.headers)
-        runtime = self.runtime.acquire()
-        try:
-            path, route = self._route(runtime.routes, original)
-            if self.policy.by_cookie(request, route):
-                return None
-            return await self._by_token(request, original, route, path)
-        finally:
-            self.runtime.release(runtime)
+        _, route = self._route(self.runtime.current.routes, original)
+        return self._by_token_now(request, original, route)
+
+    async def limit(self, request: web.Request, decision: TokenDecision) -> None:
+        """The decided route's rate limit (429, or 403 for nginx)."""
+        await self._limit(request, decision.original, decision.route, decision.identity)
+
+    def permit(self, decision: TokenDecision) -> dict[str, str]:
+        """The headers of the permitting answer."""
+        return self._permit(
+            decision.original, decision.identity, cacheable=decision.route.rate_limit is None
+        )
 
     async def _decide(self, request: web.Request, original: OriginalRequest) -> web.Response:
         runtime = self.runtime.acquire()
         try:
             path, route = self._route(runtime.routes, original)
             if not self.policy.by_cookie(request, route):
-                return web.Response(headers=await self._by_token(request, original, route, path))
+                return web.Response(headers=await self._by_token(request, original, route))
             return await self._by_cookie(request, original, route, path)
         finally:
             self.runtime.release(runtime)
@@ -128,13 +141,19 @@ class Decisions:
             raise Forbidden(exc.message) from None
 
     async def _by_token(
-        self, request: web.Request, original: OriginalRequest, route: RouteConfig, path: str
+        self, request: web.Request, original: OriginalRequest, route: RouteConfig
     ) -> dict[str, str]:
-        identity = await self.policy.identify(
-            request, route, path, lambda: bearer_token(request.headers)
+        decision = self._by_token_now(request, original, route)
+        await self.limit(request, decision)
+        return self.permit(decision)
+
+    def _by_token_now(
+        self, request: web.Request, original: OriginalRequest, route: RouteConfig
+    ) -> TokenDecision:
+        identity = self.policy.identify_by_token(
+            request, route, lambda: bearer_token(request.headers)
         )
-        await self._limit(request, original, route, identity)
-        return self._permit(original, identity, cacheable=route.rate_limit is None)
+        return TokenDecision(original, route, identity)
 
     async def _by_cookie(
         self, request: web.Request, original: OriginalRequest, route: RouteConfig, path: str

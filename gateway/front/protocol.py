@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 from aiohttp.base_protocol import BaseProtocol
-from aiohttp.http_parser import RawRequestMessage
 from aiohttp.http_writer import StreamWriter
 from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import RequestHandler
@@ -47,6 +47,7 @@ class FrontProtocol(BaseProtocol):
         self._buffer = bytearray()
         self._task: asyncio.Task[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0
         self._paused_reading = False
         self._closing = False
         self._searched = 0
@@ -79,6 +80,7 @@ class FrontProtocol(BaseProtocol):
         self.sockname = transport.get_extra_info("sockname")
         self.ssl_context = transport.get_extra_info("sslcontext")
         self._server.fronted.add(self)
+        self._idle_since = self._server.loop.time()
         self._wait_idle()
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -103,68 +105,76 @@ class FrontProtocol(BaseProtocol):
     # the request loop
 
     def _next(self) -> None:
-        """Between requests: start the next one if its head is here, hand the connection over
-        if it is not the front's, or wait for more bytes."""
+        """Between requests: answer each one whose head is here and that the lane answers at
+        once, start the next that must await, hand the connection over if a request is not
+        the front's, or wait for more bytes."""
         buffer = self._buffer
-        searched = self._searched
-        end = head_end(buffer, searched)
-        if end < 0:
-            # Only what arrived since the last look is searched: a head trickled in small
-            # pieces costs one pass, not one per piece.
-            self._searched = len(buffer)
-            if (
-                len(buffer) > self._server.max_head_bytes
-                or b"\n\n" in buffer[max(0, searched - 1) :]
-            ):
-                self._hand_over()  # aiohttp answers it (400, 431) as it always has
-            return
-        self._searched = 0
-        message = (
-            None if end > self._server.max_head_bytes else self._heads.parse(bytes(buffer[:end]))
-        )
-        if message is None:
-            self._hand_over()
-            return
-        del buffer[:end]
-        self._stop_idle()
-        self._task = self._server.loop.create_task(self._serve(message))
-
-    async def _serve(self, message: RawRequestMessage) -> None:
         server = self._server
-        keep_alive = False
-        self.sent = 0
-        request = server.request_factory(
-            message,
-            EMPTY_PAYLOAD,
-            cast(RequestHandler, self),
-            StreamWriter(self, server.loop),
-            cast(Any, self._task),
-        )
-        try:
+        while True:
+            searched = self._searched
+            end = head_end(buffer, searched)
+            if end < 0:
+                # Only what arrived since the last look is searched: a head trickled in small
+                # pieces costs one pass, not one per piece.
+                self._searched = len(buffer)
+                if len(buffer) > server.max_head_bytes or b"\n\n" in buffer[max(0, searched - 1) :]:
+                    self._hand_over()  # aiohttp answers it (400, 431) as it always has
+                return
+            self._searched = 0
+            message = (
+                None if end > server.max_head_bytes else self._heads.parse(bytes(buffer[:end]))
+            )
+            if message is None:
+                self._hand_over()
+                return
+            del buffer[:end]
+            self.sent = 0
+            request = server.request_factory(
+                message,
+                EMPTY_PAYLOAD,
+                cast(RequestHandler, self),
+                StreamWriter(self, server.loop),
+                cast(Any, None),
+            )
             lane = server.lane
-            answered = None
-            if lane is not None and isinstance(request, web.Request):  # an app's request
-                answered = await lane.serve(request, self)
-            if answered is None:
-                answered = await self._through_the_app(request)
-            keep_alive = answered and not message.should_close
+            taken = (
+                lane.take(request, self)
+                if lane is not None and isinstance(request, web.Request)  # an app's request
+                else None
+            )
+            if isinstance(taken, bool):
+                if not self._answered(taken and not message.should_close):
+                    return
+                continue
+            work = self._through_the_app(request) if taken is None else taken()
+            self._task = server.loop.create_task(self._serve(work, message.should_close))
+            return
+
+    async def _serve(self, work: Awaitable[bool], should_close: bool) -> None:
+        keep_alive = False
+        try:
+            keep_alive = await work and not should_close
         except (ConnectionError, asyncio.CancelledError):
             pass
         except Exception:
-            log.exception("unhandled error answering %s", message.method)
+            log.exception("unhandled error answering a request")
         finally:
             self._task = None
+        if self._answered(keep_alive) and self._buffer:
+            self._next()
+
+    def _answered(self, keep_alive: bool) -> bool:
+        """After an answer: close, or go on reading (True)."""
         if not keep_alive or self._closing or self.transport is None:
             self.close()
-            return
+            return False
         if self._paused_reading and len(self._buffer) <= _MAX_WAITING:
             self._paused_reading = False
             self.transport.resume_reading()
-        if self._buffer:
-            self._next()
-        if self._task is None and self.transport is not None:
-            # Nothing started (no complete head yet): the rest of it must come in time.
+        self._idle_since = self._server.loop.time()
+        if self._idle is None:
             self._wait_idle()
+        return True
 
     async def _through_the_app(self, request: web.BaseRequest) -> bool:
         """The request as aiohttp would serve it: the app's handler, the response written by
@@ -217,10 +227,22 @@ class FrontProtocol(BaseProtocol):
             self.transport.close()
 
     def _wait_idle(self) -> None:
-        # The next head must be complete within the idle timeout, or the connection closes.
+        # The next head must be complete within the idle timeout of the last answer (or of
+        # the connection's start), or the connection closes. One timer, moved only when it
+        # fires: an answer costs a clock reading, not a timer cancelled and made again.
         timeout = self._server.idle_timeout
         if timeout > 0:
-            self._idle = self._server.loop.call_later(timeout, self.close)
+            self._idle = self._server.loop.call_at(self._idle_since + timeout, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self._idle = None
+        loop = self._server.loop
+        if self._task is not None:
+            self._idle_since = loop.time()  # a request is being answered: not idle
+        elif loop.time() - self._idle_since >= self._server.idle_timeout:
+            self.close()
+            return
+        self._wait_idle()
 
     def _stop_idle(self) -> None:
         if self._idle is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -19,9 +20,12 @@ __all__ = ["FrontRunner", "Lane"]
 
 
 class Lane(Protocol):
-    async def serve(self, request: web.Request, connection: FrontProtocol) -> bool | None:
-        """Answer the request by writing to `connection` (True: it may stay open, False: close
-        it after), or return None, having done nothing, for the app to answer it."""
+    def take(
+        self, request: web.Request, connection: FrontProtocol
+    ) -> bool | Callable[[], Awaitable[bool]] | None:
+        """Answer the request now by writing to `connection` (True: it may stay open, False:
+        close it after), or give what is left to await for the answer (the front runs it in
+        a task), or return None, having done nothing, for the app to answer it."""
 
 
 class FrontServer(web.Server):

@@ -22,6 +22,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from ..auth.bearer import bearer_token
+from ..config import RouteConfig
 from ..config.endpoints import is_own_path
 from ..edge import EdgePolicy
 from ..errors import GatewayError
@@ -30,7 +31,7 @@ from ..front import FrontProtocol
 from ..proxy.http1 import ResponseHead, UpstreamConnection
 from ..proxy.policy import Permitted, RequestPolicy
 from ..proxy.route_limits import RouteLimiter
-from ..proxy.runtime import RuntimeHolder
+from ..proxy.runtime import Runtime, RuntimeHolder
 from ..proxy.upstream import BROKEN_OFF, Proxy
 from ..request_keys import MID_RESPONSE, PROGRESS, REQUEST_ID, ROUTE_NAME, UPSTREAM_NAME
 from ..telemetry.accounting import CLIENT_CLOSED_REQUEST, RequestAccounting, how_far
@@ -46,6 +47,14 @@ _INTERNAL_ERROR = GatewayError("Internal gateway error")
 _LAST_CHUNK = b"0\r\n\r\n"
 
 
+# What `take` gives the front: None (the app's), whether the connection may stay open after an
+# answer already written, or the rest of the work, which must await (the front runs it).
+Taken = bool | Callable[[], Awaitable[bool]] | None
+# What a piece of the lane's work gives `_answer`: (status, closing) when it has written its
+# answer, or what is left to await for it.
+Worked = tuple[int, bool] | Callable[[], Awaitable[tuple[int, bool]]]
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayLane:
     """Built by create_app with the same objects the app's handlers use."""
@@ -57,91 +66,142 @@ class GatewayLane:
     limiter: RouteLimiter
     decisions: Decisions
 
-    async def serve(self, request: web.Request, connection: FrontProtocol) -> bool | None:
+    def take(self, request: web.Request, connection: FrontProtocol) -> Taken:
+        """Answer the request now if nothing needs awaiting (refusals, most decisions), or
+        say what is left to await (forwarding); None, having done nothing, for the app."""
         raw_path = request.raw_path.partition("?")[0]
         if not self.edge.lane_takes(request) or "%" in raw_path:
             return None
         if raw_path == FORWARD_AUTH_PATH:
-            return await self._decide(request, connection)
+            if "Authorization" not in request.headers and self.policy.browser is not None:
+                return None  # cookies may decide: the app's path
+            return self._answer(
+                request, connection, functools.partial(self._decide, request, connection)
+            )
         if is_own_path(raw_path):
             return None
-        return await self._forward(request, raw_path, connection)
-
-    async def _decide(self, request: web.Request, connection: FrontProtocol) -> bool | None:
-        if "Authorization" not in request.headers and self.policy.browser is not None:
-            return None  # cookies may decide: the app's path
-
-        async def permit() -> tuple[int, bool]:
-            headers = await self.decisions.token_permit(request)
-            # With Authorization the session cookies never decide (BrowserSessions.applies).
-            assert headers is not None  # noqa: S101
-            closing = self._closing(request)
-            connection.write(permit_answer(headers, self._own(request), closing=closing))
-            return 200, closing
-
-        return await self._answer(request, connection, permit)
-
-    async def _forward(
-        self, request: web.Request, raw_path: str, connection: FrontProtocol
-    ) -> bool | None:
-        runtime = self.runtime.acquire()
+        runtime = self.runtime.current
         try:
-            policy = self.policy
-            refused: GatewayError | None = None
-            try:
-                path, route = policy.route(runtime.routes, raw_path, request.method)
-            except GatewayError as exc:
-                refused = exc
-            else:
-                browser = policy.browser
-                if browser is not None and browser.decides(request, route):
-                    return None
+            path, route = self.policy.route(runtime.routes, raw_path, request.method)
+        except GatewayError as refused:
+            return self._answer(request, connection, functools.partial(_raise, refused))
+        browser = self.policy.browser
+        if browser is not None and browser.decides(request, route):
+            return None
+        forward = functools.partial(self._forward, request, runtime, route, path, connection)
+        return self._answer(request, connection, forward)
 
-            async def forward() -> tuple[int, bool]:
-                if refused is not None:
-                    raise refused
-                # After the edge's checks, as on the app's path (a 431 is `unmatched`).
-                request[ROUTE_NAME] = route.name
-                request[UPSTREAM_NAME] = route.upstream
-                identity = await policy.identify(
-                    request, route, path, lambda: bearer_token(request.headers)
+    def _decide(self, request: web.Request, connection: FrontProtocol) -> Worked:
+        decisions = self.decisions
+        decision = decisions.by_token_now(request)
+        if decision.route.rate_limit is None:
+            return self._permit(request, connection, decisions.permit(decision))
+
+        async def limited() -> tuple[int, bool]:
+            await decisions.limit(request, decision)
+            return self._permit(request, connection, decisions.permit(decision))
+
+        return limited
+
+    def _permit(
+        self, request: web.Request, connection: FrontProtocol, headers: dict[str, str]
+    ) -> tuple[int, bool]:
+        closing = self._closing(request)
+        connection.write(permit_answer(headers, self._own(request), closing=closing))
+        return 200, closing
+
+    def _forward(
+        self,
+        request: web.Request,
+        runtime: Runtime,
+        route: RouteConfig,
+        path: str,
+        connection: FrontProtocol,
+    ) -> Worked:
+        # After the edge's checks, as on the app's path (a 431 is `unmatched`).
+        request[ROUTE_NAME] = route.name
+        request[UPSTREAM_NAME] = route.upstream
+        permitted = self._permitted(request, route, path)
+
+        async def exchange() -> tuple[int, bool]:
+            nonlocal runtime, permitted
+            holder = self.runtime
+            if not holder.hold(runtime):
+                # Reloaded since the route was found: the new routes decide.
+                runtime = holder.acquire()
+                path, route = self.policy.route(
+                    runtime.routes, request.raw_path.partition("?")[0], request.method
                 )
-                await self.limiter.check(request, route, identity)
-                permitted = Permitted(route, path, identity, request[REQUEST_ID])
+                permitted = self._permitted(request, route, path)
+            try:
+                await self.limiter.check(request, permitted.route, permitted.identity)
                 proxy = runtime.proxy
                 relay = functools.partial(self._relay, proxy, connection)
                 return await proxy.exchange(request, permitted, relay)
+            finally:
+                holder.release(runtime)
 
-            return await self._answer(request, connection, forward)
-        finally:
-            self.runtime.release(runtime)
+        return exchange
 
-    async def _answer(
+    def _permitted(self, request: web.Request, route: RouteConfig, path: str) -> Permitted:
+        identity = self.policy.identify_by_token(
+            request, route, lambda: bearer_token(request.headers)
+        )
+        return Permitted(route, path, identity, request[REQUEST_ID])
+
+    def _answer(
+        self, request: web.Request, connection: FrontProtocol, work: Callable[[], Worked]
+    ) -> bool | Callable[[], Awaitable[bool]]:
+        """Count and log the request (as the middleware does), run the edge's checks, then
+        `work`, which writes its answer or says what is left to await for it. Refusals are
+        answered here. Whether the connection may stay open, or what the front must await."""
+        started = self.accounting.started(request)
+        aborted = None
+        try:
+            self.edge.name(request)
+            self.edge.check_header_block(request)
+            worked = work()
+            if not isinstance(worked, tuple):
+                return functools.partial(self._later, request, connection, started, worked)
+            status, closing = worked
+        except Exception as exc:  # each kind is answered in _settle
+            status, closing, aborted = self._settle(request, connection, exc)
+        self.accounting.answered(request, status, started, aborted)
+        return not closing
+
+    async def _later(
         self,
         request: web.Request,
         connection: FrontProtocol,
-        work: Callable[[], Awaitable[tuple[int, bool]]],
+        started: float,
+        rest: Callable[[], Awaitable[tuple[int, bool]]],
     ) -> bool:
-        """Count and log the request (as the middleware does), run the edge's checks, then
-        `work`, which writes its answer: (status, closing). Refusals are answered here. Whether
-        the connection may stay open."""
-        started = self.accounting.begin(request)
+        """The rest of `_answer`'s work, awaited in the front's task: in flight meanwhile."""
+        accounting = self.accounting
+        accounting.enter()
         status, aborted = 500, None
         try:
-            try:
-                self.edge.admit(request)
-                status, closing = await work()
-            except GatewayError as refused:
-                status, closing = self._refuse(request, connection, refused)
-            return not closing
-        except (ConnectionResetError, asyncio.CancelledError):
+            status, closing = await rest()
+        except asyncio.CancelledError:
             status, aborted = CLIENT_CLOSED_REQUEST, how_far(request, connection.sent)
             raise
-        except Exception as exc:
-            status, closing = self._failed(request, connection, exc)
-            return not closing
+        except Exception as exc:  # each kind is answered in _settle
+            status, closing, aborted = self._settle(request, connection, exc)
         finally:
-            self.accounting.end(request, status, started, aborted)
+            accounting.leave()
+            accounting.answered(request, status, started, aborted)
+        return not closing
+
+    def _settle(
+        self, request: web.Request, connection: FrontProtocol, exc: Exception
+    ) -> tuple[int, bool, str | None]:
+        """(status, closing, how far it got) for work that raised: a refusal is answered, a
+        client gone is a 499, anything else a 500."""
+        if isinstance(exc, GatewayError):
+            return (*self._refuse(request, connection, exc), None)
+        if isinstance(exc, ConnectionResetError):
+            return CLIENT_CLOSED_REQUEST, True, how_far(request, connection.sent)
+        return (*self._failed(request, connection, exc), None)
 
     async def _relay(
         self,
@@ -216,3 +276,7 @@ class GatewayLane:
 
     def _own(self, request: web.Request) -> bytes:
         return self.edge.head_lines(request, own=True)
+
+
+def _raise(refused: GatewayError) -> Worked:
+    raise refused

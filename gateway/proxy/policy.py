@@ -78,8 +78,18 @@ class RequestPolicy:
             query = request.rel_url.raw_query_string
             return_to = f"{path}?{query}" if query else path
             identity = await browser.identify(request, route, return_to, websocket=websocket)
-        else:
-            identity = self._authenticator.identify(route, read_token)
+            return self._authorized(request, route, identity)
+        return self.identify_by_token(request, route, read_token)
+
+    def identify_by_token(
+        self, request: web.BaseRequest, route: RouteConfig, read_token: Callable[[], str | None]
+    ) -> Identity | None:
+        """`identify` for a request the session cookies do not decide: nothing to await."""
+        return self._authorized(request, route, self._authenticator.identify(route, read_token))
+
+    def _authorized(
+        self, request: web.BaseRequest, route: RouteConfig, identity: Identity | None
+    ) -> Identity | None:
         if identity is not None:
             request[USER_ID] = identity.user_id  # logged even when the roles refuse it
         self._authenticator.authorize(route, identity)

@@ -87,6 +87,15 @@ class RuntimeHolder:
         return runtime
 
     @staticmethod
+    def hold(runtime: Runtime) -> bool:
+        """Hold `runtime`, read from `current` earlier, unless a reload has retired it since
+        (False: nothing is held)."""
+        if runtime.retired:
+            return False
+        runtime.in_flight += 1
+        return True
+
+    @staticmethod
     def release(runtime: Runtime) -> None:
         runtime.in_flight -= 1
         if runtime.retired and runtime.in_flight == 0:
