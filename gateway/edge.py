@@ -14,7 +14,7 @@ from .config import CorsConfig, ServerConfig
 from .draining import Drain
 from .errors import HeaderBlockTooLarge, OriginRefused, VersionNotSupported, shown
 from .networks import client_address
-from .request_keys import CLIENT, REQUEST_ID, learned
+from .request_keys import CLIENT, REQUEST_ID, learned, noted
 
 __all__ = ["EdgePolicy"]
 
@@ -70,13 +70,14 @@ class EdgePolicy:
         to an HTTP/1.1 request that is no CORS preflight: what the lane takes.)"""
         headers = request.headers
         offered = headers.get(self._request_id_header)
-        request[REQUEST_ID] = (
+        notes = noted(request)
+        notes[REQUEST_ID] = (
             offered
             if offered is not None and _VALID_REQUEST_ID.fullmatch(offered)
             else self._request_ids.next()
         )
         remote = request.remote
-        request[CLIENT] = (
+        notes[CLIENT] = (
             client_address(remote, headers.getall("X-Forwarded-For", []), self._trusted_proxies)
             if self._trusted_proxies
             else remote or ""
@@ -134,13 +135,18 @@ class EdgePolicy:
         """While the gateway drains, every answer closes its connection."""
         return self._drain.draining
 
-    def check_header_block(self, request: web.BaseRequest) -> None:
-        """431 for more headers, or more header bytes, than the config allows."""
+    def check_header_block(self, request: web.BaseRequest, head_size: int | None = None) -> None:
+        """431 for more headers, or more header bytes, than the config allows. `head_size`:
+        the request head's length, when known, which spares counting in the common case."""
         headers = request.raw_headers
         if len(headers) > self._max_headers:
             raise HeaderBlockTooLarge(
                 f"Too many request headers ({len(headers)}; the limit is {self._max_headers})"
             )
+        # Each header line is at least its name, its value and 3 bytes (":" and CRLF): what
+        # is counted below is at most the head's length plus one per header.
+        if head_size is not None and head_size + len(headers) <= self._max_header_bytes:
+            return
         size = sum(len(name) + len(value) + 4 for name, value in headers)
         if size > self._max_header_bytes:
             raise HeaderBlockTooLarge(

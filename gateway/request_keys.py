@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +19,7 @@ __all__ = [
     "UPSTREAM_WAIT",
     "USER_ID",
     "learned",
+    "noted",
 ]
 
 # time.perf_counter() when the gateway started handling the request.
@@ -46,5 +47,12 @@ def learned(request: web.BaseRequest) -> Mapping[Any, Any]:
     """The request's keys as a plain mapping, for readers on the hot path: `request.get(KEY)`
     goes through `Mapping.get`, which raises and catches a KeyError for every absent key
     (about a microsecond each); the dict behind it answers in tens of nanoseconds."""
+    state = getattr(request, "_state", None)
+    return state if isinstance(state, dict) else request
+
+
+def noted(request: web.BaseRequest) -> MutableMapping[Any, Any]:
+    """The same for writers: `request[KEY] = value` goes through MutableMapping's Python code
+    (a few tenths of a microsecond, several times per request)."""
     state = getattr(request, "_state", None)
     return state if isinstance(state, dict) else request

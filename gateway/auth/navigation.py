@@ -25,11 +25,12 @@ def is_navigation(request: web.BaseRequest) -> bool:
     mode = headers.get("Sec-Fetch-Mode")
     if mode is not None:
         return mode == "navigate" and headers.get("Sec-Fetch-Dest", "document") == "document"
+    # The cheap tests first: most requests that are no navigation fail one of them.
     return (
         request.method in ("GET", "HEAD")
-        and accepts_html(headers.get("Accept", ""))
         and "X-Requested-With" not in headers
         and headers.get("User-Agent", "").startswith("Mozilla/")
+        and accepts_html(headers.get("Accept", ""))
     )
 
 

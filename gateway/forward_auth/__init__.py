@@ -10,6 +10,6 @@ runtime but forwards nothing, and the proxy must not know about ingress request 
 
 from __future__ import annotations
 
-from .decision import Decisions, TokenDecision
+from .decision import Decisions
 
-__all__ = ["Decisions", "TokenDecision"]
+__all__ = ["Decisions"]

@@ -52,7 +52,7 @@ from ..proxy.runtime import RuntimeHolder
 from ..request_keys import ROUTE_NAME, USER_ID
 from .shapes import Ingress, OriginalRequest, from_ext_authz, from_headers
 
-__all__ = ["Decisions", "TokenDecision"]
+__all__ = ["Decisions"]
 
 NGINX_COOKIE_HEADER = "X-Gateway-Set-Cookie-{}"
 # The proxy's refusals of a path or method: auth_request turns anything but 401/403 into a

@@ -51,8 +51,10 @@ class FrontProtocol(BaseProtocol):
         self._paused_reading = False
         self._closing = False
         self._searched = 0
-        # Bytes of the current answer written by a lane (how far it got, for a 499).
+        # Bytes of the current answer written by a lane (how far it got, for a 499), and the
+        # length of the current request's head.
         self.sent = 0
+        self.head_size = 0
         # What BaseRequest reads from "its protocol".
         self.peername: Any = None
         self.sockname: Any = None
@@ -128,6 +130,7 @@ class FrontProtocol(BaseProtocol):
                 self._hand_over()
                 return
             del buffer[:end]
+            self.head_size = end
             self.sent = 0
             request = server.request_factory(
                 message,

@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from ..auth.bearer import bearer_token
 from ..config import RouteConfig
@@ -33,10 +32,17 @@ from ..proxy.policy import Permitted, RequestPolicy
 from ..proxy.route_limits import RouteLimiter
 from ..proxy.runtime import Runtime, RuntimeHolder
 from ..proxy.upstream import BROKEN_OFF, Proxy
-from ..request_keys import MID_RESPONSE, PROGRESS, REQUEST_ID, ROUTE_NAME, UPSTREAM_NAME
+from ..request_keys import (
+    MID_RESPONSE,
+    PROGRESS,
+    REQUEST_ID,
+    ROUTE_NAME,
+    UPSTREAM_NAME,
+    noted,
+)
 from ..telemetry.accounting import CLIENT_CLOSED_REQUEST, RequestAccounting, how_far
 from ..telemetry.redaction import loggable_path
-from .answers import BODILESS_STATUSES, error_answer, head, no_body, permit_answer
+from .answers import BODILESS_STATUSES, error_answer, no_body, permit_answer, relayed_head
 
 __all__ = ["GatewayLane"]
 
@@ -45,6 +51,9 @@ log = logging.getLogger(__name__)
 FORWARD_AUTH_PATH = "/_gateway/auth"
 _INTERNAL_ERROR = GatewayError("Internal gateway error")
 _LAST_CHUNK = b"0\r\n\r\n"
+# Upstream headers the relay writes its own of (lower case).
+_NOTHING: frozenset[bytes] = frozenset()
+_LENGTH = frozenset({b"content-length"})
 
 
 # What `take` gives the front: None (the app's), whether the connection may stay open after an
@@ -119,8 +128,8 @@ class GatewayLane:
         connection: FrontProtocol,
     ) -> Worked:
         # After the edge's checks, as on the app's path (a 431 is `unmatched`).
-        request[ROUTE_NAME] = route.name
-        request[UPSTREAM_NAME] = route.upstream
+        notes = noted(request)
+        notes[ROUTE_NAME], notes[UPSTREAM_NAME] = route.name, route.upstream
         permitted = self._permitted(request, route, path)
 
         async def exchange() -> tuple[int, bool]:
@@ -159,7 +168,7 @@ class GatewayLane:
         aborted = None
         try:
             self.edge.name(request)
-            self.edge.check_header_block(request)
+            self.edge.check_header_block(request, connection.head_size)
             worked = work()
             if not isinstance(worked, tuple):
                 return functools.partial(self._later, request, connection, started, worked)
@@ -210,7 +219,7 @@ class GatewayLane:
         request: web.Request,
         upstream_connection: UpstreamConnection,
         response: ResponseHead,
-        headers: CIMultiDict[str],
+        headers: list[tuple[bytes, bytes]],
         upstream: str,
     ) -> tuple[int, bool]:
         """The upstream's answer to the client: in one write when it is all here, else its
@@ -220,22 +229,24 @@ class GatewayLane:
         bodiless = no_body(status, method)
         complete = upstream_connection.complete
         body = upstream_connection.take_body() if complete else b""
+        dropped = _NOTHING
         if bodiless:
             # A HEAD answer keeps the upstream's length; 1xx, 204 and 304 carry none.
             if status in BODILESS_STATUSES:
-                headers.popall("Content-Length", None)
+                dropped = _LENGTH
             framing, chunked = b"", False
         elif complete:
-            headers.popall("Content-Length", None)
+            dropped = _LENGTH
             framing, chunked = b"Content-Length: %d\r\n" % len(body), False
         else:
             # Streamed: with the upstream's own length when it gave one, else in chunks.
-            chunked = "Content-Length" not in headers
+            chunked = not any(name.lower() == b"content-length" for name, _ in headers)
             framing = b"Transfer-Encoding: chunked\r\n" if chunked else b""
-        for name in self.edge.replaced_upstream_headers(request):
-            headers.popall(name, None)
+        replaced = self.edge.replaced_upstream_headers(request)
+        if replaced:
+            dropped = dropped | {name.lower().encode() for name in replaced}
         lines = framing + self.edge.head_lines(request, own=False)
-        answer = head(status, response.reason, headers.items(), lines, closing=closing)
+        answer = relayed_head(status, response.reason, headers, dropped, lines, closing=closing)
         if complete:
             connection.write(answer if bodiless else answer + body)
             return status, closing

@@ -206,8 +206,13 @@ class HeaderPolicy:
         headers.extend(self._added(request, route, identity, request_id, None))
         return headers
 
-    def client_headers(self, raw: RawHeaders) -> CIMultiDict[str]:
-        """The upstream's response headers that may reach the client."""
+    @staticmethod
+    def decoded(raw: RawHeaders) -> CIMultiDict[str]:
+        """Raw headers as aiohttp's response headers."""
+        return CIMultiDict([(_decode(n), _decode(v)) for n, v in raw])
+
+    def client_headers(self, raw: RawHeaders) -> list[tuple[bytes, bytes]]:
+        """The upstream's response headers that may reach the client, as they came."""
         kept: list[tuple[bytes, bytes]] = []
         named: list[bytes] = []
         verdicts = self._response_verdicts
@@ -222,7 +227,7 @@ class HeaderPolicy:
         if named:  # rare: headers the upstream made hop-by-hop for this message
             tokens = _connection_tokens([(b"connection", value) for value in named])
             kept = [(n, v) for n, v in kept if _fold_raw(n) not in tokens]
-        return CIMultiDict([(_decode(n), _decode(v)) for n, v in kept])
+        return kept
 
     def _kept(
         self, request: web.Request, route: RouteConfig, *, websocket: bool

@@ -15,7 +15,6 @@ from typing import TypeVar
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
 from yarl import URL
 
 from ..auth.bearer import WebSocketCredentials
@@ -51,7 +50,7 @@ R = TypeVar("R")
 # connection to read the body from, the head, the headers that may reach the client, the
 # upstream's name).
 Relay = Callable[
-    [web.Request, UpstreamConnection, ResponseHead, CIMultiDict[str], str], Awaitable[R]
+    [web.Request, UpstreamConnection, ResponseHead, list[tuple[bytes, bytes]], str], Awaitable[R]
 ]
 # How an upstream can fail once its response is under way.
 BROKEN_OFF = (UpstreamTimeout, ConnectionLost, UpstreamProtocolError)
@@ -372,9 +371,10 @@ class Proxy:
         request: web.Request,
         connection: UpstreamConnection,
         head: ResponseHead,
-        headers: CIMultiDict[str],
+        kept: list[tuple[bytes, bytes]],
         upstream: str,
     ) -> web.StreamResponse:
+        headers = self._headers.decoded(kept)
         typed = "Content-Type" in headers
         if connection.complete:
             # Small, or bodiless: the whole answer in one write.

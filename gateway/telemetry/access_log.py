@@ -78,27 +78,32 @@ class AccessLog:
         method = request.method
         path = loggable_path(request)
         ms = seconds * 1000
-        message = f"{client} {method} {path} {status} {ms:.1f}ms"
-        if aborted is not None:
-            message = f"{message} aborted={aborted}"
         millis = int(time.time() * 1000)
-        second = millis // 1000
-        if second != self._second:
-            self._new_second(second, output.json_lines)
+        if millis // 1000 != self._second:
+            self._new_second(millis // 1000, output.json_lines)
         if not output.json_lines:
+            message = f"{client} {method} {path} {status} {ms:.1f}ms"
+            if aborted is not None:
+                message = f"{message} aborted={aborted}"
             output.append(f"{self._stamp}{_TEXT_MILLIS[millis % 1000]} INFO {_NAME}: {message}")
             return
         # The fields JsonFormatter writes, in its order, escaped as json.dumps escapes them.
         # ({ms:.2f} is the float round(ms, 2) that json.dumps wrote, perhaps with a trailing 0.)
+        # The client and path are printable ASCII (redaction.printable): escaped, they would
+        # only gain a backslash before each quote and backslash, which _str adds once, here.
+        client, path = _str(client), _str(path)
+        get = known.get
+        tail = "}" if aborted is None else f', "aborted": "{aborted}"}}'
+        abort_note = "" if aborted is None else f" aborted={aborted}"
         output.append(
             f'{{"time": "{self._stamp}{_ISO_MILLIS[millis % 1000]}", "level": "info", '
-            f'"logger": "{_NAME}", "message": {_str(message)}, '
-            f'"request_id": {_json(known.get(REQUEST_ID))}, "client": {_str(client)}, '
-            f'"method": {_str(method)}, "route": {_json(known.get(ROUTE_NAME))}, '
-            f'"path": {_str(path)}, "status": {status}, '
-            f'"upstream": {_json(known.get(UPSTREAM_NAME))}, "duration_ms": {ms:.2f}, '
-            f'"user_id": {_json(known.get(USER_ID))}'
-            + ("}" if aborted is None else f', "aborted": {_str(aborted)}}}')
+            f'"logger": "{_NAME}", "message": "{client[1:-1]} {method} {path[1:-1]} {status} '
+            f'{ms:.1f}ms{abort_note}", '
+            f'"request_id": {_json(get(REQUEST_ID))}, "client": {client}, '
+            f'"method": "{method}", "route": {_json(get(ROUTE_NAME))}, '
+            f'"path": {path}, "status": {status}, '
+            f'"upstream": {_json(get(UPSTREAM_NAME))}, "duration_ms": {ms:.2f}, '
+            f'"user_id": {_json(get(USER_ID))}{tail}'
         )
 
     def _record(

@@ -8,7 +8,15 @@ import time
 from aiohttp import web
 
 from ..draining import Drain
-from ..request_keys import BEFORE_UPSTREAM, MID_RESPONSE, PROGRESS, ROUTE_NAME, STARTED, learned
+from ..request_keys import (
+    BEFORE_UPSTREAM,
+    MID_RESPONSE,
+    PROGRESS,
+    ROUTE_NAME,
+    STARTED,
+    learned,
+    noted,
+)
 from .access_log import AccessLog
 from .metrics import GatewayMetrics
 
@@ -52,7 +60,7 @@ class RequestAccounting:
 
     @staticmethod
     def started(request: web.BaseRequest) -> float:
-        started = request[STARTED] = time.perf_counter()
+        started = noted(request)[STARTED] = time.perf_counter()
         return started
 
     def enter(self) -> None:
