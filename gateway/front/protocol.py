@@ -97,6 +97,15 @@ class FrontProtocol(BaseProtocol):
             task.cancel()
 
     def data_received(self, data: bytes) -> None:
+        if (
+            self._task is None
+            and not self._buffer
+            and data.find(b"\r\n\r\n") == len(data) - 4
+            and len(data) >= 4
+        ):
+            # One whole head and nothing more, the common case: served without buffering.
+            self._serve_head(data)
+            return
         self._buffer += data
         if self._task is None:
             self._next()
@@ -107,11 +116,8 @@ class FrontProtocol(BaseProtocol):
     # the request loop
 
     def _next(self) -> None:
-        """Between requests: answer each one whose head is here and that the lane answers at
-        once, start the next that must await, hand the connection over if a request is not
-        the front's, or wait for more bytes."""
+        """Between requests: serve each head that is here, or wait for more bytes."""
         buffer = self._buffer
-        server = self._server
         while True:
             searched = self._searched
             end = head_end(buffer, searched)
@@ -119,39 +125,48 @@ class FrontProtocol(BaseProtocol):
                 # Only what arrived since the last look is searched: a head trickled in small
                 # pieces costs one pass, not one per piece.
                 self._searched = len(buffer)
-                if len(buffer) > server.max_head_bytes or b"\n\n" in buffer[max(0, searched - 1) :]:
+                if (
+                    len(buffer) > self._server.max_head_bytes
+                    or b"\n\n" in buffer[max(0, searched - 1) :]
+                ):
                     self._hand_over()  # aiohttp answers it (400, 431) as it always has
                 return
             self._searched = 0
-            message = (
-                None if end > server.max_head_bytes else self._heads.parse(bytes(buffer[:end]))
-            )
-            if message is None:
-                self._hand_over()
-                return
+            head = bytes(buffer[:end])
             del buffer[:end]
-            self.head_size = end
-            self.sent = 0
-            request = server.request_factory(
-                message,
-                EMPTY_PAYLOAD,
-                cast(RequestHandler, self),
-                StreamWriter(self, server.loop),
-                cast(Any, None),
-            )
-            lane = server.lane
-            taken = (
-                lane.take(request, self)
-                if lane is not None and isinstance(request, web.Request)  # an app's request
-                else None
-            )
-            if isinstance(taken, bool):
-                if not self._answered(taken and not message.should_close):
-                    return
-                continue
-            work = self._through_the_app(request) if taken is None else taken()
-            self._task = server.loop.create_task(self._serve(work, message.should_close))
-            return
+            if not self._serve_head(head):
+                return
+
+    def _serve_head(self, head: bytes) -> bool:
+        """Answer the request if the lane answers it at once, else start the task that will
+        (the lane's awaiting rest, or the app), or hand the connection over if the request is
+        not the front's. True while the next head may be served at once."""
+        server = self._server
+        message = None if len(head) > server.max_head_bytes else self._heads.parse(head)
+        if message is None:
+            self._buffer[:0] = head  # aiohttp gets every byte not yet answered
+            self._hand_over()
+            return False
+        self.head_size = len(head)
+        self.sent = 0
+        request = server.request_factory(
+            message,
+            EMPTY_PAYLOAD,
+            cast(RequestHandler, self),
+            StreamWriter(self, server.loop),
+            cast(Any, None),
+        )
+        lane = server.lane
+        taken = (
+            lane.take(request, self)
+            if lane is not None and isinstance(request, web.Request)  # an app's request
+            else None
+        )
+        if isinstance(taken, bool):
+            return self._answered(taken and not message.should_close)
+        work = self._through_the_app(request) if taken is None else taken()
+        self._task = server.loop.create_task(self._serve(work, message.should_close))
+        return False
 
     async def _serve(self, work: Awaitable[bool], should_close: bool) -> None:
         keep_alive = False

@@ -29,6 +29,10 @@ from .redaction import loggable_path, printable
 __all__ = ["AccessLog", "AccessLogger"]
 
 _NAME = "aiohttp.access"  # the logger name access lines have always carried
+# (millis, client, method, path, status, ms, request id, route, upstream, user id, aborted)
+_Fields = tuple[
+    int, str, str, str, int, float, str | None, str | None, str | None, str | None, str | None
+]
 
 
 class AccessLog:
@@ -74,37 +78,59 @@ class AccessLog:
         if not self._on:
             return
         known = learned(request)
-        client = _client(known, request)
-        method = request.method
-        path = loggable_path(request)
-        ms = seconds * 1000
-        millis = int(time.time() * 1000)
+        get = known.get
+        # The fields now, the line when the batch is written (formatted together, the lines
+        # cost less than one at a time between requests).
+        output.append_later(
+            self._json_line if output.json_lines else self._text_line,
+            (
+                int(time.time() * 1000),
+                _client(known, request),
+                request.method,
+                loggable_path(request),
+                status,
+                seconds * 1000,
+                get(REQUEST_ID),
+                get(ROUTE_NAME),
+                get(UPSTREAM_NAME),
+                get(USER_ID),
+                aborted,
+            ),
+        )
+
+    def _json_line(self, fields: _Fields) -> str:
+        millis, client, method, path, status, ms, request_id, route, upstream, user, aborted = (
+            fields
+        )
         if millis // 1000 != self._second:
-            self._new_second(millis // 1000, output.json_lines)
-        if not output.json_lines:
-            message = f"{client} {method} {path} {status} {ms:.1f}ms"
-            if aborted is not None:
-                message = f"{message} aborted={aborted}"
-            output.append(f"{self._stamp}{_TEXT_MILLIS[millis % 1000]} INFO {_NAME}: {message}")
-            return
+            self._new_second(millis // 1000, json_lines=True)
         # The fields JsonFormatter writes, in its order, escaped as json.dumps escapes them.
         # ({ms:.2f} is the float round(ms, 2) that json.dumps wrote, perhaps with a trailing 0.)
         # The client and path are printable ASCII (redaction.printable): escaped, they would
         # only gain a backslash before each quote and backslash, which _str adds once, here.
+        # The method is an HTTP token and `aborted` one of request_keys' words: nothing to escape.
         client, path = _str(client), _str(path)
-        get = known.get
         tail = "}" if aborted is None else f', "aborted": "{aborted}"}}'
         abort_note = "" if aborted is None else f" aborted={aborted}"
-        output.append(
+        return (
             f'{{"time": "{self._stamp}{_ISO_MILLIS[millis % 1000]}", "level": "info", '
             f'"logger": "{_NAME}", "message": "{client[1:-1]} {method} {path[1:-1]} {status} '
             f'{ms:.1f}ms{abort_note}", '
-            f'"request_id": {_json(get(REQUEST_ID))}, "client": {client}, '
-            f'"method": "{method}", "route": {_json(get(ROUTE_NAME))}, '
+            f'"request_id": {_json(request_id)}, "client": {client}, '
+            f'"method": "{method}", "route": {_json(route)}, '
             f'"path": {path}, "status": {status}, '
-            f'"upstream": {_json(get(UPSTREAM_NAME))}, "duration_ms": {ms:.2f}, '
-            f'"user_id": {_json(get(USER_ID))}{tail}'
+            f'"upstream": {_json(upstream)}, "duration_ms": {ms:.2f}, '
+            f'"user_id": {_json(user)}{tail}'
         )
+
+    def _text_line(self, fields: _Fields) -> str:
+        millis, client, method, path, status, ms, *_, aborted = fields
+        if millis // 1000 != self._second:
+            self._new_second(millis // 1000, json_lines=False)
+        message = f"{client} {method} {path} {status} {ms:.1f}ms"
+        if aborted is not None:
+            message = f"{message} aborted={aborted}"
+        return f"{self._stamp}{_TEXT_MILLIS[millis % 1000]} INFO {_NAME}: {message}"
 
     def _record(
         self, request: web.BaseRequest, status: int, seconds: float, aborted: str | None
@@ -138,7 +164,7 @@ class AccessLog:
             extra=extra,
         )
 
-    def _new_second(self, second: int, json_lines: bool) -> None:
+    def _new_second(self, second: int, *, json_lines: bool) -> None:
         # The time as JsonFormatter (UTC, ISO 8601) or logging's asctime (local time) write
         # it: down to the second formatted once a second, the milliseconds from a table.
         self._second = second

@@ -2,27 +2,37 @@
 `redaction` always installed, written to stderr by one `LogOutput` per process.
 
 Records from `logging` (warnings, errors, start and stop: a few per minute) are written at once.
-Access-log lines, one per request, are appended to a buffer from the event loop, and a writer
-thread sends what is waiting to stderr in one `os.write` every 50 ms, or as soon as 256 lines wait;
-`flush()` (on shutdown, and at exit through `logging.shutdown`) writes whatever is left. A record
-is written after every line appended before it, so the order of the output is the order of events.
+Access-log lines, one per request, are appended to a buffer from the event loop, which writes
+what is waiting in one `os.write` as soon as 256 lines wait, or 50 ms after the first, never
+blocking on a full pipe (the rest waits for the pipe to drain). `flush()` (on shutdown, and at
+exit through `logging.shutdown`) writes whatever is left. A record is written after every line
+appended before it, so the order of the output is the order of events. (A writer thread did the
+writing before: measured, the GIL passing between it and the loop cost about 5 us of system and
+3 us of user time per request, more than the lines themselves.)
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
 import select
+import socket
+import stat
 import sys
 import threading
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from .redaction import install_log_redaction
 
 __all__ = ["LogOutput", "configure_logging"]
 
+_T = TypeVar("_T")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # Extra fields an access-log record carries (see access_log.AccessLog).
@@ -74,12 +84,18 @@ class LogOutput(logging.Handler):
         self.setFormatter(JsonFormatter() if json_lines else logging.Formatter(TEXT_FORMAT))
         self._interval = interval
         self._batch = batch
-        # deque.append and popleft are atomic: the event loop appends without a lock.
-        self._lines: deque[str] = deque()
+        # deque.append and popleft are atomic: the event loop appends without a lock while a
+        # record from another thread may be taking the lines.
+        # A line, or what makes it: (render, fields).
+        self._lines: deque[str | tuple[Callable[[Any], str], Any]] = deque()
         self._writing = threading.Lock()  # one writer at a time, so batches stay in order
-        self._wake = threading.Event()
-        self._writer: threading.Thread | None = None
-        self._closed = False
+        # Set by `start`: the loop that writes the batches, and its way to write without
+        # blocking; bytes a full pipe did not take wait in `_pending` for it to drain.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writer: _NonBlockingWriter | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._pending = b""
+        self._watching = False
 
     @classmethod
     def installed(cls) -> LogOutput | None:
@@ -90,18 +106,36 @@ class LogOutput(logging.Handler):
         return None
 
     def start(self) -> None:
-        """Start the writer thread that `append`'s lines wait for (once)."""
-        with self._writing:
-            if self._writer is None and not self._closed:
-                self._writer = threading.Thread(target=self._run, name="log-output", daemon=True)
-                self._writer.start()
+        """Have the running event loop write `append`'s lines in batches (without one, they
+        are written a whole batch at a time, and by `flush`)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if loop is not self._loop:  # the first loop, or a new one (an app started again)
+            if self._writer is not None:
+                self.flush()
+                self._stop_watching()
+                self._writer.close()
+            self._timer = None
+            self._loop, self._writer = loop, _NonBlockingWriter(self.fd)
 
     def append(self, line: str) -> None:
-        """Queue one line (without its newline) for the writer thread: the hot path."""
+        """Queue one line (without its newline) for the next batch."""
+        self._queued(line)
+
+    def append_later(self, render: Callable[[_T], str], fields: _T) -> None:
+        """Queue the line `render(fields)` will make when the batch is written: the hot path
+        (an access line's fields cost a tuple; formatted in a batch, they cost less)."""
+        self._queued((render, fields))
+
+    def _queued(self, line: str | tuple[Callable[[Any], str], Any]) -> None:
         lines = self._lines
         lines.append(line)
-        if len(lines) == self._batch:
-            self._wake.set()
+        if len(lines) >= self._batch:
+            self._write_batch()
+        elif self._timer is None and self._loop is not None:
+            self._timer = self._loop.call_later(self._interval, self._write_batch)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -113,29 +147,69 @@ class LogOutput(logging.Handler):
         self.flush()
 
     def flush(self) -> None:
-        """Write every line waiting, now."""
+        """Write every line waiting, now (blocking, from any thread)."""
         with self._writing:
-            lines = self._lines
-            if not lines:
-                return
-            batch = [lines.popleft() for _ in range(len(lines))]
-            batch.append("")
-            self._write("\n".join(batch).encode("utf-8", "backslashreplace"))
+            data = self._pending + self._taken()
+            self._pending = b""
+            if data:
+                self._write(data)
 
     def close(self) -> None:
-        self._closed = True
-        self._wake.set()
-        writer = self._writer
-        if writer is not None and writer is not threading.current_thread():
-            writer.join(timeout=5)
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
         self.flush()
+        if self._writer is not None:
+            self._stop_watching()
+            self._writer.close()
         super().close()
 
-    def _run(self) -> None:
-        while not self._closed:
-            self._wake.wait(self._interval)
-            self._wake.clear()
+    def _taken(self) -> bytes:
+        lines = self._lines
+        queued = [lines.popleft() for _ in range(len(lines))]
+        if not queued:
+            return b""
+        batch = [line if isinstance(line, str) else line[0](line[1]) for line in queued]
+        batch.append("")
+        return "\n".join(batch).encode("utf-8", "backslashreplace")
+
+    def _write_batch(self) -> None:
+        """On the loop: one write of what is waiting, never blocking it (a full pipe's rest
+        is written when the pipe drains)."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        writer = self._writer
+        if writer is None:
             self.flush()
+            return
+        with self._writing:
+            self._pending = writer.write(self._pending + self._taken())
+            if self._pending and not self._watching:
+                self._watch(writer)
+
+    def _watch(self, writer: _NonBlockingWriter) -> None:
+        assert self._loop is not None  # noqa: S101 - set with the writer
+        try:
+            self._loop.add_writer(writer.fd, self._drain)
+        except (OSError, ValueError, RuntimeError):  # not pollable after all: block instead
+            self._write(self._pending)
+            self._pending = b""
+            return
+        self._watching = True
+
+    def _drain(self) -> None:
+        with self._writing:
+            if self._pending and self._writer is not None:
+                self._pending = self._writer.write(self._pending)
+            if not self._pending:
+                self._stop_watching()
+
+    def _stop_watching(self) -> None:
+        if self._watching and self._loop is not None and self._writer is not None:
+            self._watching = False
+            with contextlib.suppress(Exception):  # the loop may be closed by now
+                self._loop.remove_writer(self._writer.fd)
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -148,6 +222,46 @@ class LogOutput(logging.Handler):
             except OSError:
                 return  # stderr is gone; there is no one left to tell
             view = view[written:]
+
+
+class _NonBlockingWriter:
+    """Writes to a log file descriptor without ever blocking the loop: a pipe (a container's
+    log, a shell's `|`) through a non-blocking descriptor of its own (opened again, so the
+    process's stderr stays as it is), a socket (journald) with MSG_DONTWAIT; a regular file
+    or terminal as it is (the page cache takes it)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._socket: socket.socket | None = None
+        self._own: int | None = None
+        mode = os.fstat(fd).st_mode
+        with contextlib.suppress(OSError):
+            if stat.S_ISFIFO(mode):
+                self.fd = self._own = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK)
+            elif stat.S_ISSOCK(mode):
+                self._socket = socket.socket(fileno=os.dup(fd))
+
+    def write(self, data: bytes) -> bytes:
+        """Write what can be written now; the rest."""
+        view = memoryview(data)
+        while view:
+            try:
+                if self._socket is not None:
+                    written = self._socket.send(view, socket.MSG_DONTWAIT)
+                else:
+                    written = os.write(self.fd, view)
+            except BlockingIOError:
+                return bytes(view)
+            except OSError:
+                return b""  # the log's reader is gone; there is no one left to tell
+            view = view[written:]
+        return b""
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+        if self._own is not None:
+            os.close(self._own)
 
 
 def configure_logging(format: str, level: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -34,19 +36,45 @@ def test_lines_wait_for_a_batch_and_records_follow_them_at_once(tmp_path: Path) 
         os.close(fd)
 
 
-def test_the_writer_thread_writes_without_being_asked(tmp_path: Path) -> None:
+async def test_the_loop_writes_batches_without_being_asked(tmp_path: Path) -> None:
     output, path, fd = output_to(tmp_path, interval=0.02)
     try:
         output.start()
         for i in range(1000):
             output.append(f"line {i}")
-        deadline = time.monotonic() + 10
-        while len(path.read_text().splitlines()) < 1000 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        # Whole batches went at once; the rest goes after the interval.
+        assert len(path.read_text().splitlines()) == 1000 - 1000 % 256
+        await asyncio.sleep(0.1)
         assert path.read_text().splitlines() == [f"line {i}" for i in range(1000)]
     finally:
         output.close()
         os.close(fd)
+
+
+async def test_a_full_pipe_never_blocks_the_loop_and_loses_no_line() -> None:
+    read_end, write_end = os.pipe()
+    output = LogOutput(write_end, json_lines=False, interval=0.01)
+    try:
+        output.start()
+        lines = [f"line {i} " + "x" * 200 for i in range(2000)]  # ~400 KiB: past a pipe's 64
+        started = time.monotonic()
+        for line in lines:
+            output.append(line)
+        await asyncio.sleep(0.05)
+        assert time.monotonic() - started < 1.0  # nothing waited for the reader
+        received = b""
+        deadline = time.monotonic() + 10
+        os.set_blocking(read_end, False)
+        while received.count(b"\n") < len(lines) and time.monotonic() < deadline:
+            with contextlib.suppress(BlockingIOError):
+                received += os.read(read_end, 1 << 16)
+            await asyncio.sleep(0.001)  # the loop writes the rest as the pipe drains
+        assert received.decode().splitlines() == lines
+        assert os.get_blocking(write_end)  # the process's own descriptor was left as it was
+    finally:
+        output.close()
+        os.close(read_end)
+        os.close(write_end)
 
 
 def test_closing_writes_every_line_still_waiting(tmp_path: Path) -> None:
