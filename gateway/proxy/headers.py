@@ -119,12 +119,16 @@ def _fold_raw(name: bytes) -> bytes:
 
 
 def _connection_tokens(raw: RawHeaders) -> frozenset[bytes]:
-    """Header names listed in Connection (folded): hop-by-hop for this one message."""
+    """Header names listed in Connection (folded): hop-by-hop for this one message, beyond
+    those that always are (`Connection: keep-alive`, the usual one, names none)."""
     tokens: set[bytes] = set()
     for name, value in raw:
-        if _fold_raw(name) == b"connection":
+        # A parsed name is a token (no spaces), and "connection" has no '-' to spell as '_'.
+        if len(name) == 10 and name.lower() == b"connection":
             tokens.update(_fold_raw(token) for token in value.split(b","))
-    return frozenset(tokens) - _NEVER_DROPPED_BY_CONNECTION_RAW
+    if not tokens:
+        return _NO_TOKENS
+    return frozenset(tokens) - _NEVER_DROPPED_BY_CONNECTION_RAW - _HOP_BY_HOP_RAW
 
 
 def _decode(value: bytes) -> str:
@@ -133,6 +137,8 @@ def _decode(value: bytes) -> str:
 
 
 _NEVER_DROPPED_BY_CONNECTION_RAW = frozenset(n.encode() for n in _NEVER_DROPPED_BY_CONNECTION)
+_HOP_BY_HOP_RAW = frozenset(n.encode() for n in HOP_BY_HOP)
+_NO_TOKENS: frozenset[bytes] = frozenset()
 _WEBSOCKET_HANDSHAKE_RAW = frozenset(n.encode() for n in _WEBSOCKET_HANDSHAKE)
 
 
@@ -222,11 +228,12 @@ class HeaderPolicy:
                 dropped = self._response_header_dropped(name)
             if not dropped:
                 kept.append((name, value))
-            elif _fold_raw(name) == b"connection":
+            elif len(name) == 10 and name.lower() == b"connection":
                 named.append(value)
-        if named:  # rare: headers the upstream made hop-by-hop for this message
+        if named:
             tokens = _connection_tokens([(b"connection", value) for value in named])
-            kept = [(n, v) for n, v in kept if _fold_raw(n) not in tokens]
+            if tokens:  # rare: headers the upstream made hop-by-hop for this message
+                kept = [(n, v) for n, v in kept if _fold_raw(n) not in tokens]
         return kept
 
     def _kept(
