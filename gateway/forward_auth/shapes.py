@@ -65,11 +65,13 @@ class OriginalRequest:
 
 def from_headers(headers: CIMultiDictProxy[str]) -> OriginalRequest:
     """The original request of an nginx, Traefik or Caddy decision request, or 403."""
-    nginx = [name for name in _NGINX if name in headers]
-    forwarded = [name for name in _FORWARDED if name in headers]
+    nginx = _NGINX[0] in headers or _NGINX[1] in headers
+    forwarded = _FORWARDED[0] in headers or _FORWARDED[1] in headers
     if nginx and forwarded:
+        nginx_name = next(name for name in _NGINX if name in headers)
+        forwarded_name = next(name for name in _FORWARDED if name in headers)
         raise Forbidden(
-            f"Ambiguous forward-auth request: both {nginx[0]} and {forwarded[0]} were sent; "
+            f"Ambiguous forward-auth request: both {nginx_name} and {forwarded_name} were sent; "
             "the ingress must clear the other shape's headers"
         )
     if not nginx and not forwarded:
