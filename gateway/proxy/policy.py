@@ -48,12 +48,17 @@ class RequestPolicy:
     def route(routes: RouteTable, raw_path: str, method: str) -> tuple[str, RouteConfig]:
         """The normalized path and its one route; 400 for a refused spelling, 404 for no route
         (or one of the gateway's own paths spelled otherwise), 405 for the wrong method."""
+        found = routes.found_before(raw_path, method)
+        if found is not None:
+            return found
         path = normalize_path(raw_path)
         if is_own_path(path):
             # Only a non-canonical spelling (//user/refresh, /user/./login) gets here; it
             # must not be passed to a broad route with the token or password it carries.
             raise NotFound(f"The gateway answers {shown(path)} only when it is spelled exactly so")
-        return path, routes.resolve(path, method)
+        found = path, routes.resolve(path, method)
+        routes.remember(raw_path, method, found)
+        return found
 
     def by_cookie(self, request: web.BaseRequest, route: RouteConfig) -> bool:
         """Whether the session cookies decide (cookie sessions on, no Authorization header, a

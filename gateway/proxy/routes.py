@@ -11,6 +11,9 @@ from ..errors import MethodNotAllowed, NotFound, shown
 
 __all__ = ["RouteTable"]
 
+_REMEMBERED_PATHS = 4096
+_REMEMBERED_PATH_LENGTH = 256
+
 
 @dataclass(frozen=True, slots=True)
 class _PatternGroup:
@@ -43,6 +46,20 @@ class RouteTable:
             key=lambda g: g.pattern.specificity,
             reverse=True,
         )
+        # (raw path, method) -> (normalized path, route) of requests found before: the same
+        # few paths make up most traffic. Only what was found, and bounded (paths are client
+        # text).
+        self._found: dict[tuple[str, str], tuple[str, RouteConfig]] = {}
+
+    def found_before(self, raw_path: str, method: str) -> tuple[str, RouteConfig] | None:
+        return self._found.get((raw_path, method))
+
+    def remember(self, raw_path: str, method: str, found: tuple[str, RouteConfig]) -> None:
+        if len(raw_path) > _REMEMBERED_PATH_LENGTH:
+            return
+        if len(self._found) >= _REMEMBERED_PATHS:
+            self._found.clear()
+        self._found[raw_path, method] = found
 
     def resolve(self, path: str, method: str) -> RouteConfig:
         if self._fold_case:
