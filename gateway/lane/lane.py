@@ -131,26 +131,30 @@ class GatewayLane:
         notes = noted(request)
         notes[ROUTE_NAME], notes[UPSTREAM_NAME] = route.name, route.upstream
         permitted = self._permitted(request, route, path)
+        return functools.partial(self._exchange, request, runtime, permitted, connection)
 
-        async def exchange() -> tuple[int, bool]:
-            nonlocal runtime, permitted
-            holder = self.runtime
-            if not holder.hold(runtime):
-                # Reloaded since the route was found: the new routes decide.
-                runtime = holder.acquire()
-                path, route = self.policy.route(
-                    runtime.routes, request.raw_path.partition("?")[0], request.method
-                )
-                permitted = self._permitted(request, route, path)
-            try:
-                await self.limiter.check(request, permitted.route, permitted.identity)
-                proxy = runtime.proxy
-                relay = functools.partial(self._relay, proxy, connection)
-                return await proxy.exchange(request, permitted, relay)
-            finally:
-                holder.release(runtime)
-
-        return exchange
+    async def _exchange(
+        self,
+        request: web.Request,
+        runtime: Runtime,
+        permitted: Permitted,
+        connection: FrontProtocol,
+    ) -> tuple[int, bool]:
+        holder = self.runtime
+        if not holder.hold(runtime):
+            # Reloaded since the route was found: the new routes decide.
+            runtime = holder.acquire()
+            path, route = self.policy.route(
+                runtime.routes, request.raw_path.partition("?")[0], request.method
+            )
+            permitted = self._permitted(request, route, path)
+        try:
+            await self.limiter.check(request, permitted.route, permitted.identity)
+            proxy = runtime.proxy
+            relay = functools.partial(self._relay, proxy, connection)
+            return await proxy.exchange(request, permitted, relay)
+        finally:
+            holder.release(runtime)
 
     def _permitted(self, request: web.Request, route: RouteConfig, path: str) -> Permitted:
         identity = self.policy.identify_by_token(

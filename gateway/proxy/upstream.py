@@ -25,7 +25,7 @@ from ..errors import (
     UpstreamFailure,
     UpstreamUnavailable,
 )
-from ..request_keys import MID_RESPONSE, PROGRESS, STARTED, UPSTREAM_WAIT, learned
+from ..request_keys import MID_RESPONSE, PROGRESS, STARTED, UPSTREAM_WAIT, noted
 from ..telemetry.metrics import GatewayMetrics
 from .bodies import ClientBody, send_body
 from .failures import upstream_errors, upstream_failure
@@ -142,12 +142,14 @@ class Proxy:
         failed safely) and hand the response to `relay`; failures become 502/503/504."""
         route, path = permitted.route, permitted.path
         upstream = self._upstreams[route.upstream]
-        body = ClientBody(route.max_body_bytes, self._client_body_timeout)
-        if route.max_body_bytes and (request.content_length or 0) > route.max_body_bytes:
-            raise body.too_large()
-        has_body = request.body_exists
-        # A chunked client body is sent on chunked; one with a length keeps its Content-Length.
-        chunked = has_body and request.content_length is None
+        body, chunked = None, False
+        if request.body_exists:
+            body = ClientBody(route.max_body_bytes, self._client_body_timeout)
+            length = request.content_length
+            if route.max_body_bytes and (length or 0) > route.max_body_bytes:
+                raise body.too_large()
+            # A chunked client body is sent on chunked; one with a length keeps its length.
+            chunked = length is None
         query = request.rel_url.raw_query_string
         target_path = route.upstream_path(path) + ("?" + query if query else "")
         extra = _CHUNKED if chunked else b""
@@ -164,9 +166,10 @@ class Proxy:
                 extra=extra,
             )
 
-        request[PROGRESS] = UPSTREAM_WAIT
+        notes = noted(request)
+        notes[PROGRESS] = UPSTREAM_WAIT
         sent = time.perf_counter()
-        started = learned(request).get(STARTED)
+        started = notes.get(STARTED)
         if started is not None:
             self._metrics.own_work.observe(sent - started)
         # The translation inline, not `with upstream_errors(...)`: a generator context manager
@@ -176,7 +179,7 @@ class Proxy:
                 request,
                 self._targets[route.upstream],
                 head_for,
-                body if has_body else None,
+                body,
                 chunked,
                 sent,
                 relay,
