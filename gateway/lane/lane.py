@@ -141,14 +141,15 @@ class GatewayLane:
         connection: FrontProtocol,
     ) -> tuple[int, bool]:
         holder = self.runtime
-        if not holder.hold(runtime):
-            # Reloaded since the route was found: the new routes decide.
+        reloaded = not holder.hold(runtime)
+        if reloaded:
             runtime = holder.acquire()
-            path, route = self.policy.route(
-                runtime.routes, request.raw_path.partition("?")[0], request.method
-            )
-            permitted = self._permitted(request, route, path)
         try:
+            if reloaded:  # since the route was found: the new routes decide
+                path, route = self.policy.route(
+                    runtime.routes, request.raw_path.partition("?")[0], request.method
+                )
+                permitted = self._permitted(request, route, path)
             await self.limiter.check(request, permitted.route, permitted.identity)
             proxy = runtime.proxy
             relay = functools.partial(self._relay, proxy, connection)

@@ -6,6 +6,7 @@ slow, greedy and vanishing clients within the bounds aiohttp keeps them in."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import Callable
@@ -15,8 +16,10 @@ import pytest
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http_parser import HttpRequestParser
 
+from gateway.appkeys import METRICS, RUNTIME
 from gateway.front.heads import HeadParser, head_end
 from gateway.front.server import FrontServer
+from gateway.proxy.runtime import Runtime
 from tests.support.gateways import Gateway
 
 # Heads: the front parses what it serves exactly as aiohttp's parser does.
@@ -184,6 +187,44 @@ async def test_a_head_trickled_in_tiny_pieces_costs_time_linear_in_its_size(
     # 25 thousand arrivals: tens of milliseconds when each looks at its own bytes; over a
     # second when each searches the whole head so far.
     assert spent < 0.25
+
+
+async def test_a_reload_between_the_lanes_decision_and_its_exchange_uses_the_new_routes(
+    gateway: Gateway,
+) -> None:
+    # The lane finds the route when the head arrives and sends it upstream in a task that runs
+    # later: a reload in between must not send it on with the retired routes and pools.
+    holder = gateway.app[RUNTIME]
+    old = holder.current
+    config = dataclasses.replace(
+        old.config, routes=tuple(r for r in old.config.routes if r.pattern.text != "/aaa")
+    )
+    new = Runtime.build(config, gateway.app[METRICS])
+    await new.proxy.start()
+    front = cast(FrontServer, gateway.client.server.runner.server)  # type: ignore[union-attr]
+    transport = RecordingTransport()
+    protocol = front()
+    protocol.connection_made(transport)
+    protocol.data_received(b"GET /aaa HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert transport.written == b""  # found, and waiting for its task
+    holder.current, old.retired = new, True  # what reload does, before the task's first step
+    await asyncio.wait_for(transport.answered.wait(), 5)
+    assert transport.written.startswith(b"HTTP/1.1 404 "), transport.written
+    assert old.in_flight == 0 and new.in_flight == 0
+    holder.current, old.retired = old, False
+    protocol.connection_lost(None)
+    await new.proxy.close()
+
+
+class RecordingTransport(DiscardingTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.answered = asyncio.Event()
+
+    def write(self, data: Any) -> None:
+        self.written += bytes(data)
+        self.answered.set()
 
 
 # Shutdown, through a real `gateway serve`.
