@@ -2,12 +2,12 @@
 for a client that went away (status 499) how far the request had got.
 Never a query string (it may carry tokens), never a header value.
 
-The middleware writes the line of every request the app handled, aborted ones included (aiohttp
-logs nothing for a handler that was cancelled); `AccessLogger`, aiohttp's hook, writes only the
-lines of requests that never reached the app (aiohttp's parser refused them). A line is formatted
-directly, in the shape `JsonFormatter` or the text format give a record, and handed to the
-process's `LogOutput`: about two microseconds, no `LogRecord`, no write on the event loop. Without a
-`LogOutput` (the gateway run inside another program, tests) lines are `logging` records as before.
+The middleware and the lane write the line of every request they answered, aborted ones included
+(aiohttp logs nothing for a handler that was cancelled); `AccessLogger`, aiohttp's hook, writes
+only the lines of requests that never reached the app (aiohttp's parser refused them). A line's
+fields are queued with the process's `LogOutput` and formatted when their batch is written, in
+the shape `JsonFormatter` or the text format give a record: no `LogRecord`, and no write per line.
+Without a `LogOutput` (the gateway run inside another program, tests) lines are `logging` records.
 """
 
 from __future__ import annotations
