@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/compare.py [--rounds 3] [--seconds 8] [--connections 50]
                                       [--rss-requests 1000000] [--only SUBSTRING ...]
+                                      [--baseline CHECKOUT]
 
 Starts what the selected rows need, measures, prints two Markdown tables and stops what it started:
   1. references: the upstreams directly (nginx `return 200`, so whatever is in front of it is the
@@ -22,7 +23,8 @@ Rounds alternate (round 1 runs every row once, round 2 every row again, ...), so
 shared machine lands on every row rather than on one; the tables show medians across rounds.
 HTTP rows are driven by wrk -t1; CPU is utime+stime of the measured server's process tree over the
 row divided by the requests it answered. `--only` (repeatable) keeps the rows whose name contains
-the text (case-insensitive) and starts only what they need.
+the text (case-insensitive) and starts only what they need. `--baseline` adds two rows (protected,
+401) served by another checkout's gateway package, for a before/after in the same run.
 
 Needs: apt-get install wrk nginx haproxy (without haproxy its row is skipped, and says so).
 """
@@ -127,6 +129,23 @@ def catalogue(stack: Stack, args: argparse.Namespace) -> list[Plan]:
         return asyncio.run(drive_logins(service.base, service.pid, args.seconds, 8))
 
     database = stack.database_name
+    baseline = []
+    if args.baseline:
+        # Another checkout's `gateway` package (PYTHONPATH comes before this venv's editable
+        # install), on the same shipped config: a before/after of a change, side by side.
+        def before() -> Service:
+            return stack.gateway(instance="baseline", env={"PYTHONPATH": str(args.baseline)})
+
+        baseline = [
+            Plan(
+                f"baseline: {PROTECTED.removeprefix('gateway: ')}", before, http("/bbb", token=True)
+            ),
+            Plan(
+                f"baseline: {REJECTED.removeprefix('gateway: ')}",
+                before,
+                http("/bbb", expect_2xx=False),
+            ),
+        ]
     return [
         Plan("upstream direct: fast (nginx return 200)", stack.fast_upstream, http("/bbb")),
         Plan("upstream direct: demo (Python)", stack.demo_upstream, http("/bbb")),
@@ -200,6 +219,7 @@ def catalogue(stack: Stack, args: argparse.Namespace) -> list[Plan]:
             note="aiohttp client, 8 at once; argon2id m=19456 t=2 p=1, 2 threads",
             rss=False,
         ),
+        *baseline,
     ]
 
 
@@ -285,6 +305,12 @@ def main() -> None:
         help="run only the rows whose name contains this (repeatable)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="CHECKOUT",
+        help="also measure the gateway of another checkout (e.g. a worktree of an older commit)",
+    )
     args = parser.parse_args()
     rows = measure(args)
     load = os.getloadavg()[0]
