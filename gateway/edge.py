@@ -44,6 +44,10 @@ class EdgePolicy:
         # Only over TLS: a browser ignores it on plain HTTP, and it must not come from there.
         self._hsts = server.tls.hsts_header
         self._request_ids = _RequestIds()
+        # What head_lines starts with. With CORS, as on_prepare: the answer depends on Origin,
+        # which a cache must key on.
+        vary = b"Vary: Origin\r\n" if cors.enabled else b""
+        self._own_lines, self._relayed_lines = _OWN_LINES + vary, _RELAYED_LINES + vary
         # Other rooms' last words on every response (cookie sessions' Set-Cookie), called from
         # the one on_response_prepare callback: each callback aiohttp awaits costs a coroutine.
         self._also: tuple[ResponseHook, ...] = ()
@@ -114,10 +118,7 @@ class EdgePolicy:
     def head_lines(self, request: web.BaseRequest, *, own: bool) -> bytes:
         """What `on_prepare` adds, as head lines, for an answer written without a response
         object (gateway.lane); `own`: the gateway's answer, not an upstream's."""
-        lines = _OWN_LINES if own else _RELAYED_LINES
-        if self._cors.enabled:
-            # As on_prepare: the answer depends on Origin, which a cache must key on.
-            lines += b"Vary: Origin\r\n"
+        lines = self._own_lines if own else self._relayed_lines
         request_id = learned(request).get(REQUEST_ID)
         if request_id is not None:
             lines += f"{self._request_id_header}: {request_id}\r\n".encode("latin-1")

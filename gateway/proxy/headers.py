@@ -190,9 +190,9 @@ class HeaderPolicy:
         parts = [request_line]
         for name, value in self._kept(request, route, websocket=False):
             parts += (name, b": ", value, b"\r\n")
-        for name_text, value_text in self._added(request, route, identity, request_id, host):
-            parts.append(f"{name_text}: {value_text}\r\n".encode("utf-8", "surrogateescape"))
-        parts += (extra, b"\r\n")
+        added = self._added(request, route, identity, request_id, host)
+        lines = "".join([f"{name}: {value}\r\n" for name, value in added])
+        parts += (lines.encode("utf-8", "surrogateescape"), extra, b"\r\n")
         return b"".join(parts)
 
     def upstream_request(
@@ -240,7 +240,11 @@ class HeaderPolicy:
         self, request: web.Request, route: RouteConfig, *, websocket: bool
     ) -> list[tuple[bytes, bytes]]:
         raw = request.raw_headers
-        named_in_connection = _connection_tokens(raw)
+        # (The parsed headers answer "is there a Connection header?" in C, case-insensitively:
+        # the same question, since "connection" has no '-' to spell as '_'.)
+        named_in_connection = (
+            _connection_tokens(raw) if "Connection" in request.headers else _NO_TOKENS
+        )
         verdicts = self._verdicts.get(route.name)
         if verdicts is None:
             verdicts = self._verdicts[route.name] = {}

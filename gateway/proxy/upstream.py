@@ -212,7 +212,7 @@ class Proxy:
         retries_left = targets.upstream.retries
         stale_retried = False
         target = targets.pick()
-        head, head_for_target = b"", ""
+        head, head_target = b"", None
         while True:
             if target is None:
                 raise targets.unavailable()
@@ -222,8 +222,8 @@ class Proxy:
                 raise UpstreamUnavailable(
                     targets.upstream.name, "breaker", f"target {target} {refusal}", retry_after=1
                 )
-            if head_for_target != target.host + target.prefix:
-                head, head_for_target = head_for(target), target.host + target.prefix
+            if head_target is not target:  # its host and path prefix are in the head
+                head, head_target = head_for(target), target
             probe = target.begin()
             failure: Exception
             try:
