@@ -149,6 +149,8 @@ class GatewayLane:
                 path, route = self.policy.route(
                     runtime.routes, request.raw_path.partition("?")[0], request.method
                 )
+                notes = noted(request)
+                notes[ROUTE_NAME], notes[UPSTREAM_NAME] = route.name, route.upstream
                 permitted = self._permitted(request, route, path)
             await self.limiter.check(request, permitted.route, permitted.identity)
             proxy = runtime.proxy

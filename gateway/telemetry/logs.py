@@ -3,8 +3,10 @@
 
 Records from `logging` (warnings, errors, start and stop: a few per minute) are written at once.
 Access-log lines, one per request, are appended to a buffer from the event loop, which writes
-what is waiting in one `os.write` as soon as 256 lines wait, or 50 ms after the first, never
-blocking on a full pipe (the rest waits for the pipe to drain). `flush()` (on shutdown, and at
+what is waiting in one `os.write` as soon as 256 lines wait, or 50 ms after the first. A full
+pipe or socket never blocks it: what it did not take waits, batch by batch, for it to drain (in
+memory, however long the reader stalls: no line is dropped). A file or terminal is written as it
+is, as the page cache and a terminal take it. `flush()` (on shutdown, and at
 exit through `logging.shutdown`) writes whatever is left. A record is written after every line
 appended before it, so the order of the output is the order of events. (A writer thread did the
 writing before: measured, the GIL passing between it and the loop cost about 5 us of system and
@@ -90,11 +92,12 @@ class LogOutput(logging.Handler):
         self._lines: deque[str | tuple[Callable[[Any], str], Any]] = deque()
         self._writing = threading.Lock()  # one writer at a time, so batches stay in order
         # Set by `start`: the loop that writes the batches, and its way to write without
-        # blocking; bytes a full pipe did not take wait in `_pending` for it to drain.
+        # blocking; batches a full pipe did not take wait in `_pending`, in order, for it to
+        # drain (each kept as it came: a stalled reader costs no copying of the backlog).
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: _NonBlockingWriter | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._pending = b""
+        self._pending: deque[memoryview] = deque()
         self._watching = False
 
     @classmethod
@@ -149,8 +152,10 @@ class LogOutput(logging.Handler):
     def flush(self) -> None:
         """Write every line waiting, now (blocking, from any thread)."""
         with self._writing:
-            data = self._pending + self._taken()
-            self._pending = b""
+            pending = self._pending
+            while pending:
+                self._write(pending.popleft())
+            data = self._taken()
             if data:
                 self._write(data)
 
@@ -184,8 +189,13 @@ class LogOutput(logging.Handler):
             self.flush()
             return
         with self._writing:
-            self._pending = writer.write(self._pending + self._taken())
-            if self._pending and not self._watching:
+            data = memoryview(self._taken())
+            if self._watching:  # the pipe is full: after what waits already
+                self._pending.append(data)
+                return
+            written = writer.write(data)
+            if written < len(data):
+                self._pending.append(data[written:])
                 self._watch(writer)
 
     def _watch(self, writer: _NonBlockingWriter) -> None:
@@ -193,17 +203,22 @@ class LogOutput(logging.Handler):
         try:
             self._loop.add_writer(writer.fd, self._drain)
         except (OSError, ValueError, RuntimeError):  # not pollable after all: block instead
-            self._write(self._pending)
-            self._pending = b""
+            while self._pending:
+                self._write(self._pending.popleft())
             return
         self._watching = True
 
     def _drain(self) -> None:
         with self._writing:
-            if self._pending and self._writer is not None:
-                self._pending = self._writer.write(self._pending)
-            if not self._pending:
-                self._stop_watching()
+            pending, writer = self._pending, self._writer
+            while pending and writer is not None:
+                chunk = pending[0]
+                written = writer.write(chunk)
+                if written < len(chunk):
+                    pending[0] = chunk[written:]
+                    return
+                pending.popleft()
+            self._stop_watching()
 
     def _stop_watching(self) -> None:
         if self._watching and self._loop is not None and self._writer is not None:
@@ -211,7 +226,7 @@ class LogOutput(logging.Handler):
             with contextlib.suppress(Exception):  # the loop may be closed by now
                 self._loop.remove_writer(self._writer.fd)
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:
             try:
@@ -241,21 +256,20 @@ class _NonBlockingWriter:
             elif stat.S_ISSOCK(mode):
                 self._socket = socket.socket(fileno=os.dup(fd))
 
-    def write(self, data: bytes) -> bytes:
-        """Write what can be written now; the rest."""
-        view = memoryview(data)
-        while view:
+    def write(self, data: memoryview) -> int:
+        """How much of `data` could be written now (all of it, unless a pipe is full)."""
+        written = 0
+        while written < len(data):
             try:
                 if self._socket is not None:
-                    written = self._socket.send(view, socket.MSG_DONTWAIT)
+                    written += self._socket.send(data[written:], socket.MSG_DONTWAIT)
                 else:
-                    written = os.write(self.fd, view)
+                    written += os.write(self.fd, data[written:])
             except BlockingIOError:
-                return bytes(view)
+                break
             except OSError:
-                return b""  # the log's reader is gone; there is no one left to tell
-            view = view[written:]
-        return b""
+                return len(data)  # the log's reader is gone; there is no one left to tell
+        return written
 
     def close(self) -> None:
         if self._socket is not None:

@@ -77,6 +77,35 @@ async def test_a_full_pipe_never_blocks_the_loop_and_loses_no_line() -> None:
         os.close(write_end)
 
 
+async def test_a_stalled_reader_costs_the_loop_no_more_per_line_as_the_backlog_grows() -> None:
+    # Each batch waiting for the pipe is kept as it came: copying the whole backlog on every
+    # batch made 200,000 lines take 13 s instead of a fraction of one.
+    read_end, write_end = os.pipe()
+    output = LogOutput(write_end, json_lines=False)
+    try:
+        output.start()
+        line = "x" * 200
+        started = time.process_time()
+        for _ in range(200_000):
+            output.append(line)
+        assert time.process_time() - started < 2.0
+        os.set_blocking(read_end, False)
+        received = 0
+        deadline = time.monotonic() + 30
+        while received < 200_000 * 201 and time.monotonic() < deadline:
+            with contextlib.suppress(BlockingIOError):
+                received += len(os.read(read_end, 1 << 20))
+            await asyncio.sleep(0)
+        output.flush()
+        with contextlib.suppress(BlockingIOError):
+            received += len(os.read(read_end, 1 << 20))
+        assert received == 200_000 * 201  # every line, once
+    finally:
+        output.close()
+        os.close(read_end)
+        os.close(write_end)
+
+
 def test_closing_writes_every_line_still_waiting(tmp_path: Path) -> None:
     output, path, fd = output_to(tmp_path, interval=60)
     output.start()
