@@ -8,7 +8,12 @@ the cookie path would answer the same way), and forward auth's `/_gateway/auth` 
 token. It leaves to the app, untouched: the gateway's other endpoints, any path with a `%`
 (aiohttp's router decodes it), CORS requests (their headers depend on the Origin), whatever
 the session cookies decide. The front itself leaves bodies, upgrades, `Expect` and HTTP/1.0 to
-aiohttp."""
+aiohttp.
+
+What needs no await is answered inside the front's read callback (a refusal, a decision by
+token): no task, coroutine or loop turn for it. The upstream exchange, and a route limit kept
+in Redis, are the rest the front awaits in a task; that task takes its hold on the routes and
+pools, and finds the route again if a reload retired them since."""
 
 from __future__ import annotations
 
