@@ -26,6 +26,7 @@ from harness import cpu_seconds
 
 __all__ = [
     "PASSWORD",
+    "PROXYING_USERNAME",
     "USERNAME",
     "Sample",
     "drive_logins",
@@ -36,6 +37,9 @@ __all__ = [
 ]
 
 USERNAME = "bench"
+# The proxying rows' token is another user's: the login and refresh rows open sessions by the
+# hundred, and past sessions.max_per_user each login ends the user's oldest session.
+PROXYING_USERNAME = "bench-proxying"
 PASSWORD = "bench-password"  # noqa: S105 - a throwaway bench user's
 
 
@@ -105,9 +109,9 @@ def run_wrk(
     return Sample(rps, p50, p99, cpu_us, total, wrong)
 
 
-async def login(http: aiohttp.ClientSession, base: str) -> dict[str, str]:
-    """The bench user's token pair (access_token, refresh_token)."""
-    credentials = {"username": USERNAME, "password": PASSWORD}
+async def login(http: aiohttp.ClientSession, base: str, username: str = USERNAME) -> dict[str, str]:
+    """A bench user's token pair (access_token, refresh_token)."""
+    credentials = {"username": username, "password": PASSWORD}
     async with http.post(f"{base}/user/login", json=credentials) as resp:
         if resp.status != 200:
             raise SystemExit(f"login at {base} answered {resp.status}: {await resp.text()}")

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from harness import REPO, free_port, listening_processes, wait_for
-from load import PASSWORD, USERNAME, login
+from load import PASSWORD, PROXYING_USERNAME, USERNAME, login
 
 __all__ = ["Service", "Stack"]
 
@@ -374,7 +374,7 @@ backend upstream
         }
 
     def _ensure_user(self) -> None:
-        """A fresh database with the bench user, made the way the README's quick start does."""
+        """A fresh database with the bench users, made the way the README's quick start does."""
         if self._users_ready:
             return
         if self.mysql:
@@ -386,6 +386,7 @@ backend upstream
         for command, stdin in (
             (["db", "init"], b""),
             (["user", "add", USERNAME, "--password-stdin"], f"{PASSWORD}\n".encode()),
+            (["user", "add", PROXYING_USERNAME, "--password-stdin"], f"{PASSWORD}\n".encode()),
         ):
             result = subprocess.run(
                 self._gateway_argv(*command),
@@ -412,7 +413,7 @@ backend upstream
 
             async def fetch() -> str:
                 async with aiohttp.ClientSession() as http:
-                    return (await login(http, base))["access_token"]
+                    return (await login(http, base, PROXYING_USERNAME))["access_token"]
 
             self._token = (time.monotonic(), asyncio.run(fetch()))
         return self._token[1]
