@@ -132,9 +132,6 @@ class GatewayLane:
         path: str,
         connection: FrontProtocol,
     ) -> Worked:
-        # After the edge's checks, as on the app's path (a 431 is `unmatched`).
-        notes = noted(request)
-        notes[ROUTE_NAME], notes[UPSTREAM_NAME] = route.name, route.upstream
         permitted = self._permitted(request, route, path)
         return functools.partial(self._exchange, request, runtime, permitted, connection)
 
@@ -154,8 +151,6 @@ class GatewayLane:
                 path, route = self.policy.route(
                     runtime.routes, request.raw_path.partition("?")[0], request.method
                 )
-                notes = noted(request)
-                notes[ROUTE_NAME], notes[UPSTREAM_NAME] = route.name, route.upstream
                 permitted = self._permitted(request, route, path)
             await self.limiter.check(request, permitted.route, permitted.identity)
             proxy = runtime.proxy
@@ -165,6 +160,10 @@ class GatewayLane:
             holder.release(runtime)
 
     def _permitted(self, request: web.Request, route: RouteConfig, path: str) -> Permitted:
+        """Named after its route (after the edge's checks, as on the app's path: a 431 is
+        `unmatched`), and let through by the Bearer path, or refused."""
+        notes = noted(request)
+        notes[ROUTE_NAME], notes[UPSTREAM_NAME] = route.name, route.upstream
         identity = self.policy.identify_by_token(
             request, route, lambda: bearer_token(request.headers)
         )

@@ -118,13 +118,17 @@ def _fold_raw(name: bytes) -> bytes:
     return name.strip().lower().replace(b"_", b"-")
 
 
+def _is_connection(name: bytes) -> bool:
+    # A parsed name is a token (no spaces), and "connection" has no '-' to spell as '_'.
+    return len(name) == 10 and name.lower() == b"connection"
+
+
 def _connection_tokens(raw: RawHeaders) -> frozenset[bytes]:
     """Header names listed in Connection (folded): hop-by-hop for this one message, beyond
     those that always are (`Connection: keep-alive`, the usual one, names none)."""
     tokens: set[bytes] = set()
     for name, value in raw:
-        # A parsed name is a token (no spaces), and "connection" has no '-' to spell as '_'.
-        if len(name) == 10 and name.lower() == b"connection":
+        if _is_connection(name):
             tokens.update(_fold_raw(token) for token in value.split(b","))
     if not tokens:
         return _NO_TOKENS
@@ -228,7 +232,7 @@ class HeaderPolicy:
                 dropped = self._response_header_dropped(name)
             if not dropped:
                 kept.append((name, value))
-            elif len(name) == 10 and name.lower() == b"connection":
+            elif _is_connection(name):
                 named.append(value)
         if named:
             tokens = _connection_tokens([(b"connection", value) for value in named])

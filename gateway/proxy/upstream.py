@@ -141,7 +141,6 @@ class Proxy:
         """Send the request upstream (a target of its route's upstream, another one when that
         failed safely) and hand the response to `relay`; failures become 502/503/504."""
         route, path = permitted.route, permitted.path
-        upstream = self._upstreams[route.upstream]
         body, chunked = None, False
         if request.body_exists:
             body = ClientBody(route.max_body_bytes, self._client_body_timeout)
@@ -188,7 +187,7 @@ class Proxy:
             self._record(failure)
             raise
         except Exception as exc:
-            translated = upstream_failure(upstream, exc)
+            translated = upstream_failure(self._upstreams[route.upstream], exc)
             if translated is None:
                 raise
             translated.__cause__ = exc  # what _record logs

@@ -152,9 +152,7 @@ class LogOutput(logging.Handler):
     def flush(self) -> None:
         """Write every line waiting, now (blocking, from any thread)."""
         with self._writing:
-            pending = self._pending
-            while pending:
-                self._write(pending.popleft())
+            self._write_pending()
             data = self._taken()
             if data:
                 self._write(data)
@@ -190,6 +188,8 @@ class LogOutput(logging.Handler):
             return
         with self._writing:
             data = memoryview(self._taken())
+            if not data:  # flushed meanwhile
+                return
             if self._watching:  # the pipe is full: after what waits already
                 self._pending.append(data)
                 return
@@ -203,8 +203,7 @@ class LogOutput(logging.Handler):
         try:
             self._loop.add_writer(writer.fd, self._drain)
         except (OSError, ValueError, RuntimeError):  # not pollable after all: block instead
-            while self._pending:
-                self._write(self._pending.popleft())
+            self._write_pending()
             return
         self._watching = True
 
@@ -225,6 +224,11 @@ class LogOutput(logging.Handler):
             self._watching = False
             with contextlib.suppress(Exception):  # the loop may be closed by now
                 self._loop.remove_writer(self._writer.fd)
+
+    def _write_pending(self) -> None:
+        pending = self._pending
+        while pending:
+            self._write(pending.popleft())
 
     def _write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)

@@ -231,3 +231,33 @@ class RecordingTransport(DiscardingTransport):
 
 
 # TLS, through a real `gateway serve` (uvloop's TLS transport), before and after the hand-over.
+
+
+async def test_hundreds_of_mixed_requests_at_once_each_get_their_own_answer(
+    gateway: Gateway,
+) -> None:
+    # Answered at once (401, 404, 405), through a task (proxied) and by the app (/healthz),
+    # on the same paths and methods, with the route table remembering what it found: every
+    # answer must be the one its own request asks for.
+    pair = await gateway.login()
+    token = {"Authorization": f"Bearer {pair['access_token']}"}
+    kinds: list[tuple[str, str, dict[str, str], int]] = [
+        ("GET", "/aaa", {}, 200),
+        ("GET", "/bbb", {}, 401),
+        ("GET", "/bbb", token, 200),
+        ("POST", "/bbb", token, 405),
+        ("GET", "/nowhere", token, 404),
+        ("HEAD", "/aaa", {}, 200),
+        ("GET", "/whoami", token, 200),
+        ("GET", "/healthz", {}, 200),
+    ]
+    client = gateway.client
+
+    async def one(index: int) -> tuple[int, int]:
+        method, path, headers, expected = kinds[index % len(kinds)]
+        async with client.request(method, path, headers=headers) as resp:
+            await resp.read()
+            return resp.status, expected
+
+    results = await asyncio.gather(*(one(i) for i in range(400)))
+    assert [status for status, _ in results] == [expected for _, expected in results]
