@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import assertion_cost
+import budget
 from harness import peak_rss_mib, rss_mib
 from load import Sample, drive_logins, drive_refreshes, login_storm, run_wrk
 from report import (
@@ -49,11 +50,13 @@ from report import (
     FORWARD_AUTH,
     HAPROXY,
     NAIVE,
+    ONE_BUDGETED,
     POOL,
     PROTECTED,
     REJECTED,
     WITHOUT_FRONT,
     WORKERS,
+    WORKERS_BUDGETED,
     Row,
     RssChange,
     render_ratios,
@@ -63,6 +66,13 @@ from stack import Service, Stack
 
 RSS_SLICE_SECONDS = 10
 RSS_WARMUP_SECONDS = 3
+# Cores' time per worker in the budgeted rows: two such workers plus wrk and nginx fit in two
+# cores with room to spare, so neither budgeted row is bound by anything but its budget.
+WORKER_BUDGET = 0.6
+
+
+def _tool(name: str) -> Callable[[], str | None]:
+    return lambda: None if shutil.which(name) else f"apt-get install {name}"
 
 
 @dataclass(frozen=True)
@@ -75,7 +85,8 @@ class Plan:
     note: str = ""
     # Report the server's peak RSS on this row (not for rows whose load is not the row's own).
     rss: bool = True
-    needs: str = ""  # a tool the row cannot run without
+    # Why the row cannot run here (a tool missing, say), or None.
+    unavailable: Callable[[], str | None] = lambda: None
 
 
 def catalogue(stack: Stack, args: argparse.Namespace) -> list[Plan]:
@@ -151,7 +162,7 @@ def catalogue(stack: Stack, args: argparse.Namespace) -> list[Plan]:
         Plan("upstream direct: demo (Python)", stack.demo_upstream, http("/bbb")),
         Plan(BARE, stack.bare_server, http("/bbb")),
         Plan(NAIVE, stack.naive_proxy, http("/bbb", token=True)),
-        Plan(HAPROXY, stack.haproxy, http("/bbb", token=True), needs="haproxy"),
+        Plan(HAPROXY, stack.haproxy, http("/bbb", token=True), unavailable=_tool("haproxy")),
         Plan("reference: nginx plain proxy, 1 worker", stack.nginx_proxy, http("/bbb")),
         Plan(PROTECTED, stack.gateway, http("/bbb", token=True)),
         Plan(
@@ -182,6 +193,20 @@ def catalogue(stack: Stack, args: argparse.Namespace) -> list[Plan]:
             http("/bbb", token=True),
         ),
         Plan(WORKERS, lambda: stack.gateway(workers=2), http("/bbb", token=True)),
+        Plan(
+            ONE_BUDGETED,
+            lambda: stack.gateway(budget=WORKER_BUDGET),
+            http("/bbb", token=True),
+            note=f"capped at {WORKER_BUDGET:g} core (bench/budget.py)",
+            unavailable=budget.available,
+        ),
+        Plan(
+            WORKERS_BUDGETED,
+            lambda: stack.gateway(workers=2, budget=WORKER_BUDGET),
+            http("/bbb", token=True),
+            note=f"capped at {WORKER_BUDGET:g} core per worker",
+            unavailable=budget.available,
+        ),
         Plan(
             FORWARD_AUTH,
             stack.nginx_forward_auth,
@@ -267,9 +292,11 @@ def measure(args: argparse.Namespace) -> list[Row]:
     stack = Stack(workdir)
     try:
         plans = select(catalogue(stack, args), args.only)
-        for plan in [p for p in plans if p.needs and shutil.which(p.needs) is None]:
-            print(f"skipping {plan.name!r}: apt-get install {plan.needs}", file=sys.stderr)
-            plans.remove(plan)
+        for plan in list(plans):
+            reason = plan.unavailable()
+            if reason is not None:
+                print(f"skipping {plan.name!r}: {reason}", file=sys.stderr)
+                plans.remove(plan)
         # Everything starts before round 1, so no start-up lands in a sample.
         servers = [plan.server() for plan in plans]
         rows = [Row(plan.name, plan.note) for plan in plans]

@@ -29,6 +29,7 @@ from pathlib import Path
 import aiohttp
 import jwt
 import pymysql
+from budget import CpuBudget
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -84,6 +85,7 @@ class Stack:
         self._users_ready = False
         self._token: tuple[float, str] | None = None
         self._pool_targets: list[str] = []
+        self._budgets: list[CpuBudget] = []
 
     @property
     def database_name(self) -> str:
@@ -97,6 +99,8 @@ class Stack:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for budget in self._budgets:
+            budget.remove()
 
     # --- starting processes ---------------------------------------------------------------
 
@@ -295,14 +299,37 @@ backend upstream
         workers: int = 1,
         instance: str = "",
         env: dict[str, str] | None = None,
+        budget: float | None = None,
     ) -> Service:
         """`gateway serve` on the shipped config, UPSTREAM_URL at the fast or the demo upstream
         (and more of the config's variables in `env`); one process (tree) per distinct set of
-        arguments (name `instance` apart when `env` differs)."""
+        arguments (name `instance` apart when `env` differs). With `budget`, the tree may use
+        that many cores' time per worker (bench/budget.py)."""
         name = "-".join(
-            ["gateway", upstream, *([f"workers{workers}"] if workers != 1 else []), instance]
+            [
+                "gateway",
+                upstream,
+                *([f"workers{workers}"] if workers != 1 else []),
+                *([f"budget{budget:g}"] if budget else []),
+                instance,
+            ]
         ).rstrip("-")
-        return self._once(name, lambda: self._start_gateway(name, upstream, workers, env or {}))
+
+        def start() -> Service:
+            service = self._start_gateway(name, upstream, workers, env or {})
+            if budget:
+                # A cgroup per worker; the supervisor (idle) shares the first one's.
+                port = int(service.base.rsplit(":", 1)[1])
+                listeners = sorted(listening_processes(service.pid, port))
+                for index, worker in enumerate(listeners):
+                    capped = CpuBudget(f"{name}-{index}", budget)
+                    self._budgets.append(capped)
+                    capped.hold(worker)
+                    if index == 0 and service.pid not in listeners:
+                        capped.hold(service.pid)
+            return service
+
+        return self._once(name, start)
 
     def _start_gateway(
         self, name: str, upstream: str, workers: int, extra: dict[str, str]
