@@ -12,7 +12,8 @@ Starts what the selected rows need, measures, prints two Markdown tables and sto
      proxy (one worker);
   2. the gateway as a user gets it (the shipped config.yaml, set through its environment
      variables only, so the JSON access log is on): protected route with a valid token, public
-     route, no token (the 401 path), the demo upstream behind it, `--workers 2`, the protected
+     route, no token (the 401 path), the demo upstream behind it, `--workers 2` (unconfined,
+     and one worker against two with each on the same CPU budget, bench/budget.py), the protected
      route during a login storm, nginx + auth_request in front with the gateway only deciding
      (deploy/forward-auth/nginx.conf), POST /user/refresh and POST /user/login on MariaDB
      (SQLite when no MariaDB answers at 127.0.0.1:3306);
