@@ -1,4 +1,4 @@
-"""CPU budgets for the workers rows: a cgroup that caps a process tree at N cores' worth of time.
+"""CPU budgets for the workers rows: a cgroup that caps its processes at N cores' worth of time.
 
 On a 2-core machine wrk and the upstream share the cores with the gateway, so two workers
 left unconfined cannot show how the gateway scales: the more of the machine they take, the
@@ -49,10 +49,12 @@ class CpuBudget:
         root = _root()
         if root is None:
             raise RuntimeError(available())
-        self.cores = cores
         self.path = root / f"gw-bench-{name}-{os.getpid()}"
-        self.path.mkdir(exist_ok=True)
         quota = round(cores * _PERIOD_US)
+        if root is _V2:
+            # v2 gives a child cgroup the cpu controller only once its parent passes it on.
+            (root / "cgroup.subtree_control").write_text("+cpu")
+        self.path.mkdir(exist_ok=True)
         if root is _V1:
             (self.path / "cpu.cfs_period_us").write_text(str(_PERIOD_US))
             (self.path / "cpu.cfs_quota_us").write_text(str(quota))
@@ -63,13 +65,6 @@ class CpuBudget:
         """Move the process (all its threads) into the budget; threads and children it starts
         later start in it."""
         (self.path / "cgroup.procs").write_text(str(pid))
-
-    def throttled_seconds(self) -> float:
-        """How long the tree waited for its budget so far (cpu.stat)."""
-        stat = dict(line.split() for line in (self.path / "cpu.stat").read_text().splitlines())
-        if "throttled_usec" in stat:
-            return int(stat["throttled_usec"]) / 1e6
-        return int(stat.get("throttled_time", 0)) / 1e9
 
     def remove(self) -> None:
         """After its processes are gone: the cgroup itself."""
