@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
@@ -46,6 +46,9 @@ class FrontProtocol(BaseProtocol):
         self._closed = server.loop.create_future()
         self._buffer = bytearray()
         self._task: asyncio.Task[None] | None = None
+        # The task's work and request until the task first runs: a task cancelled before that
+        # never runs its coroutine, so the work would never be awaited nor its request logged.
+        self._unstarted: tuple[Coroutine[Any, Any, bool], web.BaseRequest] | None = None
         self._idle: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
         self._paused_reading = False
@@ -95,6 +98,13 @@ class FrontProtocol(BaseProtocol):
         if task is not None and not task.done():
             # As aiohttp's handler_cancellation: the request's work stops with its client.
             task.cancel()
+            unstarted, self._unstarted = self._unstarted, None
+            if unstarted is not None:  # its head and the reset came in one read
+                work, request = unstarted
+                work.close()
+                lane = self._server.lane
+                if lane is not None and isinstance(request, web.Request):
+                    lane.abandoned(request, self)
 
     def data_received(self, data: bytes) -> None:
         if (
@@ -165,10 +175,12 @@ class FrontProtocol(BaseProtocol):
         if isinstance(taken, bool):
             return self._answered(taken and not message.should_close)
         work = self._through_the_app(request) if taken is None else taken()
+        self._unstarted = (work, request)
         self._task = server.loop.create_task(self._serve(work, message.should_close))
         return False
 
-    async def _serve(self, work: Awaitable[bool], should_close: bool) -> None:
+    async def _serve(self, work: Coroutine[Any, Any, bool], should_close: bool) -> None:
+        self._unstarted = None
         keep_alive = False
         try:
             keep_alive = await work and not should_close

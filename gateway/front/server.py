@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -22,10 +22,14 @@ __all__ = ["FrontRunner", "Lane"]
 class Lane(Protocol):
     def take(
         self, request: web.Request, connection: FrontProtocol
-    ) -> bool | Callable[[], Awaitable[bool]] | None:
+    ) -> bool | Callable[[], Coroutine[Any, Any, bool]] | None:
         """Answer the request now by writing to `connection` (True: it may stay open, False:
         close it after), or give what is left to await for the answer (the front runs it in
         a task), or return None, having done nothing, for the app to answer it."""
+
+    def abandoned(self, request: web.Request, connection: FrontProtocol) -> None:
+        """The client went away before the task that was to answer `request` (the lane's
+        rest, or the app) ever ran, so none of its code will: count and log the request."""
 
 
 class FrontServer(web.Server):

@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -42,7 +43,9 @@ from ..request_keys import (
     PROGRESS,
     REQUEST_ID,
     ROUTE_NAME,
+    STARTED,
     UPSTREAM_NAME,
+    learned,
     noted,
 )
 from ..telemetry.accounting import CLIENT_CLOSED_REQUEST, RequestAccounting, how_far
@@ -63,7 +66,7 @@ _LENGTH = frozenset({b"content-length"})
 
 # What `take` gives the front: None (the app's), whether the connection may stay open after an
 # answer already written, or the rest of the work, which must await (the front runs it).
-Taken = bool | Callable[[], Awaitable[bool]] | None
+Taken = bool | Callable[[], Coroutine[Any, Any, bool]] | None
 # What a piece of the lane's work gives `_answer`: (status, closing) when it has written its
 # answer, or what is left to await for it.
 Worked = tuple[int, bool] | Callable[[], Awaitable[tuple[int, bool]]]
@@ -104,6 +107,16 @@ class GatewayLane:
             return None
         forward = functools.partial(self._forward, request, runtime, route, path, connection)
         return self._answer(request, connection, forward)
+
+    def abandoned(self, request: web.Request, connection: FrontProtocol) -> None:
+        """Its client went away before anything was done for it: a 499 before the upstream,
+        logged and counted like any other (under its route, for the lane's own requests)."""
+        started = learned(request).get(STARTED)
+        if started is None:  # the app's request, which its middleware never saw
+            started = self.accounting.started(request)
+        self.accounting.answered(
+            request, CLIENT_CLOSED_REQUEST, started, how_far(request, connection.sent)
+        )
 
     def _decide(self, request: web.Request, connection: FrontProtocol) -> Worked:
         decisions = self.decisions
@@ -171,7 +184,7 @@ class GatewayLane:
 
     def _answer(
         self, request: web.Request, connection: FrontProtocol, work: Callable[[], Worked]
-    ) -> bool | Callable[[], Awaitable[bool]]:
+    ) -> bool | Callable[[], Coroutine[Any, Any, bool]]:
         """Count and log the request (as the middleware does), run the edge's checks, then
         `work`, which writes its answer or says what is left to await for it. Refusals are
         answered here. Whether the connection may stay open, or what the front must await."""

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
+import logging
 import random
 import time
 from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
+from aiohttp import web
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http_parser import HttpRequestParser
 
@@ -20,7 +23,7 @@ from gateway.appkeys import METRICS, RUNTIME
 from gateway.front.heads import HeadParser, head_end
 from gateway.front.server import FrontServer
 from gateway.proxy.runtime import Runtime
-from tests.support.gateways import Gateway
+from tests.support.gateways import Gateway, GatewayFactory
 
 # Heads: the front parses what it serves exactly as aiohttp's parser does.
 
@@ -214,6 +217,49 @@ async def test_a_reload_between_the_lanes_decision_and_its_exchange_uses_the_new
     holder.current, old.retired = old, False
     protocol.connection_lost(None)
     await new.proxy.close()
+
+
+async def test_a_client_gone_before_its_task_ever_ran_is_logged_as_a_499_and_never_forwarded(
+    gateway_before: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A head and the client's reset can come in one read: the front has made the task that is
+    # to answer the request (the lane's exchange, or the app), and the reset cancels it before
+    # its first step, so none of its code ever runs. The request is still logged and counted.
+    forwarded: list[str] = []
+
+    async def upstream(request: web.Request) -> web.Response:
+        forwarded.append(request.path)
+        return web.Response(text="bbb")
+
+    gw = await gateway_before({"/bbb": upstream})
+    await gw.add_user()
+    token = (await gw.login())["access_token"]
+    front = cast(FrontServer, gw.client.server.runner.server)
+    caplog.set_level(logging.INFO, "aiohttp.access")
+    heads = {
+        "/bbb": f"GET /bbb HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n",
+        "/healthz": "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",  # the app's
+    }
+    for head in heads.values():
+        protocol = front()
+        protocol.connection_made(RecordingTransport())
+        protocol.data_received(head.encode())
+        protocol.connection_lost(ConnectionResetError())
+    await asyncio.sleep(0.05)  # the cancelled tasks end
+    gc.collect()  # a coroutine never awaited would warn now (an error, in this suite)
+    lines = {
+        record.path: record  # type: ignore[attr-defined]
+        for record in caplog.records
+        if record.name == "aiohttp.access" and record.path in heads  # type: ignore[attr-defined]
+    }
+    assert sorted(lines) == sorted(heads)
+    for record in lines.values():
+        assert (record.status, record.aborted) == (499, "before_upstream")  # type: ignore[attr-defined]
+    route = lines["/bbb"].route  # type: ignore[attr-defined]
+    assert route == "/bbb GET,HEAD"
+    assert forwarded == []
+    requests = gw.app[METRICS].requests
+    assert requests.labels(route, "GET", "499").value == 1
 
 
 class RecordingTransport(DiscardingTransport):
