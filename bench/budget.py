@@ -39,6 +39,10 @@ def available() -> str | None:
         return "no cgroup cpu controller (cgroup v1 cpu or v2 cpu.max)"
     if not os.access(root, os.W_OK):
         return f"{root} is not writable (run as root)"
+    try:  # a container's own cgroup may refuse a child, or its controller
+        CpuBudget("probe", 0.5).remove()
+    except OSError as exc:
+        return f"cannot make a cgroup in {root}: {exc.strerror or exc}"
     return None
 
 
@@ -55,11 +59,15 @@ class CpuBudget:
             # v2 gives a child cgroup the cpu controller only once its parent passes it on.
             (root / "cgroup.subtree_control").write_text("+cpu")
         self.path.mkdir(exist_ok=True)
-        if root is _V1:
-            (self.path / "cpu.cfs_period_us").write_text(str(_PERIOD_US))
-            (self.path / "cpu.cfs_quota_us").write_text(str(quota))
-        else:
-            (self.path / "cpu.max").write_text(f"{quota} {_PERIOD_US}")
+        try:
+            if root is _V1:
+                (self.path / "cpu.cfs_period_us").write_text(str(_PERIOD_US))
+                (self.path / "cpu.cfs_quota_us").write_text(str(quota))
+            else:
+                (self.path / "cpu.max").write_text(f"{quota} {_PERIOD_US}")
+        except OSError:
+            self.remove()
+            raise
 
     def hold(self, pid: int) -> None:
         """Move the process (all its threads) into the budget; threads and children it starts

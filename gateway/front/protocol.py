@@ -11,8 +11,9 @@ and response objects, not its protocol. README "Performance".)"""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
@@ -46,9 +47,9 @@ class FrontProtocol(BaseProtocol):
         self._closed = server.loop.create_future()
         self._buffer = bytearray()
         self._task: asyncio.Task[None] | None = None
-        # The task's work and request until the task first runs: a task cancelled before that
-        # never runs its coroutine, so the work would never be awaited nor its request logged.
-        self._unstarted: tuple[Coroutine[Any, Any, bool], web.BaseRequest] | None = None
+        # The task's request until the task first runs: a task cancelled before that never
+        # runs its coroutine, so none of the request's own code would log it.
+        self._unstarted: web.BaseRequest | None = None
         self._idle: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
         self._paused_reading = False
@@ -98,13 +99,10 @@ class FrontProtocol(BaseProtocol):
         if task is not None and not task.done():
             # As aiohttp's handler_cancellation: the request's work stops with its client.
             task.cancel()
-            unstarted, self._unstarted = self._unstarted, None
-            if unstarted is not None:  # its head and the reset came in one read
-                work, request = unstarted
-                work.close()
-                lane = self._server.lane
-                if lane is not None and isinstance(request, web.Request):
-                    lane.abandoned(request, self)
+            request, self._unstarted = self._unstarted, None
+            lane = self._server.lane
+            if request is not None and lane is not None and isinstance(request, web.Request):
+                lane.abandoned(request, self)
 
     def data_received(self, data: bytes) -> None:
         if (
@@ -174,16 +172,20 @@ class FrontProtocol(BaseProtocol):
         )
         if isinstance(taken, bool):
             return self._answered(taken and not message.should_close)
-        work = self._through_the_app(request) if taken is None else taken()
-        self._unstarted = (work, request)
+        work = functools.partial(self._through_the_app, request) if taken is None else taken
+        self._unstarted = request
         self._task = server.loop.create_task(self._serve(work, message.should_close))
         return False
 
-    async def _serve(self, work: Coroutine[Any, Any, bool], should_close: bool) -> None:
+    async def _serve(
+        self, work: Callable[[], Coroutine[Any, Any, bool]], should_close: bool
+    ) -> None:
+        # The work's coroutine is made here, not before the task: a task cancelled before its
+        # first step (its client gone, the loop shutting down) leaves none never awaited.
         self._unstarted = None
         keep_alive = False
         try:
-            keep_alive = await work and not should_close
+            keep_alive = await work() and not should_close
         except (ConnectionError, asyncio.CancelledError):
             pass
         except Exception:
@@ -237,11 +239,18 @@ class FrontProtocol(BaseProtocol):
 
     def close_idle(self) -> bool:
         """Close now if no request is being answered (shutdown); True if it was closed."""
-        if self._task is None:
+        if not self._answering:
             self.close()
             return True
         self._closing = True
         return False
+
+    @property
+    def _answering(self) -> bool:
+        # A task cancelled before its first step (by the loop shutting down) is done without
+        # having run `_serve`'s `finally`: it answers nothing.
+        task = self._task
+        return task is not None and not task.done()
 
     async def closed(self) -> None:
         await asyncio.shield(self._closed)
@@ -267,7 +276,7 @@ class FrontProtocol(BaseProtocol):
     def _idle_check(self) -> None:
         self._idle = None
         loop = self._server.loop
-        if self._task is not None:
+        if self._answering:
             self._idle_since = loop.time()  # a request is being answered: not idle
         elif loop.time() - self._idle_since >= self._server.idle_timeout:
             self.close()

@@ -113,6 +113,7 @@ class GatewayLane:
         logged and counted like any other (under its route, for the lane's own requests)."""
         started = learned(request).get(STARTED)
         if started is None:  # the app's request, which its middleware never saw
+            self.edge.name(request)
             started = self.accounting.started(request)
         self.accounting.answered(
             request, CLIENT_CLOSED_REQUEST, started, how_far(request, connection.sent)

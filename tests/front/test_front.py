@@ -255,11 +255,39 @@ async def test_a_client_gone_before_its_task_ever_ran_is_logged_as_a_499_and_nev
     assert sorted(lines) == sorted(heads)
     for record in lines.values():
         assert (record.status, record.aborted) == (499, "before_upstream")  # type: ignore[attr-defined]
+    assert all(record.request_id for record in lines.values())  # type: ignore[attr-defined]
     route = lines["/bbb"].route  # type: ignore[attr-defined]
     assert route == "/bbb GET,HEAD"
     assert forwarded == []
     requests = gw.app[METRICS].requests
     assert requests.labels(route, "GET", "499").value == 1
+
+
+async def test_a_task_cancelled_before_its_first_step_leaves_no_work_never_awaited(
+    gateway: Gateway,
+) -> None:
+    # The loop shutting down cancels every task, some before they ever ran: the work of the
+    # request (the lane's or the app's) is made by the task itself, so none is left unawaited.
+    front = cast(FrontServer, gateway.client.server.runner.server)  # type: ignore[union-attr]
+    protocols = []
+    before = asyncio.all_tasks()
+    for head in (
+        b"GET /aaa HTTP/1.1\r\nHost: x\r\n\r\n",  # proxied
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    ):
+        protocol = front()
+        protocol.connection_made(RecordingTransport())
+        protocol.data_received(head)
+        protocols.append(protocol)
+    started = asyncio.all_tasks() - before
+    assert len(started) == 2
+    for task in started:
+        task.cancel()
+    await asyncio.sleep(0.05)
+    assert all(task.cancelled() for task in started)
+    gc.collect()  # a coroutine never awaited would warn now (an error, in this suite)
+    # And the connections answer nothing now: shutdown closes them at once.
+    assert all(protocol.close_idle() for protocol in protocols)
 
 
 class RecordingTransport(DiscardingTransport):
